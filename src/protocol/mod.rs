@@ -1,0 +1,12 @@
+//! The MySQL client/server wire format, and nothing else: no sockets, no clocks, no
+//! configuration. Bytes go in, typed values come out, and back. Both halves of the proxy —
+//! the server side facing clients and the client side facing MariaDB — build on it, and it
+//! is where the unit tests and the fuzz targets live.
+
+pub mod auth;
+pub mod codec;
+pub mod constants;
+pub mod frame;
+pub mod handshake;
+pub mod packets;
+pub mod response;

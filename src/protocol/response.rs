@@ -1,0 +1,405 @@
+//! Where a server's response to a command ends.
+//!
+//! A proxy that forwards results as bytes still has to know when a response is over, so it
+//! can take the next command, and what state the server reported at the end (transaction
+//! open, more results following). [`ResponseTracker`] is that knowledge as a state machine:
+//! fed the first frame of each logical packet, it answers "more", "done" or "the client must
+//! now send a file". It never sees rows' contents beyond their first byte.
+//!
+//! The proxy does not offer CLIENT_DEPRECATE_EOF, so result sets always carry their EOF
+//! packets; that keeps the end of a cursor-opening COM_STMT_EXECUTE unambiguous.
+
+use super::codec::{DecodeError, Reader};
+use super::constants::{command, header, status};
+use super::packets::{eof_status, is_eof, OkPacket};
+
+/// What the tracker concluded from one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The response goes on.
+    More,
+    /// The response is complete.
+    Done(Outcome),
+    /// The server asked for `LOAD DATA LOCAL INFILE` content: the client sends the file as
+    /// packets ended by an empty one, then the server's OK or ERR follows.
+    LocalInfile,
+}
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Status flags of the final OK or EOF packet, when it had them.
+    pub status: Option<u16>,
+    /// Whether the response ended with an ERR packet.
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Start of a text or binary result: OK, ERR, LOCAL INFILE or a column count.
+    ResultStart,
+    ColumnDefs {
+        left: u64,
+    },
+    ColumnDefsEof,
+    Rows,
+    PrepareStart,
+    PrepareDefs {
+        left: u64,
+        then_columns: u64,
+    },
+    PrepareDefsEof {
+        then_columns: u64,
+    },
+    /// Packets up to an EOF or ERR (COM_FIELD_LIST, COM_STMT_FETCH).
+    UntilEof,
+    /// Exactly one packet of any shape (OK, ERR, EOF, or COM_STATISTICS' text).
+    Single,
+    Finished,
+}
+
+/// Follows one response packet by packet. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct ResponseTracker {
+    state: State,
+    /// For COM_STMT_EXECUTE: a result whose column EOF says a cursor was opened has no rows.
+    cursor_possible: bool,
+}
+
+/// Why a response could not be followed: the peer broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackError {
+    #[error("malformed response packet: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("packet after the end of the response")]
+    AfterEnd,
+}
+
+impl ResponseTracker {
+    /// A tracker for the response to `cmd`, or `None` when the command gets no response
+    /// (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA, COM_QUIT).
+    pub fn for_command(cmd: u8) -> Option<ResponseTracker> {
+        let state = match cmd {
+            command::QUERY | command::STMT_EXECUTE | command::PROCESS_INFO => State::ResultStart,
+            command::STMT_PREPARE => State::PrepareStart,
+            command::FIELD_LIST | command::STMT_FETCH => State::UntilEof,
+            command::STMT_CLOSE | command::STMT_SEND_LONG_DATA | command::QUIT => return None,
+            _ => State::Single,
+        };
+        Some(ResponseTracker {
+            state,
+            cursor_possible: cmd == command::STMT_EXECUTE,
+        })
+    }
+
+    /// Feeds the next logical packet. `first_frame` is the payload of its first frame (the
+    /// whole payload unless it is 16 MiB or more) and `payload_len` that frame's length.
+    pub fn feed(&mut self, first_frame: &[u8], payload_len: usize) -> Result<Progress, TrackError> {
+        let first = first_frame.first().copied();
+        let eof = is_eof(first, payload_len);
+        let err = first == Some(header::ERR);
+        let progress = match self.state {
+            State::Finished => return Err(TrackError::AfterEnd),
+            State::Single => self.finish(Outcome {
+                status: if first == Some(header::OK) || eof {
+                    ok_or_eof_status(first_frame)
+                } else {
+                    None
+                },
+                error: err,
+            }),
+            State::ResultStart => match first {
+                Some(header::OK) => {
+                    let ok = OkPacket::decode(first_frame)?;
+                    self.end_of_result(ok.status)
+                }
+                Some(header::ERR) => self.finish_with_error(),
+                Some(header::LOCAL_INFILE) => Progress::LocalInfile,
+                _ => {
+                    let columns = Reader::new(first_frame).lenenc_int("column count")?;
+                    self.state = State::ColumnDefs { left: columns };
+                    Progress::More
+                }
+            },
+            State::ColumnDefs { left } => {
+                if err {
+                    return Ok(self.finish_with_error());
+                }
+                self.state = if left <= 1 {
+                    State::ColumnDefsEof
+                } else {
+                    State::ColumnDefs { left: left - 1 }
+                };
+                Progress::More
+            }
+            State::ColumnDefsEof => {
+                if err {
+                    return Ok(self.finish_with_error());
+                }
+                if !eof {
+                    return Err(DecodeError::Invalid("EOF after column definitions").into());
+                }
+                let flags = eof_status(first_frame).unwrap_or(0);
+                if self.cursor_possible && flags & status::CURSOR_EXISTS != 0 {
+                    self.finish(Outcome {
+                        status: Some(flags),
+                        error: false,
+                    })
+                } else {
+                    self.state = State::Rows;
+                    Progress::More
+                }
+            }
+            State::Rows => {
+                if err {
+                    self.finish_with_error()
+                } else if eof {
+                    self.end_of_result(eof_status(first_frame).unwrap_or(0))
+                } else {
+                    Progress::More
+                }
+            }
+            State::PrepareStart => {
+                if err {
+                    return Ok(self.finish_with_error());
+                }
+                // COM_STMT_PREPARE_OK: status, stmt id, columns, params
+                let mut r = Reader::new(first_frame);
+                if r.u8("prepare OK")? != header::OK {
+                    return Err(DecodeError::Invalid("prepare OK header").into());
+                }
+                r.skip(4, "statement id")?;
+                let columns = u64::from(r.u16("column count")?);
+                let params = u64::from(r.u16("parameter count")?);
+                self.after_prepare_defs(params, columns)
+            }
+            State::PrepareDefs { left, then_columns } => {
+                self.state = if left <= 1 {
+                    State::PrepareDefsEof { then_columns }
+                } else {
+                    State::PrepareDefs {
+                        left: left - 1,
+                        then_columns,
+                    }
+                };
+                Progress::More
+            }
+            State::PrepareDefsEof { then_columns } => {
+                if !eof {
+                    return Err(DecodeError::Invalid("EOF after statement definitions").into());
+                }
+                self.after_prepare_defs(then_columns, 0)
+            }
+            State::UntilEof => {
+                if err {
+                    self.finish_with_error()
+                } else if eof {
+                    self.finish(Outcome {
+                        status: eof_status(first_frame),
+                        error: false,
+                    })
+                } else {
+                    Progress::More
+                }
+            }
+        };
+        Ok(progress)
+    }
+
+    /// After the server's LOCAL INFILE request has been answered by the client's file, what
+    /// remains is an OK or ERR (which may announce more results).
+    pub fn file_sent(&mut self) {
+        self.state = State::ResultStart;
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    fn after_prepare_defs(&mut self, defs: u64, then_columns: u64) -> Progress {
+        if defs > 0 {
+            self.state = State::PrepareDefs {
+                left: defs,
+                then_columns,
+            };
+            Progress::More
+        } else if then_columns > 0 {
+            self.state = State::PrepareDefs {
+                left: then_columns,
+                then_columns: 0,
+            };
+            Progress::More
+        } else {
+            self.finish(Outcome {
+                status: None,
+                error: false,
+            })
+        }
+    }
+
+    fn end_of_result(&mut self, flags: u16) -> Progress {
+        if flags & status::MORE_RESULTS_EXISTS != 0 {
+            self.state = State::ResultStart;
+            Progress::More
+        } else {
+            self.finish(Outcome {
+                status: Some(flags),
+                error: false,
+            })
+        }
+    }
+
+    fn finish_with_error(&mut self) -> Progress {
+        self.finish(Outcome {
+            status: None,
+            error: true,
+        })
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> Progress {
+        self.state = State::Finished;
+        Progress::Done(outcome)
+    }
+}
+
+fn ok_or_eof_status(payload: &[u8]) -> Option<u16> {
+    match payload.first() {
+        Some(&header::OK) => OkPacket::decode(payload).ok().map(|ok| ok.status),
+        _ => eof_status(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+    const OK_MORE: &[u8] = &[0x00, 0x00, 0x00, 0x0A, 0x00, 0x00, 0x00];
+    const EOF: &[u8] = &[0xFE, 0x00, 0x00, 0x02, 0x00];
+    const EOF_MORE: &[u8] = &[0xFE, 0x00, 0x00, 0x0A, 0x00];
+    const EOF_CURSOR: &[u8] = &[0xFE, 0x00, 0x00, 0x42, 0x00];
+    const ERR: &[u8] = &[0xFF, 0x28, 0x04, b'#', b'4', b'2', b'0', b'0', b'0', b'x'];
+
+    fn run(cmd: u8, packets: &[&[u8]]) -> Vec<Progress> {
+        let mut t = ResponseTracker::for_command(cmd).unwrap();
+        packets
+            .iter()
+            .map(|p| t.feed(p, p.len()).unwrap())
+            .collect()
+    }
+
+    fn done(status: Option<u16>, error: bool) -> Progress {
+        Progress::Done(Outcome { status, error })
+    }
+
+    #[test]
+    fn query_answered_by_ok_or_err() {
+        assert_eq!(run(command::QUERY, &[OK]), vec![done(Some(2), false)]);
+        assert_eq!(run(command::QUERY, &[ERR]), vec![done(None, true)]);
+    }
+
+    #[test]
+    fn result_set_ends_at_the_row_eof() {
+        let p = run(
+            command::QUERY,
+            &[&[2], b"def1", b"def2", EOF, b"\x01a\x01b", EOF],
+        );
+        assert_eq!(p[..5], [Progress::More; 5]);
+        assert_eq!(p[5], done(Some(2), false));
+    }
+
+    #[test]
+    fn multiple_results_continue_until_the_last() {
+        let p = run(
+            command::QUERY,
+            &[OK_MORE, &[1], b"def", EOF, b"\x011", EOF_MORE, OK],
+        );
+        assert_eq!(p[..6], [Progress::More; 6]);
+        assert_eq!(p[6], done(Some(2), false));
+    }
+
+    #[test]
+    fn an_error_in_the_middle_of_rows_ends_the_response() {
+        let p = run(command::QUERY, &[&[1], b"def", EOF, b"\x011", ERR]);
+        assert_eq!(p[4], done(None, true));
+    }
+
+    #[test]
+    fn a_long_row_starting_with_fe_is_not_an_eof() {
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        for p in [&[1u8][..], b"def", EOF] {
+            t.feed(p, p.len()).unwrap();
+        }
+        // a first frame of a 16 MiB value: 0xFE length prefix, full-size frame
+        assert_eq!(
+            t.feed(&[0xFE, 0, 0, 0, 1], 0xFF_FFFF).unwrap(),
+            Progress::More
+        );
+        assert_eq!(t.feed(EOF, EOF.len()).unwrap(), done(Some(2), false));
+    }
+
+    #[test]
+    fn local_infile_then_ok() {
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        assert_eq!(
+            t.feed(b"\xFB/tmp/x.csv", 11).unwrap(),
+            Progress::LocalInfile
+        );
+        t.file_sent();
+        assert_eq!(t.feed(OK, OK.len()).unwrap(), done(Some(2), false));
+    }
+
+    #[test]
+    fn prepare_with_params_and_columns() {
+        // stmt id 1, 2 columns, 1 param
+        let prep_ok: &[u8] = &[0x00, 1, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0];
+        let p = run(
+            command::STMT_PREPARE,
+            &[prep_ok, b"param", EOF, b"col1", b"col2", EOF],
+        );
+        assert_eq!(p[..5], [Progress::More; 5]);
+        assert_eq!(p[5], done(None, false));
+    }
+
+    #[test]
+    fn prepare_without_params_or_columns_is_one_packet() {
+        let prep_ok: &[u8] = &[0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            run(command::STMT_PREPARE, &[prep_ok]),
+            vec![done(None, false)]
+        );
+        assert_eq!(run(command::STMT_PREPARE, &[ERR]), vec![done(None, true)]);
+    }
+
+    #[test]
+    fn execute_that_opens_a_cursor_ends_after_the_column_eof() {
+        let p = run(command::STMT_EXECUTE, &[&[1], b"def", EOF_CURSOR]);
+        assert_eq!(p[2], done(Some(0x42), false));
+        // then rows come through COM_STMT_FETCH
+        let p = run(command::STMT_FETCH, &[b"\x00\x00row", EOF]);
+        assert_eq!(p, vec![Progress::More, done(Some(2), false)]);
+    }
+
+    #[test]
+    fn single_packet_commands() {
+        assert_eq!(run(command::PING, &[OK]), vec![done(Some(2), false)]);
+        assert_eq!(
+            run(command::STATISTICS, &[b"Uptime: 5  Threads: 1"]),
+            vec![done(None, false)]
+        );
+        assert!(ResponseTracker::for_command(command::STMT_CLOSE).is_none());
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        assert!(t.feed(&[], 0).is_err());
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        assert!(t.feed(&[0x00, 0x01], 2).is_err());
+        let mut t = ResponseTracker::for_command(command::STMT_PREPARE).unwrap();
+        assert!(t.feed(&[0x00, 1, 0], 3).is_err());
+        let mut t = ResponseTracker::for_command(command::PING).unwrap();
+        t.feed(OK, OK.len()).unwrap();
+        assert_eq!(t.feed(OK, OK.len()), Err(TrackError::AfterEnd));
+    }
+}
