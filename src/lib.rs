@@ -1,3 +1,10 @@
 //! Sluice: a MySQL-protocol proxy for MariaDB Galera clusters and their replicas.
 
+pub mod backend;
+pub mod config;
+pub mod connection;
+pub mod frontend;
 pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod tls;

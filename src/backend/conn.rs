@@ -1,0 +1,261 @@
+//! One connection to a backend: TCP (and TLS when the server is configured for it), the
+//! MySQL login as the client's user, then a plain packet [`Connection`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, TlsStream};
+
+use crate::connection::{Connection, ReadError, Rewind, Stream};
+use crate::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
+use crate::protocol::constants::{capability, header};
+use crate::protocol::handshake::{
+    encode_ssl_request, AuthSwitchRequest, HandshakeResponse, InitialHandshake,
+};
+use crate::protocol::packets::ErrPacket;
+use crate::runtime::ServerTarget;
+
+/// Largest packet accepted from a backend during login.
+const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
+/// The `max_packet_size` announced to backends: the protocol's maximum.
+const MAX_PACKET: u32 = 1 << 30;
+
+/// Capabilities a client may ask for that the proxy passes on to its backend connection,
+/// because they change what the server sends and the client must get what it asked for.
+const MIRRORED: u32 = capability::FOUND_ROWS
+    | capability::LONG_FLAG
+    | capability::NO_SCHEMA
+    | capability::LOCAL_FILES
+    | capability::IGNORE_SPACE
+    | capability::INTERACTIVE
+    | capability::MULTI_STATEMENTS
+    | capability::MULTI_RESULTS
+    | capability::PS_MULTI_RESULTS
+    | capability::SESSION_TRACK;
+
+/// Capabilities the proxy always uses toward backends.
+const REQUIRED: u32 = capability::LONG_PASSWORD
+    | capability::PROTOCOL_41
+    | capability::TRANSACTIONS
+    | capability::SECURE_CONNECTION
+    | capability::PLUGIN_AUTH
+    | capability::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | capability::CONNECT_ATTRS;
+
+/// Who to log in as, and the session the client asked for.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    /// `None` for a user without a password.
+    pub key: Option<ProvenKey>,
+    pub database: Option<String>,
+    pub charset: u8,
+    /// The client's capability flags; the relevant ones are mirrored.
+    pub client_capabilities: u32,
+    pub connect_attrs: Option<Vec<u8>>,
+}
+
+/// Why a backend connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0} did not complete the login within {1:?}")]
+    Timeout(String, Duration),
+    #[error("TLS to {0} failed: {1}")]
+    Tls(String, String),
+    #[error("{0} broke the protocol during login: {1}")]
+    Protocol(String, String),
+    /// The server answered with an error (bad credentials, too many connections, ...).
+    /// This one is the client's business: it is forwarded as is.
+    #[error("{0} refused the login: {1}")]
+    Refused(String, ErrPacket),
+}
+
+/// Holds one place in a server's `max_connections` for as long as the connection lives.
+#[derive(Debug)]
+pub(super) struct Slot(pub(super) Arc<ServerTarget>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A logged-in backend connection.
+pub struct BackendConn {
+    pub conn: Connection,
+    pub server: Arc<ServerTarget>,
+    /// The server's thread id for this connection (for KILL and logs).
+    pub thread_id: u32,
+    _slot: Slot,
+}
+
+impl BackendConn {
+    pub(super) async fn open(
+        slot: Slot,
+        login: &Login,
+        tls: Option<&Arc<ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
+        let address = slot.0.address();
+        match tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await {
+            Ok(Ok((conn, thread_id))) => Ok(BackendConn {
+                conn,
+                server: slot.0.clone(),
+                thread_id,
+                _slot: slot,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BackendError::Timeout(address, timeout)),
+        }
+    }
+}
+
+async fn handshake(
+    server: &ServerTarget,
+    login: &Login,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(Connection, u32), BackendError> {
+    let address = server.address();
+    let protocol = |what: String| BackendError::Protocol(address.clone(), what);
+    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+        .await
+        .map_err(|e| BackendError::Connect(address.clone(), e))?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Connection::new(Stream::Tcp(tcp));
+
+    let greeting = read(&mut conn, &address).await?;
+    if greeting.payload.first() == Some(&header::ERR) {
+        return Err(refused(&address, &greeting.payload));
+    }
+    let hs = InitialHandshake::decode(&greeting.payload).map_err(|e| protocol(e.to_string()))?;
+    let mut seq = greeting.last_seq.wrapping_add(1);
+    let mut caps = (login.client_capabilities & MIRRORED & hs.capabilities) | REQUIRED;
+
+    if server.tls {
+        let config = tls.ok_or_else(|| {
+            BackendError::Tls(address.clone(), "no [backend_tls] configured".into())
+        })?;
+        if hs.capabilities & capability::SSL == 0 {
+            return Err(BackendError::Tls(
+                address.clone(),
+                "server does not offer TLS".into(),
+            ));
+        }
+        caps |= capability::SSL;
+        let mut request = bytes::BytesMut::new();
+        encode_ssl_request(&mut request, caps, MAX_PACKET, login.charset);
+        seq = conn.queue_packet(seq, &request);
+        conn.flush()
+            .await
+            .map_err(|e| BackendError::Connect(address.clone(), e))?;
+        conn = upgrade(conn, server, config).await?;
+    }
+
+    let response = HandshakeResponse {
+        capabilities: caps,
+        max_packet: MAX_PACKET,
+        charset: login.charset,
+        username: login.user.clone(),
+        auth_response: proof(login, &hs.scramble),
+        database: login.database.clone(),
+        auth_plugin: Some(NATIVE_PASSWORD.to_string()),
+        connect_attrs: login.connect_attrs.clone(),
+    };
+    let mut payload = bytes::BytesMut::new();
+    response.encode(&mut payload);
+    conn.queue_packet(seq, &payload);
+    conn.flush()
+        .await
+        .map_err(|e| BackendError::Connect(address.clone(), e))?;
+
+    loop {
+        let reply = read(&mut conn, &address).await?;
+        match reply.payload.first() {
+            Some(&header::OK) => return Ok((conn, hs.connection_id)),
+            Some(&header::ERR) => return Err(refused(&address, &reply.payload)),
+            Some(&header::AUTH_SWITCH) => {
+                let switch = AuthSwitchRequest::decode(&reply.payload)
+                    .map_err(|e| protocol(e.to_string()))?;
+                if switch.plugin != NATIVE_PASSWORD {
+                    return Err(protocol(format!(
+                        "asks for auth plugin {}; only {NATIVE_PASSWORD} can be answered \
+                         without the cleartext password",
+                        switch.plugin
+                    )));
+                }
+                let answer = proof(login, &switch.data);
+                conn.queue_packet(reply.last_seq.wrapping_add(1), &answer);
+                conn.flush()
+                    .await
+                    .map_err(|e| BackendError::Connect(address.clone(), e))?;
+            }
+            _ => return Err(protocol("unexpected packet during login".into())),
+        }
+    }
+}
+
+/// The `mysql_native_password` answer to a scramble. Whatever plugin the greeting names,
+/// the proxy answers natively (and says so); a server whose account uses that plugin
+/// accepts it, others switch or refuse.
+fn proof(login: &Login, scramble: &[u8]) -> Vec<u8> {
+    match &login.key {
+        Some(key) => native_proof(key, scramble).to_vec(),
+        None => Vec::new(),
+    }
+}
+
+async fn read(
+    conn: &mut Connection,
+    address: &str,
+) -> Result<crate::connection::Packet, BackendError> {
+    match conn.read_packet(LOGIN_PACKET_LIMIT).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) | Err(ReadError::Truncated) => Err(BackendError::Connect(
+            address.to_string(),
+            std::io::ErrorKind::UnexpectedEof.into(),
+        )),
+        Err(ReadError::Io(e)) => Err(BackendError::Connect(address.to_string(), e)),
+        Err(e) => Err(BackendError::Protocol(address.to_string(), e.to_string())),
+    }
+}
+
+fn refused(address: &str, payload: &[u8]) -> BackendError {
+    match ErrPacket::decode(payload) {
+        Ok(err) => BackendError::Refused(address.to_string(), err),
+        Err(e) => BackendError::Protocol(address.to_string(), e.to_string()),
+    }
+}
+
+async fn upgrade(
+    conn: Connection,
+    server: &ServerTarget,
+    config: &Arc<ClientConfig>,
+) -> Result<Connection, BackendError> {
+    let address = server.address();
+    let (stream, pending) = conn.into_parts();
+    let Stream::Tcp(tcp) = stream else {
+        return Err(BackendError::Tls(address, "already TLS".into()));
+    };
+    if !pending.is_empty() {
+        return Err(BackendError::Protocol(
+            address,
+            "data before the TLS handshake".into(),
+        ));
+    }
+    let pending = bytes::BytesMut::new();
+    let name = ServerName::try_from(server.host.clone())
+        .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
+    let tls = TlsConnector::from(config.clone())
+        .connect(name, Rewind::new(pending, tcp))
+        .await
+        .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
+    Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Client(
+        tls,
+    )))))
+}

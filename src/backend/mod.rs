@@ -1,0 +1,12 @@
+//! The client side of the proxy: connections to MariaDB servers and the single door
+//! through which sessions get them.
+//!
+//! Sessions never open backend connections themselves; they ask [`Pool::acquire`] for one
+//! and give it back with [`Pool::release`]. Today the pool opens a connection per request;
+//! pooling and multiplexing change what happens behind that door, not its callers.
+
+mod conn;
+mod pool;
+
+pub use conn::{BackendConn, BackendError, Login};
+pub use pool::{AcquireError, Pool};

@@ -1,0 +1,231 @@
+//! Checks that go beyond types: references between sections, duplicates, formats, files.
+//! Each failure is `(key, problem)` with the key written as it appears in the file.
+
+use std::collections::HashSet;
+
+use super::Config;
+use crate::protocol::auth::PasswordHash;
+
+type Failure = (String, String);
+
+pub(super) fn validate(config: &Config) -> Result<(), Failure> {
+    proxy(config)?;
+    let hostgroups = hostgroups(config)?;
+    servers(config, &hostgroups)?;
+    users(config, &hostgroups)?;
+    tls_files(config)
+}
+
+fn fail<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, Failure> {
+    Err((key.into(), problem.into()))
+}
+
+fn proxy(config: &Config) -> Result<(), Failure> {
+    let p = &config.proxy;
+    if p.max_client_connections == 0 {
+        return fail("proxy.max_client_connections", "must be at least 1");
+    }
+    if p.max_allowed_packet < 1024 || p.max_allowed_packet > 1 << 30 {
+        return fail(
+            "proxy.max_allowed_packet",
+            "must be between 1024 and 1073741824 bytes",
+        );
+    }
+    if p.handshake_timeout_ms == 0 || p.connect_timeout_ms == 0 {
+        return fail("proxy", "timeouts must be greater than 0 ms");
+    }
+    if p.server_version.is_empty() || p.server_version.contains('\0') {
+        return fail(
+            "proxy.server_version",
+            "must be a non-empty string without NUL",
+        );
+    }
+    Ok(())
+}
+
+/// Hostgroups may be declared explicitly; any hostgroup a server names exists implicitly.
+fn hostgroups(config: &Config) -> Result<HashSet<u32>, Failure> {
+    let mut ids = HashSet::new();
+    for (i, hg) in config.hostgroups.iter().enumerate() {
+        if !ids.insert(hg.id) {
+            return fail(
+                format!("hostgroups[{i}].id"),
+                format!("hostgroup {} is declared twice", hg.id),
+            );
+        }
+    }
+    ids.extend(config.servers.iter().map(|s| s.hostgroup));
+    Ok(ids)
+}
+
+fn servers(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
+    if config.servers.is_empty() {
+        return fail("servers", "at least one [[servers]] entry is required");
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in config.servers.iter().enumerate() {
+        let key = |field: &str| format!("servers[{i}].{field}");
+        if s.host.trim().is_empty() {
+            return fail(key("host"), "must not be empty");
+        }
+        if s.port == 0 {
+            return fail(key("port"), "must be between 1 and 65535");
+        }
+        if s.max_connections == 0 {
+            return fail(key("max_connections"), "must be at least 1");
+        }
+        if !seen.insert((s.host.as_str(), s.port, s.hostgroup)) {
+            return fail(
+                key("host"),
+                format!(
+                    "{}:{} is listed twice in hostgroup {}",
+                    s.host, s.port, s.hostgroup
+                ),
+            );
+        }
+        if s.tls && config.backend_tls.is_none() {
+            return fail(key("tls"), "tls = true needs a [backend_tls] section");
+        }
+        debug_assert!(hostgroups.contains(&s.hostgroup));
+    }
+    Ok(())
+}
+
+fn users(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
+    let mut names = HashSet::new();
+    for (i, u) in config.users.iter().enumerate() {
+        let key = |field: &str| format!("users[{i}].{field}");
+        if u.name.is_empty() || u.name.len() > 128 {
+            return fail(key("name"), "must be 1 to 128 characters");
+        }
+        if !names.insert(u.name.as_str()) {
+            return fail(key("name"), format!("user '{}' is defined twice", u.name));
+        }
+        if let Err(e) = PasswordHash::parse(&u.password) {
+            return fail(key("password"), e.to_string());
+        }
+        if !hostgroups.contains(&u.default_hostgroup) {
+            return fail(
+                key("default_hostgroup"),
+                format!("hostgroup {} has no servers", u.default_hostgroup),
+            );
+        }
+        if u.require_tls && config.frontend_tls.is_none() {
+            return fail(
+                key("require_tls"),
+                "require_tls needs a [frontend_tls] section",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tls_files(config: &Config) -> Result<(), Failure> {
+    let mut files = Vec::new();
+    if let Some(tls) = &config.frontend_tls {
+        files.push(("frontend_tls.cert", &tls.cert));
+        files.push(("frontend_tls.key", &tls.key));
+        if let Some(ca) = &tls.client_ca {
+            files.push(("frontend_tls.client_ca", ca));
+        }
+    }
+    if let Some(ca) = config.backend_tls.as_ref().and_then(|t| t.ca.as_ref()) {
+        files.push(("backend_tls.ca", ca));
+    }
+    for (key, path) in files {
+        if let Err(e) = std::fs::metadata(path) {
+            return fail(key, format!("cannot read {}: {e}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const MINIMAL: &str = r#"
+        [[servers]]
+        host = "127.0.0.1"
+        port = 13306
+        hostgroup = 10
+
+        [[users]]
+        name = "app"
+        password = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+        default_hostgroup = 10
+    "#;
+
+    fn invalid(text: &str) -> (String, String) {
+        match Config::from_toml(text, Path::new(".")) {
+            Err(ConfigError::Invalid { key, problem, .. }) => (key, problem),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:6033");
+        assert_eq!(c.servers[0].weight, 1);
+        assert!(!c.users[0].require_tls);
+    }
+
+    #[test]
+    fn cleartext_password_is_refused_with_the_key_named() {
+        let text = MINIMAL.replace("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", "app");
+        let (key, problem) = invalid(&text);
+        assert_eq!(key, "users[0].password");
+        assert!(problem.contains("40 hex digits"), "{problem}");
+    }
+
+    #[test]
+    fn unknown_hostgroup_is_refused() {
+        let text = MINIMAL.replace("default_hostgroup = 10", "default_hostgroup = 20");
+        assert_eq!(invalid(&text).0, "users[0].default_hostgroup");
+    }
+
+    #[test]
+    fn require_tls_without_frontend_tls_is_refused() {
+        let text = format!("{MINIMAL}\nrequire_tls = true\n");
+        assert_eq!(invalid(&text).0, "users[0].require_tls");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let err = Config::from_toml(
+            &format!("[proxy]\nlisen = \"x\"\n{MINIMAL}"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::from_toml(
+            &MINIMAL.replace("port = 13306", "port = \"x\""),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_servers_and_users_are_refused() {
+        let dup_server =
+            format!("{MINIMAL}\n[[servers]]\nhost = \"127.0.0.1\"\nport = 13306\nhostgroup = 10\n");
+        assert_eq!(invalid(&dup_server).0, "servers[1].host");
+        let dup_user = format!(
+            "{MINIMAL}\n[[users]]\nname = \"app\"\npassword = \"\"\ndefault_hostgroup = 10\n"
+        );
+        assert_eq!(invalid(&dup_user).0, "users[1].name");
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let text =
+            format!("[frontend_tls]\ncert = \"nope.pem\"\nkey = \"nope-key.pem\"\n{MINIMAL}");
+        assert_eq!(invalid(&text).0, "frontend_tls.cert");
+    }
+}

@@ -1,0 +1,285 @@
+//! A MySQL connection on a socket: bytes ↔ packets, for either side of the proxy.
+//!
+//! A [`Connection`] owns one read buffer and one write buffer. Packets are found in the
+//! read buffer with [`frame::check_packet`] (check, then take), and split off it as
+//! `BytesMut` without copying, so forwarding code can hand the very bytes it read to the
+//! other socket.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
+
+use crate::protocol::frame::{self, encode_packet, FrameError, PacketSpan};
+
+/// Initial read buffer size: small, so that idle connections stay cheap; it grows with
+/// the packets that need it.
+const INITIAL_BUFFER: usize = 4 * 1024;
+/// How much free space a read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A socket, before or after a TLS upgrade.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<Rewind>>),
+}
+
+/// A TCP stream with bytes put back in front of it. A client may send its TLS ClientHello
+/// right behind the SSLRequest, so the proxy can have read the start of the TLS handshake
+/// already; the TLS layer must see those bytes first.
+pub struct Rewind {
+    prefix: BytesMut,
+    tcp: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(prefix: BytesMut, tcp: TcpStream) -> Rewind {
+        Rewind { prefix, tcp }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why reading a packet failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("connection closed in the middle of a packet")]
+    Truncated,
+}
+
+/// One logical packet, reassembled.
+#[derive(Debug)]
+pub struct Packet {
+    pub seq: u8,
+    /// The sequence id of its last frame; a reply uses this plus one.
+    pub last_seq: u8,
+    pub payload: Bytes,
+}
+
+/// One logical packet still in wire format (headers included), ready to forward.
+#[derive(Debug)]
+pub struct RawPacket {
+    pub wire: BytesMut,
+    pub span: PacketSpan,
+}
+
+impl RawPacket {
+    /// The payload of the first frame: all of it, unless the packet is 16 MiB or more.
+    pub fn first_frame(&self) -> &[u8] {
+        let len = self.span.payload_len.min(frame::MAX_FRAME_PAYLOAD);
+        &self.wire[frame::HEADER_LEN..frame::HEADER_LEN + len]
+    }
+
+    pub fn into_packet(self) -> Packet {
+        let payload = if self.span.frames == 1 {
+            self.wire.freeze().split_off(frame::HEADER_LEN)
+        } else {
+            Bytes::from(frame::reassemble(&self.wire, &self.span))
+        };
+        Packet {
+            seq: self.span.first_seq,
+            last_seq: self.span.last_seq,
+            payload,
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct Connection {
+    stream: Stream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Connection {
+        Connection::with_buffer(stream, BytesMut::new())
+    }
+
+    /// Continues on a stream with bytes already read from it.
+    pub fn with_buffer(stream: Stream, mut read_buf: BytesMut) -> Connection {
+        if read_buf.capacity() == 0 {
+            read_buf.reserve(INITIAL_BUFFER);
+        }
+        Connection {
+            stream,
+            read_buf,
+            write_buf: BytesMut::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Hands back the socket and whatever was read but not consumed (for a TLS upgrade,
+    /// which requires that nothing is pending).
+    pub fn into_parts(self) -> (Stream, BytesMut) {
+        (self.stream, self.read_buf)
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn buffered(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Reads more bytes into the buffer; returns 0 at end of stream.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        self.read_buf.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.read_buf).await
+    }
+
+    /// Reads one logical packet in wire form. `Ok(None)` is a clean close between packets.
+    pub async fn read_raw(&mut self, max_payload: usize) -> Result<Option<RawPacket>, ReadError> {
+        loop {
+            if let Some(span) = frame::check_packet(&self.read_buf, max_payload)? {
+                let wire = self.read_buf.split_to(span.wire_len);
+                return Ok(Some(RawPacket { wire, span }));
+            }
+            if self.fill().await? == 0 {
+                return if self.read_buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Reads one logical packet and reassembles its payload.
+    pub async fn read_packet(&mut self, max_payload: usize) -> Result<Option<Packet>, ReadError> {
+        Ok(self
+            .read_raw(max_payload)
+            .await?
+            .map(RawPacket::into_packet))
+    }
+
+    /// Queues `payload` as a packet with sequence id `seq`; returns the next sequence id.
+    pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        encode_packet(&mut self.write_buf, seq, payload)
+    }
+
+    /// The write buffer, for encoders that append whole packets themselves.
+    pub fn write_buffer(&mut self) -> &mut BytesMut {
+        &mut self.write_buf
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Writes bytes that are already in wire format (forwarded packets), after anything
+    /// queued.
+    pub async fn write_wire(&mut self, wire: &[u8]) -> io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        self.stream.write_all(wire).await?;
+        self.stream.flush().await
+    }
+
+    /// Releases buffer memory grown by a large packet, so an idle connection stays small.
+    pub fn shrink_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * READ_CHUNK {
+            self.read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        if self.write_buf.capacity() > 4 * READ_CHUNK {
+            self.write_buf = BytesMut::new();
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}

@@ -1,0 +1,289 @@
+//! Logging a client in: greeting, optional TLS upgrade, HandshakeResponse, an auth switch
+//! when the client started with another plugin (MySQL 8 clients start with
+//! `caching_sha2_password`), and the password check against the configured hash.
+//!
+//! Every refusal looks the same to the client — ERR 1045 — whether the user is unknown, the
+//! password wrong or TLS missing, so that a stranger learns nothing; the log says which.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsStream};
+
+use crate::backend::Login;
+use crate::connection::{Connection, Packet, ReadError, Rewind, Stream};
+use crate::protocol::auth::{self, ProvenKey, NATIVE_PASSWORD};
+use crate::protocol::constants::{capability, error, status, DEFAULT_CHARSET};
+use crate::protocol::handshake::{
+    is_ssl_request, AuthSwitchRequest, HandshakeResponse, InitialHandshake, SCRAMBLE_LEN,
+};
+use crate::protocol::packets::ErrPacket;
+use crate::runtime::{Runtime, UserEntry};
+
+/// Largest packet accepted before the client is logged in.
+pub const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
+
+/// What the proxy offers every client. Not offered: compression, CLIENT_DEPRECATE_EOF
+/// (see `protocol::response`), and MariaDB's extended capabilities.
+const SERVER_CAPABILITIES: u32 = capability::LONG_PASSWORD
+    | capability::FOUND_ROWS
+    | capability::LONG_FLAG
+    | capability::CONNECT_WITH_DB
+    | capability::NO_SCHEMA
+    | capability::LOCAL_FILES
+    | capability::IGNORE_SPACE
+    | capability::PROTOCOL_41
+    | capability::INTERACTIVE
+    | capability::TRANSACTIONS
+    | capability::SECURE_CONNECTION
+    | capability::MULTI_STATEMENTS
+    | capability::MULTI_RESULTS
+    | capability::PS_MULTI_RESULTS
+    | capability::PLUGIN_AUTH
+    | capability::CONNECT_ATTRS
+    | capability::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | capability::SESSION_TRACK;
+
+/// A client that proved who it is.
+pub struct LoggedIn {
+    pub conn: Connection,
+    pub user: Arc<UserEntry>,
+    /// How to log in to backends on this client's behalf.
+    pub login: Login,
+    /// Capabilities in force on the client connection.
+    pub capabilities: u32,
+    /// The nonce of this connection's greeting; COM_CHANGE_USER proofs are made with it.
+    pub scramble: [u8; SCRAMBLE_LEN],
+    /// Sequence id for the next packet to the client (the final OK or ERR of the login).
+    pub next_seq: u8,
+}
+
+/// Why a login did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("client closed the connection during login")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad handshake: {0}")]
+    Protocol(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("access denied for '{user}': {reason}")]
+    Denied { user: String, reason: &'static str },
+}
+
+impl From<ReadError> for HandshakeError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => HandshakeError::Io(e),
+            ReadError::Truncated => HandshakeError::Closed,
+            ReadError::Frame(e) => HandshakeError::Protocol(e.to_string()),
+        }
+    }
+}
+
+/// Runs the login on a fresh client socket. On refusal the client has already been sent
+/// its ERR packet.
+pub async fn login(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    runtime: &Runtime,
+    connection_id: u32,
+) -> Result<LoggedIn, HandshakeError> {
+    let mut conn = Connection::new(Stream::Tcp(tcp));
+    let scramble = auth::new_scramble();
+    let mut offered = SERVER_CAPABILITIES;
+    if runtime.frontend_tls.is_some() {
+        offered |= capability::SSL;
+    }
+    let greeting = InitialHandshake {
+        server_version: runtime.proxy.server_version.clone(),
+        connection_id,
+        scramble: scramble.to_vec(),
+        capabilities: offered,
+        charset: DEFAULT_CHARSET,
+        status: status::AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.to_string(),
+    };
+    let mut payload = BytesMut::with_capacity(128);
+    greeting.encode(&mut payload);
+    conn.queue_packet(0, &payload);
+    conn.flush().await?;
+
+    let mut packet = read(&mut conn).await?;
+    expect_seq(&packet, 1)?;
+    if is_ssl_request(&packet.payload) {
+        let Some(config) = &runtime.frontend_tls else {
+            return Err(HandshakeError::Protocol(
+                "TLS requested but not offered".into(),
+            ));
+        };
+        conn = accept_tls(conn, config.clone()).await?;
+        packet = read(&mut conn).await?;
+        expect_seq(&packet, 2)?;
+    }
+    let response = match HandshakeResponse::decode(&packet.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            send_err(
+                &mut conn,
+                packet.last_seq.wrapping_add(1),
+                0,
+                error::HANDSHAKE_ERROR,
+                "Bad handshake",
+            )
+            .await;
+            return Err(HandshakeError::Protocol(e.to_string()));
+        }
+    };
+    let capabilities = response.capabilities & (offered | capability::SSL);
+    let mut seq = packet.last_seq.wrapping_add(1);
+
+    // A client that began with another plugin is asked to answer the same nonce natively.
+    let mut proof = response.auth_response.clone();
+    if response
+        .auth_plugin
+        .as_deref()
+        .is_some_and(|p| p != NATIVE_PASSWORD)
+    {
+        let reply = auth_switch(&mut conn, seq, &scramble).await?;
+        proof = reply.payload.to_vec();
+        seq = reply.last_seq.wrapping_add(1);
+    }
+
+    let user = runtime.users.get(&response.username).cloned();
+    let key = match check_credentials(user.as_deref(), conn.is_tls(), &scramble, &proof) {
+        Ok(key) => key,
+        Err(reason) => {
+            let message = access_denied(&response.username, peer, !proof.is_empty());
+            send_err(&mut conn, seq, capabilities, error::ACCESS_DENIED, &message).await;
+            return Err(HandshakeError::Denied {
+                user: response.username,
+                reason,
+            });
+        }
+    };
+    let user = user.expect("credentials checked");
+    let login = Login {
+        user: response.username.clone(),
+        key,
+        database: response
+            .database
+            .clone()
+            .or_else(|| user.config.default_schema.clone()),
+        charset: response.charset,
+        client_capabilities: capabilities,
+        connect_attrs: response.connect_attrs.clone(),
+    };
+    Ok(LoggedIn {
+        conn,
+        user,
+        login,
+        capabilities,
+        scramble,
+        next_seq: seq,
+    })
+}
+
+/// Checks a `mysql_native_password` proof for `user` and returns the key it proves.
+/// The reason for a refusal is for the log only.
+pub fn check_credentials(
+    user: Option<&UserEntry>,
+    tls: bool,
+    scramble: &[u8],
+    proof: &[u8],
+) -> Result<Option<ProvenKey>, &'static str> {
+    let user = user.ok_or("unknown user")?;
+    if user.config.require_tls && !tls {
+        return Err("user requires TLS");
+    }
+    match &user.password {
+        None if proof.is_empty() => Ok(None),
+        None => Err("wrong password"),
+        Some(hash) => auth::verify_native(hash, scramble, proof)
+            .map(Some)
+            .ok_or("wrong password"),
+    }
+}
+
+/// MySQL's wording, so that tools and people recognise it.
+pub fn access_denied(user: &str, peer: SocketAddr, with_password: bool) -> String {
+    format!(
+        "Access denied for user '{user}'@'{}' (using password: {})",
+        peer.ip(),
+        if with_password { "YES" } else { "NO" }
+    )
+}
+
+/// Sends an AuthSwitchRequest to `mysql_native_password` with `scramble` and returns the
+/// client's answer.
+pub async fn auth_switch(
+    conn: &mut Connection,
+    seq: u8,
+    scramble: &[u8],
+) -> Result<Packet, HandshakeError> {
+    let switch = AuthSwitchRequest {
+        plugin: NATIVE_PASSWORD.to_string(),
+        data: scramble.to_vec(),
+    };
+    let mut payload = BytesMut::with_capacity(48);
+    switch.encode(&mut payload);
+    conn.queue_packet(seq, &payload);
+    conn.flush().await?;
+    let reply = read(conn).await?;
+    expect_seq(&reply, seq.wrapping_add(1))?;
+    Ok(reply)
+}
+
+/// Queues and flushes an ERR packet, ignoring write errors (the client may be gone).
+pub async fn send_err(
+    conn: &mut Connection,
+    seq: u8,
+    capabilities: u32,
+    code: error::Code,
+    message: &str,
+) {
+    ErrPacket::new(code, message).encode(
+        conn.write_buffer(),
+        seq,
+        capabilities | capability::PROTOCOL_41,
+    );
+    let _ = conn.flush().await;
+}
+
+async fn read(conn: &mut Connection) -> Result<Packet, HandshakeError> {
+    conn.read_packet(LOGIN_PACKET_LIMIT)
+        .await?
+        .ok_or(HandshakeError::Closed)
+}
+
+fn expect_seq(packet: &Packet, expected: u8) -> Result<(), HandshakeError> {
+    if packet.seq == expected {
+        Ok(())
+    } else {
+        Err(HandshakeError::Protocol(format!(
+            "packet out of order: expected sequence id {expected}, got {}",
+            packet.seq
+        )))
+    }
+}
+
+async fn accept_tls(
+    conn: Connection,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<Connection, HandshakeError> {
+    let (stream, pending) = conn.into_parts();
+    let Stream::Tcp(tcp) = stream else {
+        return Err(HandshakeError::Protocol("TLS requested twice".into()));
+    };
+    let tls = TlsAcceptor::from(config)
+        .accept(Rewind::new(pending, tcp))
+        .await
+        .map_err(HandshakeError::Tls)?;
+    Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Server(
+        tls,
+    )))))
+}

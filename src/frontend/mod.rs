@@ -1,0 +1,70 @@
+//! The server side of the proxy: accepting clients ([`listener`]), logging them in
+//! ([`handshake`]) and serving their commands ([`session`]).
+//!
+//! Nothing here decides where a statement goes or which server a connection comes from:
+//! sessions ask the backend pool, which owns that choice.
+
+pub mod handshake;
+pub mod listener;
+pub mod session;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::backend::Pool;
+use crate::runtime::Shared;
+
+/// What every client task shares.
+pub struct Frontend {
+    pub shared: Arc<Shared>,
+    pub pool: Pool,
+    next_connection_id: AtomicU32,
+    clients: AtomicUsize,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Frontend {
+    pub fn new(shared: Arc<Shared>, pool: Pool, shutdown: watch::Receiver<bool>) -> Frontend {
+        Frontend {
+            shared,
+            pool,
+            next_connection_id: AtomicU32::new(1),
+            clients: AtomicUsize::new(0),
+            shutdown,
+        }
+    }
+
+    /// Client connections open right now.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    fn next_connection_id(&self) -> u32 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A receiver that completes when the proxy starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Counts one open client connection for as long as it lives.
+struct ClientSlot(Arc<Frontend>);
+
+impl ClientSlot {
+    /// Takes a slot, or returns `None` when `max` clients are already connected.
+    fn acquire(frontend: &Arc<Frontend>, max: usize) -> Option<ClientSlot> {
+        let before = frontend.clients.fetch_add(1, Ordering::Relaxed);
+        let slot = ClientSlot(frontend.clone());
+        (before < max).then_some(slot)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}

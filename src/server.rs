@@ -1,0 +1,98 @@
+//! Start-up and the process's life: bind the listener, serve, reload on SIGHUP, drain and
+//! stop on SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::backend::Pool;
+use crate::config::Config;
+use crate::frontend::{listener, Frontend};
+use crate::runtime::{Runtime, Shared};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the proxy with the configuration at `path` until it is told to stop.
+pub async fn run(path: &Path) -> Result<(), StartError> {
+    let config = Config::load(path)?;
+    let runtime = Runtime::build(&config, None)?;
+    let listen = config.proxy.listen;
+    let tcp = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Bind(listen, e))?;
+    let shared = Arc::new(Shared::new(runtime));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let frontend = Arc::new(Frontend::new(shared.clone(), Pool::new(), stop_rx));
+    let mut hangup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+
+    tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
+    let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&shared, path),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!(
+        clients = frontend.client_count(),
+        "shutting down: draining sessions"
+    );
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
+    drain(
+        &frontend,
+        Duration::from_millis(shared.load().proxy.shutdown_timeout_ms),
+    )
+    .await;
+    Ok(())
+}
+
+/// Re-reads the configuration file and certificates; a bad file leaves the running
+/// configuration as it was.
+fn reload(shared: &Shared, path: &Path) {
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let listen = shared.load().proxy.listen;
+            if config.proxy.listen != listen {
+                tracing::warn!(old = %listen, new = %config.proxy.listen, "proxy.listen changes only on restart");
+            }
+            shared.reload(&config).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+        Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+    }
+}
+
+/// Waits for sessions to end (idle ones are told to close), up to `limit`.
+async fn drain(frontend: &Frontend, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while frontend.client_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = frontend.client_count();
+    if left > 0 {
+        tracing::warn!(left, "shutdown timeout reached; closing remaining sessions");
+    } else {
+        tracing::info!("all sessions closed");
+    }
+}
