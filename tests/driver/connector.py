@@ -1,0 +1,157 @@
+"""Checks run through Sluice with MySQL Connector/Python (pure-Python protocol).
+
+usage: connector.py PORT CHECK
+Each check raises (exit status 1, traceback on stderr) when the proxy got something wrong,
+and prints one line of facts on success.
+"""
+import hashlib
+import os
+import sys
+import tempfile
+
+import mysql.connector
+
+PORT = int(sys.argv[1])
+CHECK = sys.argv[2]
+
+
+def connect(**extra):
+    args = dict(host="127.0.0.1", port=PORT, user="app", password="app",
+                database="sbtest", use_pure=True, ssl_disabled=True)
+    args.update(extra)
+    return mysql.connector.connect(**args)
+
+
+def status(conn, name):
+    cur = conn.cursor()
+    cur.execute("SHOW SESSION STATUS LIKE %s", (name,))
+    value = int(cur.fetchone()[1])
+    cur.close()
+    return value
+
+
+def check_prepared():
+    conn = connect()
+    plain = conn.cursor()
+    plain.execute("DROP TABLE IF EXISTS driver_ps")
+    plain.execute("CREATE TABLE driver_ps (id INT PRIMARY KEY, name VARCHAR(40),"
+                  " score DOUBLE, note TEXT NULL)")
+    before = status(conn, "Com_stmt_prepare")
+    ps = conn.cursor(prepared=True)
+    rows = [(i, f"name-{i}", i * 1.5, None if i % 2 else f"note {i}") for i in range(1, 51)]
+    ps.executemany("INSERT INTO driver_ps VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    ps.execute("SELECT id, name, score, note FROM driver_ps WHERE id BETWEEN ? AND ? ORDER BY id",
+               (10, 19))
+    got = [(r[0], r[1], r[2], r[3]) for r in ps.fetchall()]
+    assert got == rows[9:19], got
+    ps.execute("SELECT COUNT(*) FROM driver_ps WHERE name LIKE ?", ("name-%",))
+    assert ps.fetchone()[0] == 50
+    prepared = status(conn, "Com_stmt_prepare") - before
+    assert prepared >= 2, f"the server saw {prepared} COM_STMT_PREPARE"
+    ps.close()
+    plain.execute("DROP TABLE driver_ps")
+    conn.close()
+    print(f"prepared statements ok: {prepared} server-side prepares")
+
+
+def check_multi_statement():
+    conn = connect(client_flags=[mysql.connector.constants.ClientFlag.MULTI_STATEMENTS])
+    cur = conn.cursor()
+    cur.execute("SELECT 1 AS a; SELECT 2 AS b, 3 AS c; DO 0; SELECT 'x' UNION SELECT 'y'",
+                map_results=True)
+    sets = [rows for _, rows in cur.fetchsets()]
+    assert sets == [[(1,)], [(2, 3)], [], [("x",), ("y",)]], sets
+    # the connection is usable afterwards: every result was consumed
+    cur.execute("SELECT 42")
+    assert cur.fetchall() == [(42,)]
+    conn.close()
+    print(f"multi-statement ok: {len(sets)} result sets")
+
+
+def check_blob():
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS driver_blob")
+    cur.execute("CREATE TABLE driver_blob (id INT PRIMARY KEY, data LONGBLOB)")
+    data = os.urandom(20 * 1024 * 1024)
+    ps = conn.cursor(prepared=True)
+    ps.execute("INSERT INTO driver_blob VALUES (?, ?)", (1, data))
+    conn.commit()
+    cur.execute("SELECT data, LENGTH(data), SHA2(data, 256) FROM driver_blob WHERE id = 1")
+    back, length, digest = cur.fetchone()
+    assert length == len(data), length
+    assert digest == hashlib.sha256(data).hexdigest(), "server stored different bytes"
+    assert bytes(back) == data, "client got different bytes back"
+    cur.execute("DROP TABLE driver_blob")
+    conn.close()
+    print(f"blob ok: {len(data)} bytes round-trip")
+
+
+def check_load_data_local():
+    conn = connect(allow_local_infile=True)
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS driver_load")
+    cur.execute("CREATE TABLE driver_load (id INT PRIMARY KEY, word VARCHAR(20))")
+    count = 20000
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+        for i in range(count):
+            f.write(f"{i},word{i}\n")
+        path = f.name
+    try:
+        cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE driver_load"
+                    " FIELDS TERMINATED BY ',' LINES TERMINATED BY '\\n'")
+        conn.commit()
+    finally:
+        os.unlink(path)
+    cur.execute("SELECT COUNT(*), SUM(id), MAX(word) FROM driver_load")
+    rows, total, top = cur.fetchone()
+    assert rows == count and total == count * (count - 1) // 2, (rows, total)
+    assert top == "word9999", top
+    cur.execute("DROP TABLE driver_load")
+    conn.close()
+    print(f"load data local ok: {rows} rows")
+
+
+def check_change_user():
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("SELECT CURRENT_USER()")
+    assert cur.fetchone()[0] == "app@127.0.0.1"
+    cur.close()
+    conn.cmd_change_user(username="app_local", password="app_local", database="mysql")
+    cur = conn.cursor()
+    cur.execute("SELECT CURRENT_USER(), DATABASE()")
+    assert cur.fetchone() == ("app_local@127.0.0.1", "mysql")
+    cur.close()
+    try:
+        conn.cmd_change_user(username="app", password="wrong", database="sbtest")
+    except mysql.connector.Error as e:
+        assert e.errno == 1045, e
+    else:
+        raise AssertionError("change_user with a wrong password succeeded")
+    conn.close()
+    print("change user ok")
+
+
+def check_caching_sha2():
+    # A MySQL 8 client starts with caching_sha2_password; the proxy must switch it.
+    conn = connect(auth_plugin="caching_sha2_password")
+    cur = conn.cursor()
+    cur.execute("SELECT CURRENT_USER()")
+    assert cur.fetchone()[0] == "app@127.0.0.1"
+    conn.close()
+    print("caching_sha2_password client ok")
+
+
+def check_tls():
+    conn = connect(user="app_tls", password="app_tls", ssl_disabled=False,
+                   ssl_ca=os.environ["SLUICE_TEST_CA"], ssl_verify_cert=True)
+    cur = conn.cursor()
+    cur.execute("SELECT CURRENT_USER()")
+    assert cur.fetchone()[0] == "app_tls@127.0.0.1"
+    conn.close()
+    print("tls ok")
+
+
+globals()[f"check_{CHECK}"]()
