@@ -1,0 +1,330 @@
+//! Shared fixtures of the integration tests: a Sluice process in front of the local cluster
+//! (`scripts/cluster.sh up`), the `mariadb` client, and a raw protocol client built on the
+//! crate's own protocol layer for the cases no well-behaved client produces.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sluice::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
+use sluice::protocol::constants::{capability, header};
+use sluice::protocol::frame::{check_packet, encode_packet, reassemble};
+use sluice::protocol::handshake::{HandshakeResponse, InitialHandshake};
+use sluice::protocol::packets::ErrPacket;
+use sluice::protocol::response::{Progress, ResponseTracker};
+
+pub const WRITER_PORT: u16 = 13306;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fails the test with a useful message when the local cluster is not up.
+pub fn require_cluster() {
+    if TcpStream::connect_timeout(
+        &([127, 0, 0, 1], WRITER_PORT).into(),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!("the local cluster is not running on 127.0.0.1:{WRITER_PORT}: run scripts/cluster.sh up");
+    }
+    assert!(
+        repo().join("certs/ca.pem").exists(),
+        "certificates missing: run scripts/certs.sh"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `sluice` with the demo configuration (plus whatever a test appends or changes).
+pub struct Proxy {
+    pub port: u16,
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        Proxy::start_with(|c| c)
+    }
+
+    /// Starts a proxy whose configuration is the demo one passed through `edit`.
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Proxy {
+        require_cluster();
+        let port = free_port();
+        let demo = std::fs::read_to_string(repo().join("config/sluice.toml")).unwrap();
+        let config = demo
+            .replace("127.0.0.1:6033", &format!("127.0.0.1:{port}"))
+            .replace("\"../certs/", &format!("\"{}/certs/", repo().display()));
+        let config = edit(config);
+        let dir = std::env::temp_dir().join(format!("sluice-test-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sluice.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(dir.join("sluice.toml"))
+            .env("RUST_LOG", "sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
+        let mut proxy = Proxy { port, child, dir };
+        proxy.wait_ready();
+        proxy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sluice exited with {status}:\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sluice did not listen within 10 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own and returns whether it exited cleanly.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the `mariadb` command-line client against `port` with `args`.
+pub fn mariadb(port: u16, args: &[&str]) -> Output {
+    Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-N",
+            "-B",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the mariadb client is installed")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A connection to the writer node directly, bypassing the proxy.
+pub fn direct(args: &[&str]) -> Output {
+    mariadb(WRITER_PORT, &[&["-uapp", "-papp"], args].concat())
+}
+
+/// A client that speaks the protocol packet by packet, for tests of what well-behaved
+/// clients never send.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A logical packet as read by [`RawClient`].
+#[derive(Debug)]
+pub struct RawPacket {
+    pub seq: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads one logical packet; `None` when the server closed the connection.
+    pub fn read(&mut self) -> Option<RawPacket> {
+        loop {
+            if let Some(span) = check_packet(&self.buf, 1 << 30).unwrap() {
+                let payload = reassemble(&self.buf, &span);
+                self.buf.drain(..span.wire_len);
+                return Some(RawPacket {
+                    seq: span.first_seq,
+                    payload,
+                });
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub fn write(&mut self, seq: u8, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, seq, payload);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn greeting(&mut self) -> InitialHandshake {
+        let p = self.read().expect("greeting");
+        InitialHandshake::decode(&p.payload).expect("a valid greeting")
+    }
+
+    /// Logs in with `mysql_native_password` as a 4.1 client; returns the final packet's
+    /// error, if any.
+    pub fn login(port: u16, user: &str, password: &str) -> Result<RawClient, ErrPacket> {
+        let mut c = RawClient::connect(port);
+        let hs = c.greeting();
+        let response = HandshakeResponse {
+            capabilities: client_capabilities(),
+            max_packet: 1 << 24,
+            charset: 45,
+            username: user.into(),
+            auth_response: native_proof(&ProvenKey::of_password(password.as_bytes()), &hs.scramble)
+                .to_vec(),
+            database: Some("sbtest".into()),
+            auth_plugin: Some(NATIVE_PASSWORD.into()),
+            connect_attrs: None,
+        };
+        let mut payload = BytesMut::new();
+        response.encode(&mut payload);
+        c.write(1, &payload);
+        let reply = c.read().expect("login reply");
+        match reply.payload[0] {
+            header::OK => Ok(c),
+            _ => Err(ErrPacket::decode(&reply.payload).expect("an ERR packet")),
+        }
+    }
+
+    /// Sends a command and collects its whole response.
+    pub fn command(&mut self, cmd: u8, body: &[u8]) -> Vec<RawPacket> {
+        let mut payload = vec![cmd];
+        payload.extend_from_slice(body);
+        self.write(0, &payload);
+        let mut tracker = ResponseTracker::for_command(cmd).expect("a command with a response");
+        let mut packets = Vec::new();
+        loop {
+            let p = self.read().expect("response packet");
+            let progress = tracker.feed(&p.payload, p.payload.len()).unwrap();
+            packets.push(p);
+            match progress {
+                Progress::Done(_) => return packets,
+                Progress::More => {}
+                Progress::LocalInfile => panic!("unexpected LOCAL INFILE request"),
+            }
+        }
+    }
+
+    pub fn query(&mut self, sql: &str) -> Vec<RawPacket> {
+        self.command(sluice::protocol::constants::command::QUERY, sql.as_bytes())
+    }
+
+    /// The text values of the first column of a result set.
+    pub fn query_column(&mut self, sql: &str) -> Vec<String> {
+        let packets = self.query(sql);
+        if packets[0].payload[0] == header::ERR {
+            panic!("{sql}: {}", ErrPacket::decode(&packets[0].payload).unwrap());
+        }
+        let mut eofs = 0;
+        let mut values = Vec::new();
+        for p in &packets[1..] {
+            if p.payload[0] == header::EOF && p.payload.len() < 9 {
+                eofs += 1;
+                continue;
+            }
+            if eofs == 1 {
+                let len = p.payload[0] as usize;
+                values.push(String::from_utf8_lossy(&p.payload[1..1 + len]).into_owned());
+            }
+        }
+        values
+    }
+}
+
+pub fn client_capabilities() -> u32 {
+    capability::LONG_PASSWORD
+        | capability::PROTOCOL_41
+        | capability::SECURE_CONNECTION
+        | capability::PLUGIN_AUTH
+        | capability::TRANSACTIONS
+        | capability::MULTI_RESULTS
+        | capability::CONNECT_WITH_DB
+}
+
+/// Expects an ERR packet and returns it.
+pub fn expect_err(p: &RawPacket) -> ErrPacket {
+    assert_eq!(
+        p.payload[0],
+        header::ERR,
+        "expected ERR, got {:?}",
+        p.payload
+    );
+    ErrPacket::decode(&p.payload).unwrap()
+}
+
+pub fn python() -> PathBuf {
+    let venv = repo().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} missing: run scripts/test.sh (it installs the Python driver)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

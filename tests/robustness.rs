@@ -1,0 +1,312 @@
+//! Bad input and bad luck: malformed packets, floods, slow clients, oversized packets, dead
+//! backends, a backend connection killed under a session. The proxy must answer with a
+//! clear error and keep serving everyone else.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::{direct, expect_err, mariadb, stderr, stdout, Proxy, RawClient};
+use sluice::protocol::auth::{native_proof, ProvenKey, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+use sluice::protocol::constants::{command, header};
+use sluice::protocol::handshake::{AuthSwitchRequest, HandshakeResponse};
+
+fn still_serves(proxy: &Proxy) {
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 'alive'"]);
+    assert!(
+        out.status.success(),
+        "proxy no longer serves: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "alive\n");
+}
+
+#[test]
+fn garbage_instead_of_a_handshake_is_dropped() {
+    let mut proxy = Proxy::start();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xFF; 300][..],
+        &[0x01, 0x00, 0x00, 0x01, 0x00][..],
+        &[][..],
+    ] {
+        let mut c = RawClient::connect(proxy.port);
+        c.greeting();
+        c.stream.write_all(garbage).unwrap();
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        // whatever the proxy answers, it ends the connection
+        while c.read().is_some() {}
+    }
+    assert!(proxy.is_alive());
+    still_serves(&proxy);
+}
+
+#[test]
+fn packets_with_wrong_sequence_ids_are_refused() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::connect(proxy.port);
+    c.greeting();
+    c.write(7, &[0u8; 40]); // the handshake response must be packet 1
+    assert!(c.read().is_none(), "connection must be closed");
+
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    c.write(3, b"\x03SELECT 1"); // a command must start at 0
+    let err = expect_err(&c.read().unwrap());
+    assert_eq!(err.code, 1156);
+    still_serves(&proxy);
+}
+
+#[test]
+fn a_length_that_lies_does_not_hang_or_crash_the_proxy() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    // announces 1000 bytes, sends 9, then closes
+    c.stream
+        .write_all(&[
+            0xE8, 0x03, 0x00, 0x00, 0x03, b'S', b'E', b'L', b'E', b'C', b'T', b' ', b'1',
+        ])
+        .unwrap();
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.read().is_none());
+    still_serves(&proxy);
+}
+
+#[test]
+fn oversized_packets_get_1153_before_they_are_buffered() {
+    let proxy =
+        Proxy::start_with(|c| c.replace("listen =", "max_allowed_packet = 1048576\nlisten ="));
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    // only the header of a 16 MiB packet: the proxy must refuse from the header alone
+    c.stream.write_all(&[0xFF, 0xFF, 0xFF, 0x00, 0x03]).unwrap();
+    let err = expect_err(&c.read().expect("an error, not a hang"));
+    assert_eq!(err.code, 1153);
+    assert!(c.read().is_none(), "the connection is closed after 1153");
+    still_serves(&proxy);
+}
+
+#[test]
+fn flood_of_500_connections_then_the_next_client_is_served() {
+    let mut proxy = Proxy::start();
+    let port = proxy.port;
+    let threads: Vec<_> = (0..500)
+        .map(|i| {
+            std::thread::spawn(move || match i % 3 {
+                // a full login and a query
+                0 => {
+                    let mut c = RawClient::login(port, "app", "app").expect("login under load");
+                    assert_eq!(c.query_column("SELECT 7"), vec!["7"]);
+                    true
+                }
+                // connect and leave at once
+                1 => {
+                    drop(RawClient::connect(port));
+                    true
+                }
+                // a wrong password
+                _ => RawClient::login(port, "app", "wrong").is_err(),
+            })
+        })
+        .collect();
+    let ok = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(ok, 500);
+    assert!(proxy.is_alive());
+    still_serves(&proxy);
+}
+
+#[test]
+fn silent_clients_are_closed_after_the_handshake_timeout() {
+    let proxy =
+        Proxy::start_with(|c| c.replace("listen =", "handshake_timeout_ms = 500\nlisten ="));
+    let started = Instant::now();
+    let mut silent: Vec<RawClient> = (0..50).map(|_| RawClient::connect(proxy.port)).collect();
+    for c in &mut silent {
+        c.greeting();
+        assert!(c.read().is_none(), "a silent client must be disconnected");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    still_serves(&proxy);
+}
+
+#[test]
+fn connections_beyond_the_limit_get_1040() {
+    let proxy =
+        Proxy::start_with(|c| c.replace("listen =", "max_client_connections = 3\nlisten ="));
+    let held: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::login(proxy.port, "app", "app").unwrap())
+        .collect();
+    let mut extra = RawClient::connect(proxy.port);
+    let err = expect_err(&extra.read().unwrap());
+    assert_eq!(err.code, 1040);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    still_serves(&proxy);
+}
+
+#[test]
+fn a_dead_backend_gives_a_clear_error_naming_the_hostgroup() {
+    // hostgroup 10 points at a port where nothing listens
+    let proxy = Proxy::start_with(|c| c.replacen("port = 13306", "port = 1", 1));
+    let started = Instant::now();
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("ERROR 9001"), "{message}");
+    assert!(message.contains("hostgroup 10"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_backend_connection_killed_mid_session_is_reported_then_replaced() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let thread_id = c.query_column("SELECT CONNECTION_ID()")[0].clone();
+    let out = direct(&["-e", &format!("KILL {thread_id}")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let packets = c.query("SELECT 1");
+    let err = expect_err(&packets[0]);
+    assert_eq!(err.code, 2013, "{err}");
+    assert!(err.message.contains("hostgroup 10"), "{err}");
+    // the next statement gets a new backend connection
+    let new_id = c.query_column("SELECT CONNECTION_ID()")[0].clone();
+    assert_ne!(new_id, thread_id);
+    assert_eq!(c.query_column("SELECT DATABASE()"), vec!["sbtest"]);
+}
+
+#[test]
+fn mysql8_style_client_is_switched_to_native_password() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::connect(proxy.port);
+    let hs = c.greeting();
+    // what a MySQL 8 client sends first: a caching_sha2_password answer
+    let response = HandshakeResponse {
+        capabilities: common::client_capabilities(),
+        max_packet: 1 << 24,
+        charset: 255,
+        username: "app".into(),
+        auth_response: vec![0x5A; 32],
+        database: None,
+        auth_plugin: Some(CACHING_SHA2_PASSWORD.into()),
+        connect_attrs: None,
+    };
+    let mut payload = BytesMut::new();
+    response.encode(&mut payload);
+    c.write(1, &payload);
+    let switch = c.read().unwrap();
+    assert_eq!(switch.seq, 2);
+    let switch = AuthSwitchRequest::decode(&switch.payload).expect("an AuthSwitchRequest");
+    assert_eq!(switch.plugin, NATIVE_PASSWORD);
+    assert_eq!(
+        switch.data, hs.scramble,
+        "the switch reuses the greeting's nonce"
+    );
+    c.write(
+        3,
+        &native_proof(&ProvenKey::of_password(b"app"), &switch.data),
+    );
+    let ok = c.read().unwrap();
+    assert_eq!((ok.seq, ok.payload[0]), (4, header::OK));
+    assert_eq!(
+        c.query_column("SELECT CURRENT_USER()"),
+        vec!["app@127.0.0.1"]
+    );
+}
+
+#[test]
+fn field_list_statistics_ping_and_reset_connection_are_forwarded() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    c.query("CREATE TABLE IF NOT EXISTS robust_fields (a INT, b VARCHAR(3))");
+    let fields = c.command(command::FIELD_LIST, b"robust_fields\0");
+    assert_eq!(fields.len(), 3, "two column definitions and an EOF");
+    let stats = c.command(command::STATISTICS, b"");
+    assert!(String::from_utf8_lossy(&stats[0].payload).contains("Uptime"));
+    assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
+    c.query("SET @marker = 5");
+    assert_eq!(
+        c.command(command::RESET_CONNECTION, b"")[0].payload[0],
+        header::OK
+    );
+    let packets = c.query("SELECT @marker IS NULL");
+    assert_eq!(
+        packets[3].payload,
+        vec![1, b'1'],
+        "user variables were reset"
+    );
+    c.query("DROP TABLE robust_fields");
+    // replication and shutdown commands do not pass
+    let err = expect_err(&c.command(command::SHUTDOWN, b"")[0]);
+    assert_eq!(err.code, 1047);
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let mut proxy = Proxy::start();
+    let mut idle = RawClient::login(proxy.port, "app", "app").unwrap();
+    proxy.signal("TERM");
+    // the idle session is told and closed
+    let err = expect_err(&idle.read().expect("a shutdown error"));
+    assert_eq!(err.code, 1053);
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(true));
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_is_refused() {
+    let proxy = Proxy::start();
+    let path = proxy.dir.join("sluice.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    // break the file: the reload must be refused and the proxy keep serving
+    std::fs::write(
+        &path,
+        good.replace("default_hostgroup = 10", "default_hostgroup = 77"),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log().contains("reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    still_serves(&proxy);
+    // a good change applies: app_local gets a different default schema
+    std::fs::write(
+        &path,
+        good.replace(
+            "name = \"app_local\"",
+            "name = \"app_local\"\ndefault_schema = \"mysql\"",
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log().contains("configuration reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = mariadb(
+        proxy.port,
+        &["-uapp_local", "-papp_local", "-e", "SELECT DATABASE()"],
+    );
+    assert_eq!(stdout(&out), "mysql\n", "{}", stderr(&out));
+}
