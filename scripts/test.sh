@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, starts the local cluster if it is not
+# running (and stops it again at the end, pass or fail), and runs every test with
+# cargo-nextest. Extra arguments go to `cargo nextest run`.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+scripts/setup.sh
+
+# Servers this run starts are stopped when it ends; a cluster that was already up stays up.
+if scripts/cluster.sh status | grep -q stopped; then
+  trap 'scripts/cluster.sh down' EXIT
+fi
+scripts/cluster.sh up
+
+cargo nextest run --no-fail-fast "$@"
