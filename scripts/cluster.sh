@@ -64,10 +64,14 @@ replica_status() { # node: SHOW REPLICA STATUS as "Field: value" lines
   mariadb --no-defaults -uroot --socket="$(sock "$1")" -B -e 'SHOW REPLICA STATUS\G'
 }
 
+# Running means: the pid we recorded is alive and is still our mariadbd (a pid file left
+# over from before a reboot may name an unrelated process).
 running() {
-  local pf
+  local pf pid
   pf=$(pidfile "$1")
-  [ -f "$pf" ] && kill -0 "$(cat "$pf")" 2>/dev/null
+  [ -f "$pf" ] || return 1
+  pid=$(cat "$pf")
+  kill -0 "$pid" 2>/dev/null && grep -qF "$work/$1/my.cnf" "/proc/$pid/cmdline" 2>/dev/null
 }
 
 write_config() { # node
