@@ -252,6 +252,8 @@ cmd_up() {
   for r in "${replicas[@]}"; do
     wait_until 60 "$r to replicate" replicating "$r"
   done
+  # Servers that were already running take up this repository's certificates.
+  for node in "${all_nodes[@]}"; do client "$node" -e 'FLUSH SSL'; done
   wait_until 30 "replicas to receive the users" \
     bash -c "$(declare -f client sock); work='$work'; for r in ${replicas[*]}; do
       [ \"\$(client \$r -e \"SELECT COUNT(*) FROM mysql.user WHERE user='app'\")\" = 1 ] || exit 1; done"

@@ -10,7 +10,8 @@ cd "$root"
 scripts/setup.sh
 
 # Servers this run starts are stopped when it ends; a cluster that was already up stays up.
-if scripts/cluster.sh status | grep -q stopped; then
+before=$(scripts/cluster.sh status)
+if grep -q stopped <<<"$before"; then
   trap 'scripts/cluster.sh down' EXIT
 fi
 scripts/cluster.sh up

@@ -14,7 +14,7 @@ use crate::backend::{BackendConn, Login};
 use crate::connection::{Connection, RawPacket, ReadError};
 use crate::protocol::auth::NATIVE_PASSWORD;
 use crate::protocol::constants::{command, error, status};
-use crate::protocol::frame::{FrameError, FrameHeader};
+use crate::protocol::frame::FrameError;
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
@@ -237,16 +237,7 @@ impl Session {
             return Ok(());
         };
         let max = self.frontend.shared.load().proxy.max_allowed_packet;
-        let mut next_seq = 1;
-        match relay(
-            &mut self.client,
-            &mut backend.conn,
-            &mut tracker,
-            &mut next_seq,
-            max,
-        )
-        .await
-        {
+        match relay(&mut self.client, &mut backend.conn, &mut tracker, max).await {
             Ok(outcome) => {
                 if cmd == command::INIT_DB && !outcome.error {
                     let name = String::from_utf8_lossy(&packet.first_frame()[1..]).into_owned();
@@ -256,7 +247,7 @@ impl Session {
                 Ok(())
             }
             Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Backend(why)) => self.backend_lost(next_seq, &why).await,
+            Err(RelayError::Backend(why)) => self.backend_lost(tracker.next_seq(), &why).await,
         }
     }
 
@@ -446,52 +437,30 @@ impl From<TrackError> for RelayError {
     }
 }
 
-/// Copies one response from `backend` to `client`, batch by batch, until `tracker` says
-/// it is complete. `next_seq` follows the last sequence id forwarded, so that an error
-/// injected after a failure continues the client's sequence.
+/// Copies one response from `backend` to `client`, batch by batch as it was read, until
+/// `tracker` says it is complete.
 async fn relay(
     client: &mut Connection,
     backend: &mut Connection,
     tracker: &mut ResponseTracker,
-    next_seq: &mut u8,
     max_packet: usize,
 ) -> Result<Outcome, RelayError> {
-    let mut continuing = false;
     loop {
         let buf = backend.buffered();
-        let mut pos = 0;
-        let mut end = None;
-        while let Some(h) = FrameHeader::parse(&buf[pos..]) {
-            if buf.len() - pos < h.frame_len() {
-                buf.reserve(h.frame_len() - (buf.len() - pos));
-                break;
-            }
-            if !continuing {
-                let payload = &buf[pos + 4..pos + h.frame_len()];
-                match tracker.feed(payload, h.payload_len)? {
-                    Progress::More => {}
-                    other => end = Some(other),
-                }
-            }
-            continuing = h.is_continued();
-            *next_seq = h.seq.wrapping_add(1);
-            pos += h.frame_len();
-            if end.is_some() && !continuing {
-                break;
-            }
-        }
-        if pos > 0 {
-            let batch = buf.split_to(pos);
+        let scan = tracker.scan(buf)?;
+        buf.reserve(scan.missing);
+        if scan.complete > 0 {
+            let batch = buf.split_to(scan.complete);
             client
                 .write_wire(&batch)
                 .await
                 .map_err(|_| RelayError::Client)?;
         }
-        match end {
+        match scan.end {
             Some(Progress::Done(outcome)) => return Ok(outcome),
             Some(Progress::LocalInfile) => {
-                relay_file(client, backend, next_seq, max_packet).await?;
-                tracker.file_sent();
+                let next_seq = relay_file(client, backend, max_packet).await?;
+                tracker.file_sent(next_seq);
                 continue;
             }
             _ => {}
@@ -509,25 +478,23 @@ async fn relay(
 }
 
 /// LOAD DATA LOCAL INFILE: forwards the client's file packets to the backend up to and
-/// including the empty packet that ends the file.
+/// including the empty packet that ends the file; returns the sequence id that follows.
 async fn relay_file(
     client: &mut Connection,
     backend: &mut Connection,
-    next_seq: &mut u8,
     max_packet: usize,
-) -> Result<(), RelayError> {
+) -> Result<u8, RelayError> {
     loop {
         let packet = match client.read_raw(max_packet).await {
             Ok(Some(p)) => p,
             _ => return Err(RelayError::Client),
         };
-        *next_seq = packet.span.last_seq.wrapping_add(1);
         backend
             .write_wire(&packet.wire)
             .await
             .map_err(|e| RelayError::Backend(e.to_string()))?;
         if packet.span.payload_len == 0 {
-            return Ok(());
+            return Ok(packet.span.last_seq.wrapping_add(1));
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use super::codec::{DecodeError, Reader};
 use super::constants::{command, header, status};
+use super::frame::{FrameHeader, HEADER_LEN};
 use super::packets::{eof_status, is_eof, OkPacket};
 
 /// What the tracker concluded from one packet.
@@ -64,6 +65,24 @@ pub struct ResponseTracker {
     state: State,
     /// For COM_STMT_EXECUTE: a result whose column EOF says a cursor was opened has no rows.
     cursor_possible: bool,
+    /// [`ResponseTracker::scan`] is inside a packet of 16 MiB or more.
+    continuing: bool,
+    /// An end seen on the first frame of a packet whose continuation frames are still due.
+    pending_end: Option<Progress>,
+    /// Sequence id after the last frame scanned.
+    next_seq: u8,
+}
+
+/// What [`ResponseTracker::scan`] found in a buffer of response bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Bytes at the start of the buffer that are whole frames of this response, ready to be
+    /// forwarded.
+    pub complete: usize,
+    /// Set when the response ended (or paused for LOCAL INFILE) within `complete`.
+    pub end: Option<Progress>,
+    /// Bytes still missing from the frame that follows `complete`, when its header is there.
+    pub missing: usize,
 }
 
 /// Why a response could not be followed: the peer broke the protocol.
@@ -89,7 +108,66 @@ impl ResponseTracker {
         Some(ResponseTracker {
             state,
             cursor_possible: cmd == command::STMT_EXECUTE,
+            continuing: false,
+            pending_end: None,
+            next_seq: 1,
         })
+    }
+
+    /// Walks the whole frames at the start of `buf` (raw wire bytes, headers included),
+    /// feeding the first frame of each logical packet, and stops after the frame that ends
+    /// the response. This is all a forwarder needs: it sends `complete` bytes on as they are.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Scan, TrackError> {
+        let mut pos = 0;
+        while let Some(h) = FrameHeader::parse(&buf[pos..]) {
+            let available = buf.len() - pos;
+            if available < h.frame_len() {
+                return Ok(Scan {
+                    complete: pos,
+                    end: None,
+                    missing: h.frame_len() - available,
+                });
+            }
+            let first_of_packet = !self.continuing;
+            self.continuing = h.is_continued();
+            self.next_seq = h.seq.wrapping_add(1);
+            let payload = &buf[pos + HEADER_LEN..pos + h.frame_len()];
+            pos += h.frame_len();
+            if first_of_packet {
+                match self.feed(payload, h.payload_len)? {
+                    Progress::More => {}
+                    end if !self.continuing => {
+                        return Ok(Scan {
+                            complete: pos,
+                            end: Some(end),
+                            missing: 0,
+                        })
+                    }
+                    // a final packet of 16 MiB or more cannot be an OK/ERR/EOF; it is a
+                    // LOCAL INFILE file name or a COM_STATISTICS text: forward it whole
+                    end => self.pending_end = Some(end),
+                }
+            } else if !self.continuing {
+                if let Some(end) = self.pending_end.take() {
+                    return Ok(Scan {
+                        complete: pos,
+                        end: Some(end),
+                        missing: 0,
+                    });
+                }
+            }
+        }
+        Ok(Scan {
+            complete: pos,
+            end: None,
+            missing: 0,
+        })
+    }
+
+    /// The sequence id that follows the last frame scanned: what a packet the proxy adds to
+    /// this exchange (an error after a failure) must carry.
+    pub fn next_seq(&self) -> u8 {
+        self.next_seq
     }
 
     /// Feeds the next logical packet. `first_frame` is the payload of its first frame (the
@@ -207,9 +285,11 @@ impl ResponseTracker {
     }
 
     /// After the server's LOCAL INFILE request has been answered by the client's file, what
-    /// remains is an OK or ERR (which may announce more results).
-    pub fn file_sent(&mut self) {
+    /// remains is an OK or ERR (which may announce more results). `next_seq` follows the
+    /// client's last file packet.
+    pub fn file_sent(&mut self, next_seq: u8) {
         self.state = State::ResultStart;
+        self.next_seq = next_seq;
     }
 
     pub fn is_finished(&self) -> bool {
@@ -345,7 +425,7 @@ mod tests {
             t.feed(b"\xFB/tmp/x.csv", 11).unwrap(),
             Progress::LocalInfile
         );
-        t.file_sent();
+        t.file_sent(4);
         assert_eq!(t.feed(OK, OK.len()).unwrap(), done(Some(2), false));
     }
 
@@ -388,6 +468,50 @@ mod tests {
             vec![done(None, false)]
         );
         assert!(ResponseTracker::for_command(command::STMT_CLOSE).is_none());
+    }
+
+    fn wire(packets: &[&[u8]]) -> Vec<u8> {
+        let mut out = bytes::BytesMut::new();
+        let mut seq = 1;
+        for p in packets {
+            seq = crate::protocol::frame::encode_packet(&mut out, seq, p);
+        }
+        out.to_vec()
+    }
+
+    #[test]
+    fn scan_stops_at_the_end_of_the_response_and_reports_partial_frames() {
+        let bytes = wire(&[&[1], b"def", EOF, b"\x011", EOF]);
+        let mut extra = bytes.clone();
+        extra.extend_from_slice(b"next response");
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        let scan = t.scan(&extra).unwrap();
+        assert_eq!(scan.complete, bytes.len());
+        assert_eq!(scan.end, Some(done(Some(2), false)));
+        assert_eq!(t.next_seq(), 6);
+
+        // fed in two pieces, cut inside a frame
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        let cut = 10;
+        let first = t.scan(&bytes[..cut]).unwrap();
+        assert_eq!(first.end, None);
+        assert!(first.complete < cut && first.missing > 0);
+        let rest = t.scan(&bytes[first.complete..]).unwrap();
+        assert_eq!(first.complete + rest.complete, bytes.len());
+        assert_eq!(rest.end, Some(done(Some(2), false)));
+    }
+
+    #[test]
+    fn scan_passes_over_rows_of_16_mib_and_more() {
+        let big = vec![0x41u8; 0xFF_FFFF + 10];
+        let mut row = vec![0xFE];
+        row.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        row.extend_from_slice(&big);
+        let bytes = wire(&[&[1], b"def", EOF, &row, EOF]);
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        let scan = t.scan(&bytes).unwrap();
+        assert_eq!(scan.complete, bytes.len());
+        assert_eq!(scan.end, Some(done(Some(2), false)));
     }
 
     #[test]

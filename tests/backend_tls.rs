@@ -1,0 +1,52 @@
+//! TLS from Sluice to MariaDB, with the backend certificate verified against the CA.
+
+mod common;
+
+use common::{mariadb, repo, stderr, stdout, Proxy};
+
+fn with_backend_tls(config: String) -> String {
+    config.replacen(
+        "max_connections = 1000",
+        "max_connections = 1000\ntls = true",
+        1,
+    )
+}
+
+#[test]
+fn backend_connections_use_verified_tls_when_configured() {
+    let proxy = Proxy::start_with(with_backend_tls);
+    let out = mariadb(
+        proxy.port,
+        &[
+            "-uapp",
+            "-papp",
+            "-e",
+            "SHOW SESSION STATUS LIKE 'Ssl_version'",
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("Ssl_version\tTLSv1."),
+        "backend session not on TLS: {text}"
+    );
+}
+
+#[test]
+fn a_backend_certificate_from_another_ca_is_refused() {
+    let other = repo().join("certs/other-ca.pem");
+    let proxy = Proxy::start_with(|c| {
+        with_backend_tls(c).replace(
+            &format!("\nca = \"{}\"", repo().join("certs/ca.pem").display()),
+            &format!("\nca = \"{}\"", other.display()),
+        )
+    });
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("ERROR 9001"), "{message}");
+    assert!(
+        message.contains("hostgroup 10") && message.contains("TLS"),
+        "{message}"
+    );
+}
