@@ -19,8 +19,10 @@ use crate::protocol::frame::{self, encode_packet, FrameError, PacketSpan};
 /// Initial read buffer size: small, so that idle connections stay cheap; it grows with
 /// the packets that need it.
 const INITIAL_BUFFER: usize = 4 * 1024;
-/// How much free space a read asks for.
+/// How much free space a read asks for when the buffer is nearly full.
 const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free space, the buffer grows before the next read.
+const MIN_READ: usize = 1024;
 
 /// A socket, before or after a TLS upgrade.
 pub enum Stream {
@@ -207,9 +209,13 @@ impl Connection {
         &mut self.read_buf
     }
 
-    /// Reads more bytes into the buffer; returns 0 at end of stream.
+    /// Reads more bytes into the buffer; returns 0 at end of stream. The buffer grows only
+    /// when it is nearly full, so a connection that only ever sees small packets keeps its
+    /// small buffer.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        self.read_buf.reserve(READ_CHUNK);
+        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+            self.read_buf.reserve(READ_CHUNK);
+        }
         self.stream.read_buf(&mut self.read_buf).await
     }
 

@@ -310,3 +310,87 @@ fn sighup_reloads_and_a_bad_config_is_refused() {
     );
     assert_eq!(stdout(&out), "mysql\n", "{}", stderr(&out));
 }
+
+#[test]
+fn prepared_statement_cursor_fetch_long_data_and_reset() {
+    use sluice::protocol::constants::status;
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+
+    // prepare a statement without parameters over MariaDB's sequence engine
+    let prepared = c.command(command::STMT_PREPARE, b"SELECT seq FROM seq_1_to_25");
+    assert_eq!(
+        prepared[0].payload[0],
+        header::OK,
+        "{:?}",
+        prepared[0].payload
+    );
+    let stmt_id = prepared[0].payload[1..5].to_vec();
+
+    // execute with a read-only cursor: metadata only, the EOF says a cursor exists
+    let mut execute = stmt_id.clone();
+    execute.push(0x01); // CURSOR_TYPE_READ_ONLY
+    execute.extend_from_slice(&1u32.to_le_bytes());
+    let response = c.command(command::STMT_EXECUTE, &execute);
+    let eof = &response.last().unwrap().payload;
+    assert_eq!(eof[0], header::EOF);
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & status::CURSOR_EXISTS,
+        0
+    );
+
+    // fetch 10 rows, then the rest
+    let mut fetch = stmt_id.clone();
+    fetch.extend_from_slice(&10u32.to_le_bytes());
+    let rows = c.command(command::STMT_FETCH, &fetch);
+    assert_eq!(rows.len(), 11, "10 rows and an EOF");
+    let mut fetch = stmt_id.clone();
+    fetch.extend_from_slice(&100u32.to_le_bytes());
+    let rows = c.command(command::STMT_FETCH, &fetch);
+    assert_eq!(rows.len(), 16, "the remaining 15 rows and an EOF");
+    let eof = &rows.last().unwrap().payload;
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & status::LAST_ROW_SENT,
+        0
+    );
+
+    // COM_STMT_SEND_LONG_DATA has no response; COM_STMT_RESET answers OK
+    let prepared = c.command(command::STMT_PREPARE, b"SELECT LENGTH(?)");
+    let stmt2 = prepared[0].payload[1..5].to_vec();
+    let mut long_data = stmt2.clone();
+    long_data.extend_from_slice(&0u16.to_le_bytes());
+    long_data.extend_from_slice(&[b'x'; 1000]);
+    let mut payload = vec![command::STMT_SEND_LONG_DATA];
+    payload.extend_from_slice(&long_data);
+    c.write(0, &payload);
+    assert_eq!(
+        c.command(command::STMT_RESET, &stmt2)[0].payload[0],
+        header::OK
+    );
+
+    // COM_STMT_CLOSE has no response either; the connection goes on
+    let mut payload = vec![command::STMT_CLOSE];
+    payload.extend_from_slice(&stmt_id);
+    c.write(0, &payload);
+    assert_eq!(c.query_column("SELECT 'after'"), vec!["after"]);
+}
+
+#[test]
+fn stored_procedure_results_arrive_whole() {
+    let proxy = Proxy::start();
+    let sql = "DELIMITER //\nCREATE OR REPLACE PROCEDURE robust_two_results() \
+               BEGIN SELECT 1 AS a; SELECT 2 AS b UNION SELECT 3; END//";
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", sql]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = mariadb(
+        proxy.port,
+        &[
+            "-uapp",
+            "-papp",
+            "-e",
+            "CALL robust_two_results(); SELECT 'next'; DROP PROCEDURE robust_two_results",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\n2\n3\nnext\n");
+}

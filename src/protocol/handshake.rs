@@ -69,19 +69,27 @@ impl InitialHandshake {
         Ok(hs)
     }
 
+    /// Encodes the greeting. The nonce travels as 8 bytes, then at least 12 more and a NUL
+    /// (the protocol's minimum of 13); a shorter nonce is padded with zeros.
     pub fn encode(&self, out: &mut BytesMut) {
+        let mut part1 = [0u8; 8];
+        let head = self.scramble.len().min(8);
+        part1[..head].copy_from_slice(&self.scramble[..head]);
+        let part2 = &self.scramble[head..];
         out.put_u8(10);
         put_null_terminated(out, self.server_version.as_bytes());
         out.put_u32_le(self.connection_id);
-        out.put_slice(&self.scramble[..8]);
+        out.put_slice(&part1);
         out.put_u8(0);
         out.put_u16_le(self.capabilities as u16);
         out.put_u8(self.charset);
         out.put_u16_le(self.status);
         out.put_u16_le((self.capabilities >> 16) as u16);
-        out.put_u8((self.scramble.len() + 1) as u8);
+        out.put_u8((8 + part2.len().max(12) + 1).min(255) as u8);
         out.put_bytes(0, 10);
-        put_null_terminated(out, &self.scramble[8..]);
+        out.put_slice(part2);
+        out.put_bytes(0, 12usize.saturating_sub(part2.len()));
+        out.put_u8(0);
         put_null_terminated(out, self.auth_plugin.as_bytes());
     }
 }
