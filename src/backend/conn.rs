@@ -248,11 +248,10 @@ async fn upgrade(
             "data before the TLS handshake".into(),
         ));
     }
-    let pending = bytes::BytesMut::new();
     let name = ServerName::try_from(server.host.clone())
         .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
     let tls = TlsConnector::from(config.clone())
-        .connect(name, Rewind::new(pending, tcp))
+        .connect(name, Rewind::new(pending, tcp)) // `pending` is empty: checked above
         .await
         .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
     Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Client(

@@ -92,7 +92,7 @@ struct Session {
     client: Connection,
     peer: SocketAddr,
     user: Arc<UserEntry>,
-    _user_slot: UserSlot,
+    user_slot: UserSlot,
     login: Login,
     capabilities: u32,
     scramble: [u8; 20],
@@ -124,7 +124,7 @@ impl Session {
                 &mut li.conn,
                 li.next_seq,
                 li.capabilities,
-                (1226, "42000"),
+                error::USER_LIMIT_REACHED,
                 &message,
             )
             .await;
@@ -160,7 +160,7 @@ impl Session {
             client: li.conn,
             peer,
             user: li.user,
-            _user_slot: user_slot,
+            user_slot,
             login: li.login,
             capabilities: li.capabilities,
             scramble: li.scramble,
@@ -344,7 +344,7 @@ impl Session {
         let Some(user_slot) = UserSlot::acquire(&user) else {
             self.send_error(
                 seq,
-                (1226, "42000"),
+                error::USER_LIMIT_REACHED,
                 "User has exceeded the 'max_user_connections' resource",
             )
             .await;
@@ -365,7 +365,7 @@ impl Session {
         }
         self.login = login;
         self.user = user;
-        self._user_slot = user_slot;
+        self.user_slot = user_slot;
         match self
             .frontend
             .pool
