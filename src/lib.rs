@@ -4,6 +4,7 @@ pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod frontend;
+pub mod monitor;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
+use tokio::sync::watch;
 
-use crate::config::{Config, ProxySection, User};
-use crate::protocol::auth::PasswordHash;
+use crate::config::{Config, GaleraHostgroups, Monitor, ProxySection, User};
+use crate::monitor::health::Membership;
+use crate::protocol::auth::{PasswordHash, ProvenKey};
 use crate::tls::{self, TlsError};
 
 /// A user as the frontend needs it: the configured entry with its hash already parsed.
@@ -23,7 +25,7 @@ pub struct UserEntry {
 }
 
 /// One backend server of one hostgroup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerTarget {
     pub host: String,
     pub port: u16,
@@ -31,6 +33,8 @@ pub struct ServerTarget {
     pub weight: u32,
     pub max_connections: u32,
     pub tls: bool,
+    pub max_replication_lag: u64,
+    pub priority: i32,
     /// Backend connections open to this server (shared across snapshots).
     pub connections: Arc<AtomicU32>,
 }
@@ -48,8 +52,15 @@ pub struct Runtime {
     pub hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>>,
     pub frontend_tls: Option<Arc<ServerConfig>>,
     pub backend_tls: Option<Arc<ClientConfig>>,
-    /// Round-robin position for weighted server choice, per snapshot.
-    pub next_pick: AtomicU32,
+    pub galera: Vec<GaleraHostgroups>,
+    pub monitor: Option<MonitorSettings>,
+    servers_in_order: Vec<Arc<ServerTarget>>,
+}
+
+/// The monitor's configuration with its password already turned into a login key.
+pub struct MonitorSettings {
+    pub config: Monitor,
+    pub key: ProvenKey,
 }
 
 impl Runtime {
@@ -83,31 +94,45 @@ impl Runtime {
             })
             .collect();
         let mut hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
+        let mut servers_in_order = Vec::new();
         for s in &config.servers {
             let connections = previous
                 .and_then(|p| p.find_server(s.hostgroup, &s.host, s.port))
                 .map(|old| old.connections.clone())
                 .unwrap_or_default();
+            let target = Arc::new(ServerTarget {
+                host: s.host.clone(),
+                port: s.port,
+                hostgroup: s.hostgroup,
+                weight: s.weight,
+                max_connections: s.max_connections,
+                tls: s.tls,
+                max_replication_lag: s.max_replication_lag,
+                priority: s.priority,
+                connections,
+            });
             hostgroups
                 .entry(s.hostgroup)
                 .or_default()
-                .push(Arc::new(ServerTarget {
-                    host: s.host.clone(),
-                    port: s.port,
-                    hostgroup: s.hostgroup,
-                    weight: s.weight,
-                    max_connections: s.max_connections,
-                    tls: s.tls,
-                    connections,
-                }));
+                .push(target.clone());
+            servers_in_order.push(target);
         }
+        let monitor = match &config.monitor {
+            Some(m) => Some(MonitorSettings {
+                config: m.clone(),
+                key: read_password_file(&m.password_file)?,
+            }),
+            None => None,
+        };
         Ok(Runtime {
             proxy: config.proxy.clone(),
             users,
             hostgroups,
             frontend_tls,
             backend_tls,
-            next_pick: AtomicU32::new(0),
+            galera: config.galera_hostgroups.clone(),
+            monitor,
+            servers_in_order,
         })
     }
 
@@ -118,44 +143,113 @@ impl Runtime {
             .find(|s| s.host == host && s.port == port)
     }
 
-    /// The servers of `hostgroup` in the order to try them: a weighted rotation, so that
-    /// new connections spread by weight, followed by the others as fallbacks.
-    pub fn candidates(&self, hostgroup: u32) -> Vec<Arc<ServerTarget>> {
-        let Some(servers) = self.hostgroups.get(&hostgroup) else {
-            return Vec::new();
-        };
-        let total: u32 = servers.iter().map(|s| s.weight.max(1)).sum();
-        let mut ticket = self.next_pick.fetch_add(1, Ordering::Relaxed) % total.max(1);
-        let mut first = 0;
-        for (i, s) in servers.iter().enumerate() {
-            let w = s.weight.max(1);
-            if ticket < w {
-                first = i;
-                break;
-            }
-            ticket -= w;
-        }
-        let mut ordered = Vec::with_capacity(servers.len());
-        ordered.extend(servers[first..].iter().cloned());
-        ordered.extend(servers[..first].iter().cloned());
-        ordered
+    /// Every configured server, in configuration order.
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<ServerTarget>> {
+        self.servers_in_order.iter()
     }
 }
 
-/// The current snapshot, shared by every task.
+/// `servers` in the order to try them for a new connection: a weighted rotation (`ticket`
+/// picks the first), then the others as fallbacks.
+pub fn weighted_order(servers: &[Arc<ServerTarget>], ticket: u32) -> Vec<Arc<ServerTarget>> {
+    let total: u32 = servers.iter().map(|s| s.weight.max(1)).sum();
+    let mut ticket = ticket % total.max(1);
+    let mut first = 0;
+    for (i, s) in servers.iter().enumerate() {
+        let w = s.weight.max(1);
+        if ticket < w {
+            first = i;
+            break;
+        }
+        ticket -= w;
+    }
+    let mut ordered = Vec::with_capacity(servers.len());
+    ordered.extend(servers[first..].iter().cloned());
+    ordered.extend(servers[..first].iter().cloned());
+    ordered
+}
+
+/// Reads the monitor's password file into a login key; the cleartext is dropped at once.
+fn read_password_file(path: &std::path::Path) -> Result<ProvenKey, TlsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TlsError::File {
+        key: "monitor.password_file",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(ProvenKey::of_password(
+        text.trim_end_matches(['\n', '\r']).as_bytes(),
+    ))
+}
+
+/// The current snapshot and the monitor's current hostgroup membership, shared by every
+/// task.
 pub struct Shared {
     current: ArcSwap<Runtime>,
+    /// `None` until (and unless) a monitor publishes membership; then it replaces the
+    /// configured hostgroups.
+    membership: ArcSwapOption<Membership>,
+    /// Bumped whenever membership changes, so sessions can notice cheaply.
+    generation: watch::Sender<u64>,
+    next_pick: AtomicU32,
 }
 
 impl Shared {
     pub fn new(runtime: Runtime) -> Shared {
         Shared {
             current: ArcSwap::from_pointee(runtime),
+            membership: ArcSwapOption::empty(),
+            generation: watch::Sender::new(0),
+            next_pick: AtomicU32::new(0),
         }
     }
 
     pub fn load(&self) -> Arc<Runtime> {
         self.current.load_full()
+    }
+
+    /// The servers to try, in order, for a new connection to `hostgroup`.
+    pub fn candidates(&self, hostgroup: u32) -> Vec<Arc<ServerTarget>> {
+        let ticket = self.next_pick.fetch_add(1, Ordering::Relaxed);
+        match &*self.membership.load() {
+            Some(m) => m
+                .hostgroups
+                .get(&hostgroup)
+                .map(|s| weighted_order(s, ticket))
+                .unwrap_or_default(),
+            None => self
+                .load()
+                .hostgroups
+                .get(&hostgroup)
+                .map(|s| weighted_order(s, ticket))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether `address` is currently a member of `hostgroup`.
+    pub fn is_member(&self, hostgroup: u32, address: &str) -> bool {
+        let check = |servers: Option<&Vec<Arc<ServerTarget>>>| {
+            servers.is_some_and(|s| s.iter().any(|t| t.address() == address))
+        };
+        match &*self.membership.load() {
+            Some(m) => check(m.hostgroups.get(&hostgroup)),
+            None => check(self.load().hostgroups.get(&hostgroup)),
+        }
+    }
+
+    /// The membership the monitor published last.
+    pub fn membership(&self) -> Option<Arc<Membership>> {
+        self.membership.load_full()
+    }
+
+    /// Publishes new membership (from the monitor).
+    pub fn publish(&self, membership: Membership) {
+        self.membership.store(Some(Arc::new(membership)));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that changes whenever membership does.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Rebuilds the snapshot from a new configuration and swaps it in; on error the old
@@ -189,15 +283,15 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        let rt = Runtime::build(&config, None).unwrap();
+        let shared = Shared::new(Runtime::build(&config, None).unwrap());
         let mut firsts = HashMap::new();
         for _ in 0..400 {
-            let c = rt.candidates(1);
+            let c = shared.candidates(1);
             assert_eq!(c.len(), 2);
             *firsts.entry(c[0].host.clone()).or_insert(0) += 1;
         }
         assert_eq!(firsts["a"], 300);
         assert_eq!(firsts["b"], 100);
-        assert!(rt.candidates(2).is_empty());
+        assert!(shared.candidates(2).is_empty());
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
 
+    crate::monitor::start(shared.clone()).await;
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
     loop {

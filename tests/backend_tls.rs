@@ -4,11 +4,11 @@ mod common;
 
 use common::{mariadb, repo, stderr, stdout, Proxy};
 
+/// TLS to every Galera node (each has `max_connections = 1000` in the demo config).
 fn with_backend_tls(config: String) -> String {
-    config.replacen(
+    config.replace(
         "max_connections = 1000",
         "max_connections = 1000\ntls = true",
-        1,
     )
 }
 

@@ -154,14 +154,24 @@ fn connections_beyond_the_limit_get_1040() {
 
 #[test]
 fn a_dead_backend_gives_a_clear_error_naming_the_hostgroup() {
-    // hostgroup 10 points at a port where nothing listens
-    let proxy = Proxy::start_with(|c| c.replacen("port = 13306", "port = 1", 1));
+    // app_local's hostgroup 50 holds one server, where nothing listens
+    let proxy = Proxy::start_with(|c| {
+        let c = c.replace(
+            "# SELECT PASSWORD('app_local')\ndefault_hostgroup = 10",
+            "# SELECT PASSWORD('app_local')\ndefault_hostgroup = 50",
+        );
+        format!("{c}\n[[servers]]\nhost = \"127.0.0.1\"\nport = 1\nhostgroup = 50\n")
+    });
     let started = Instant::now();
-    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    let out = mariadb(
+        proxy.port,
+        &["-uapp_local", "-papp_local", "-e", "SELECT 1"],
+    );
     assert!(!out.status.success());
     let message = stderr(&out);
     assert!(message.contains("ERROR 9001"), "{message}");
-    assert!(message.contains("hostgroup 10"), "{message}");
+    assert!(message.contains("hostgroup 50"), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",

@@ -12,11 +12,13 @@ use tokio_rustls::{TlsConnector, TlsStream};
 
 use crate::connection::{Connection, ReadError, Rewind, Stream};
 use crate::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
-use crate::protocol::constants::{capability, header};
+use crate::protocol::constants::{capability, command, header};
 use crate::protocol::handshake::{
     encode_ssl_request, AuthSwitchRequest, HandshakeResponse, InitialHandshake,
 };
 use crate::protocol::packets::ErrPacket;
+use crate::protocol::response::{Progress, ResponseTracker};
+use crate::protocol::text::{decode_result, TextResult};
 use crate::runtime::ServerTarget;
 
 /// Largest packet accepted from a backend during login.
@@ -78,7 +80,15 @@ pub enum BackendError {
 
 /// Holds one place in a server's `max_connections` for as long as the connection lives.
 #[derive(Debug)]
-pub(super) struct Slot(pub(super) Arc<ServerTarget>);
+pub(super) struct Slot(Arc<ServerTarget>);
+
+impl Slot {
+    /// Takes a place; returns it with the number of connections open before it.
+    pub(super) fn take(server: &Arc<ServerTarget>) -> (Slot, u32) {
+        let before = server.connections.fetch_add(1, Ordering::Relaxed);
+        (Slot(server.clone()), before)
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -96,6 +106,56 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// Opens a connection to one given server regardless of its hostgroups (the monitor's
+    /// way in; sessions go through the pool).
+    pub async fn connect(
+        server: &Arc<ServerTarget>,
+        login: &Login,
+        tls: Option<&Arc<ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
+        let (slot, _) = Slot::take(server);
+        BackendConn::open(slot, login, tls, timeout).await
+    }
+
+    /// Runs one statement and decodes its (small) text result; for the monitor, never for
+    /// client traffic. An ERR from the server is `Ok(Err(..))`.
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<TextResult, ErrPacket>, BackendError> {
+        let address = self.server.address();
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(command::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.conn.queue_packet(0, &payload);
+        self.conn
+            .flush()
+            .await
+            .map_err(|e| BackendError::Connect(address.clone(), e))?;
+        let mut tracker = ResponseTracker::for_command(command::QUERY).expect("COM_QUERY answers");
+        let mut packets = Vec::new();
+        loop {
+            let packet = read(&mut self.conn, &address).await?;
+            let progress = tracker
+                .feed(&packet.payload, packet.payload.len())
+                .map_err(|e| BackendError::Protocol(address.clone(), e.to_string()))?;
+            packets.push(packet.payload);
+            match progress {
+                Progress::More => {}
+                Progress::Done(_) => break,
+                Progress::LocalInfile => {
+                    return Err(BackendError::Protocol(
+                        address,
+                        "unexpected LOCAL INFILE".into(),
+                    ))
+                }
+            }
+        }
+        let slices: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
+        decode_result(&slices).map_err(|e| BackendError::Protocol(address, e.to_string()))
+    }
+
     pub(super) async fn open(
         slot: Slot,
         login: &Login,
@@ -136,6 +196,14 @@ async fn handshake(
     let hs = InitialHandshake::decode(&greeting.payload).map_err(|e| protocol(e.to_string()))?;
     let mut seq = greeting.last_seq.wrapping_add(1);
     let mut caps = (login.client_capabilities & MIRRORED & hs.capabilities) | REQUIRED;
+    // The SSLRequest must announce exactly what the HandshakeResponse will: servers refuse
+    // a login whose capabilities change after the TLS upgrade.
+    if login.database.is_some() {
+        caps |= capability::CONNECT_WITH_DB;
+    }
+    if login.connect_attrs.is_none() {
+        caps &= !capability::CONNECT_ATTRS;
+    }
 
     if server.tls {
         let config = tls.ok_or_else(|| {

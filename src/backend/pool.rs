@@ -1,10 +1,8 @@
 //! Choosing a server of a hostgroup and getting a logged-in connection to it.
 
-use std::sync::atomic::Ordering;
-
 use crate::protocol::constants::error;
 use crate::protocol::packets::ErrPacket;
-use crate::runtime::Runtime;
+use crate::runtime::Shared;
 
 use super::conn::{BackendConn, BackendError, Login, Slot};
 
@@ -13,6 +11,11 @@ use super::conn::{BackendConn, BackendError, Login, Slot};
 pub enum AcquireError {
     #[error("hostgroup {0} has no servers")]
     NoServers(u32),
+    #[error("no server of hostgroup {hostgroup} is available; {}", reasons.join("; "))]
+    Unavailable {
+        hostgroup: u32,
+        reasons: Vec<String>,
+    },
     #[error("every server of hostgroup {0} is at its max_connections")]
     Full(u32),
     #[error("no server of hostgroup {hostgroup} could be reached; last error: {last}")]
@@ -47,19 +50,27 @@ impl Pool {
     /// login ends the attempt (another server of the group would refuse it too).
     pub async fn acquire(
         &self,
-        runtime: &Runtime,
+        shared: &Shared,
         hostgroup: u32,
         login: &Login,
     ) -> Result<BackendConn, AcquireError> {
-        let candidates = runtime.candidates(hostgroup);
+        let runtime = shared.load();
+        let candidates = shared.candidates(hostgroup);
         if candidates.is_empty() {
-            return Err(AcquireError::NoServers(hostgroup));
+            let reasons = shared
+                .membership()
+                .and_then(|m| m.unavailable.get(&hostgroup).cloned())
+                .unwrap_or_default();
+            return Err(if reasons.is_empty() {
+                AcquireError::NoServers(hostgroup)
+            } else {
+                AcquireError::Unavailable { hostgroup, reasons }
+            });
         }
         let timeout = std::time::Duration::from_millis(runtime.proxy.connect_timeout_ms);
         let mut last = None;
         for server in candidates {
-            let open = server.connections.fetch_add(1, Ordering::Relaxed);
-            let slot = Slot(server.clone());
+            let (slot, open) = Slot::take(&server);
             if open >= server.max_connections {
                 continue;
             }

@@ -7,7 +7,10 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use schema::{BackendTls, Config, FrontendTls, Hostgroup, ProxySection, Server, User};
+pub use schema::{
+    BackendTls, Config, FrontendTls, GaleraHostgroups, Hostgroup, Monitor, ProxySection, Server,
+    User,
+};
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,9 @@ impl Config {
             if let Some(ca) = &mut tls.client_ca {
                 resolve(ca);
             }
+        }
+        if let Some(monitor) = &mut self.monitor {
+            resolve(&mut monitor.password_file);
         }
         if let Some(tls) = &mut self.backend_tls {
             if let Some(ca) = &mut tls.ca {

@@ -16,8 +16,14 @@ pub struct Config {
     pub frontend_tls: Option<FrontendTls>,
     /// How to verify backends that have `tls = true`.
     pub backend_tls: Option<BackendTls>,
+    /// Health checks of the backends; without it every configured server counts as healthy.
+    pub monitor: Option<Monitor>,
     #[serde(default)]
     pub hostgroups: Vec<Hostgroup>,
+    /// Galera clusters: which hostgroups the monitor fills with writer, backup writers,
+    /// readers and offline nodes (ProxySQL's `mysql_galera_hostgroups`).
+    #[serde(default)]
+    pub galera_hostgroups: Vec<GaleraHostgroups>,
     #[serde(default)]
     pub servers: Vec<Server>,
     #[serde(default)]
@@ -83,6 +89,50 @@ pub struct BackendTls {
     pub verify: bool,
 }
 
+/// The monitor: how and how often backends are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    /// The account the checks log in as (needs REPLICATION CLIENT / SLAVE MONITOR on replicas).
+    pub user: String,
+    /// A file holding the monitor account's password. The proxy logs in on its own here, so
+    /// it needs the secret itself; a file (mode 0600) keeps it out of the configuration.
+    pub password_file: PathBuf,
+    /// Time between two checks of one server.
+    #[serde(default = "default_monitor_interval")]
+    pub interval_ms: u64,
+    /// A check (connect, queries) that takes longer has failed: this is how a hung node is seen.
+    #[serde(default = "default_monitor_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks before a server leaves its hostgroups.
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
+    /// Consecutive good checks before it comes back (no flapping).
+    #[serde(default = "default_recover_after")]
+    pub recover_after: u32,
+}
+
+/// The hostgroups of one Galera cluster. Its nodes are the servers configured in the writer
+/// or backup-writer hostgroup; the monitor decides at run time which node is in which group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GaleraHostgroups {
+    pub writer_hostgroup: u32,
+    pub backup_writer_hostgroup: u32,
+    pub reader_hostgroup: u32,
+    pub offline_hostgroup: u32,
+    /// How many nodes take writes at once (1 avoids certification conflicts).
+    #[serde(default = "one")]
+    pub max_writers: u32,
+    /// 0: only read_only nodes read; 1: every healthy node reads, writer included;
+    /// 2: backup writers and read_only nodes read, the writer does not (as in ProxySQL).
+    #[serde(default)]
+    pub writer_is_also_reader: u8,
+    /// A node whose apply queue (`wsrep_local_recv_queue`) is longer serves no reads.
+    #[serde(default = "default_transactions_behind")]
+    pub max_transactions_behind: u64,
+}
+
 /// A group of interchangeable servers (a role: writer, readers, ...).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +159,13 @@ pub struct Server {
     /// Speak TLS to this server (verified per `[backend_tls]`).
     #[serde(default)]
     pub tls: bool,
+    /// For replicas: seconds of `Seconds_Behind_Master` beyond which the server gets no
+    /// reads (0: lag is not checked, but a stopped replication thread still is).
+    #[serde(default)]
+    pub max_replication_lag: u64,
+    /// Order of preference in writer elections (higher first; then weight, then order here).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// A user clients log in as; the proxy logs in to backends as the same user.
@@ -127,6 +184,14 @@ pub struct User {
     pub max_connections: u32,
     /// Schema used when the client names none.
     pub default_schema: Option<String>,
+    /// Send reads (plain SELECTs outside transactions) to the reader hostgroup of the
+    /// default hostgroup's Galera cluster. Off: everything goes to `default_hostgroup`.
+    #[serde(default = "yes")]
+    pub split_reads: bool,
+    /// Once a transaction starts, keep the session on the writer until it ends, including
+    /// reads (ProxySQL's `transaction_persistent`).
+    #[serde(default = "yes")]
+    pub transaction_persistent: bool,
 }
 
 fn yes() -> bool {
@@ -143,4 +208,19 @@ fn default_server_connections() -> u32 {
 }
 fn default_user_connections() -> u32 {
     10_000
+}
+fn default_monitor_interval() -> u64 {
+    500
+}
+fn default_monitor_timeout() -> u64 {
+    1000
+}
+fn default_fail_after() -> u32 {
+    2
+}
+fn default_recover_after() -> u32 {
+    3
+}
+fn default_transactions_behind() -> u64 {
+    100
 }

@@ -13,7 +13,68 @@ pub(super) fn validate(config: &Config) -> Result<(), Failure> {
     let hostgroups = hostgroups(config)?;
     servers(config, &hostgroups)?;
     users(config, &hostgroups)?;
+    galera(config, &hostgroups)?;
+    monitor(config)?;
     tls_files(config)
+}
+
+fn galera(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
+    let mut claimed = HashSet::new();
+    for (i, g) in config.galera_hostgroups.iter().enumerate() {
+        let key = |field: &str| format!("galera_hostgroups[{i}].{field}");
+        let ids = [
+            ("writer_hostgroup", g.writer_hostgroup),
+            ("backup_writer_hostgroup", g.backup_writer_hostgroup),
+            ("reader_hostgroup", g.reader_hostgroup),
+            ("offline_hostgroup", g.offline_hostgroup),
+        ];
+        for (field, id) in ids {
+            if !claimed.insert(id) {
+                return fail(key(field), format!("hostgroup {id} already has a role"));
+            }
+        }
+        if !hostgroups.contains(&g.writer_hostgroup) {
+            return fail(
+                key("writer_hostgroup"),
+                format!("hostgroup {} has no servers", g.writer_hostgroup),
+            );
+        }
+        if g.max_writers == 0 {
+            return fail(key("max_writers"), "must be at least 1");
+        }
+        if g.writer_is_also_reader > 2 {
+            return fail(key("writer_is_also_reader"), "must be 0, 1 or 2");
+        }
+        if config.monitor.is_none() {
+            return fail(
+                key("writer_hostgroup"),
+                "Galera hostgroups need a [monitor] section",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn monitor(config: &Config) -> Result<(), Failure> {
+    let Some(m) = &config.monitor else {
+        return Ok(());
+    };
+    if m.interval_ms < 50 {
+        return fail("monitor.interval_ms", "must be at least 50");
+    }
+    if m.timeout_ms == 0 {
+        return fail("monitor.timeout_ms", "must be greater than 0");
+    }
+    if m.fail_after == 0 || m.recover_after == 0 {
+        return fail("monitor", "fail_after and recover_after must be at least 1");
+    }
+    if let Err(e) = std::fs::metadata(&m.password_file) {
+        return fail(
+            "monitor.password_file",
+            format!("cannot read {}: {e}", m.password_file.display()),
+        );
+    }
+    Ok(())
 }
 
 fn fail<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, Failure> {

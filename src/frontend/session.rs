@@ -131,10 +131,13 @@ impl Session {
             tracing::warn!(%peer, user = %li.user.config.name, "client refused: user connection limit");
             return None;
         };
-        let runtime = frontend.shared.load();
         let backend = match frontend
             .pool
-            .acquire(&runtime, li.user.config.default_hostgroup, &li.login)
+            .acquire(
+                &frontend.shared,
+                li.user.config.default_hostgroup,
+                &li.login,
+            )
             .await
         {
             Ok(b) => b,
@@ -257,12 +260,11 @@ impl Session {
         if self.backend.is_some() {
             return Ok(());
         }
-        let runtime = self.frontend.shared.load();
         let hostgroup = self.user.config.default_hostgroup;
         match self
             .frontend
             .pool
-            .acquire(&runtime, hostgroup, &self.login)
+            .acquire(&self.frontend.shared, hostgroup, &self.login)
             .await
         {
             Ok(b) => {
@@ -369,7 +371,11 @@ impl Session {
         match self
             .frontend
             .pool
-            .acquire(&runtime, self.user.config.default_hostgroup, &self.login)
+            .acquire(
+                &self.frontend.shared,
+                self.user.config.default_hostgroup,
+                &self.login,
+            )
             .await
         {
             Ok(b) => self.backend = Some(b),

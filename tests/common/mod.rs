@@ -66,7 +66,11 @@ impl Proxy {
         let demo = std::fs::read_to_string(repo().join("config/sluice.toml")).unwrap();
         let config = demo
             .replace("127.0.0.1:6033", &format!("127.0.0.1:{port}"))
-            .replace("\"../certs/", &format!("\"{}/certs/", repo().display()));
+            .replace("\"../certs/", &format!("\"{}/certs/", repo().display()))
+            .replace(
+                "\"monitor.secret\"",
+                &format!("\"{}/config/monitor.secret\"", repo().display()),
+            );
         let config = edit(config);
         let dir = std::env::temp_dir().join(format!("sluice-test-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

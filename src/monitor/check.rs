@@ -1,0 +1,118 @@
+//! One check of one server, over the monitor's own connection to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::backend::{BackendConn, BackendError, Login};
+use crate::protocol::text::TextResult;
+use crate::runtime::ServerTarget;
+
+use super::health::{GaleraStatus, Observation, ReplicaStatus};
+
+const GALERA_VARIABLES: &str = "SELECT @@read_only AS read_only, @@wsrep_on AS wsrep_on, \
+     @@wsrep_desync AS wsrep_desync, @@wsrep_reject_queries AS wsrep_reject_queries";
+const GALERA_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
+     ('wsrep_local_state', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_local_recv_queue')";
+const REPLICA_STATUS: &str = "SHOW REPLICA STATUS";
+
+/// Checks `server`, connecting first when `conn` holds no connection. The whole check is
+/// bounded by `timeout`: a hung server is a failed check. On failure the connection is
+/// dropped, to be opened afresh next time.
+pub async fn check(
+    conn: &mut Option<BackendConn>,
+    server: &Arc<ServerTarget>,
+    login: &Login,
+    tls: Option<&Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Observation {
+    let result = tokio::time::timeout(timeout, observe(conn, server, login, tls, timeout)).await;
+    match result {
+        Ok(Ok(seen)) => seen,
+        Ok(Err(e)) => {
+            *conn = None;
+            Observation::Unreachable(e)
+        }
+        Err(_) => {
+            *conn = None;
+            Observation::Unreachable(format!("no answer within {timeout:?}"))
+        }
+    }
+}
+
+async fn observe(
+    conn: &mut Option<BackendConn>,
+    server: &Arc<ServerTarget>,
+    login: &Login,
+    tls: Option<&Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Result<Observation, String> {
+    if conn.is_none() {
+        *conn = Some(
+            BackendConn::connect(server, login, tls, timeout)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let c = conn.as_mut().expect("connected");
+    let vars = query(c, GALERA_VARIABLES).await?;
+    let read_only = flag(vars.first("read_only"));
+    if flag(vars.first("wsrep_on")) {
+        let status = query(c, GALERA_STATUS).await?;
+        let value = |name: &str| {
+            status
+                .rows
+                .iter()
+                .find(|r| {
+                    r.first()
+                        .and_then(|v| v.as_deref())
+                        .is_some_and(|v| v.eq_ignore_ascii_case(name))
+                })
+                .and_then(|r| r.get(1).cloned().flatten())
+        };
+        return Ok(Observation::Galera(GaleraStatus {
+            local_state: value("wsrep_local_state")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            primary: value("wsrep_cluster_status").as_deref() == Some("Primary"),
+            ready: flag(value("wsrep_ready").as_deref()),
+            desync: flag(vars.first("wsrep_desync")),
+            reject_queries: vars
+                .first("wsrep_reject_queries")
+                .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
+            read_only,
+            recv_queue: value("wsrep_local_recv_queue")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }));
+    }
+    let replica = query(c, REPLICA_STATUS).await?;
+    if replica.rows.is_empty() {
+        return Ok(Observation::Plain { read_only });
+    }
+    Ok(Observation::Replica(ReplicaStatus {
+        io_running: replica.first("Slave_IO_Running") == Some("Yes"),
+        sql_running: replica.first("Slave_SQL_Running") == Some("Yes"),
+        lag: replica
+            .first("Seconds_Behind_Master")
+            .and_then(|v| v.parse().ok()),
+        read_only,
+    }))
+}
+
+async fn query(conn: &mut BackendConn, sql: &str) -> Result<TextResult, String> {
+    match conn.query_text(sql).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(err)) => Err(format!("{sql}: {err}")),
+        Err(e @ BackendError::Protocol(..)) | Err(e) => Err(e.to_string()),
+    }
+}
+
+/// MariaDB shows booleans as 1/0 or ON/OFF depending on the variable.
+fn flag(value: Option<&str>) -> bool {
+    matches!(
+        value,
+        Some("1") | Some("ON") | Some("on") | Some("YES") | Some("Yes")
+    )
+}

@@ -1,0 +1,508 @@
+//! What a check saw, how that becomes a verdict over time (no flapping), and the pure
+//! decision of which server belongs to which hostgroup — writer election included.
+//! Nothing here performs I/O; `monitor::run` feeds it observations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::GaleraHostgroups;
+use crate::runtime::ServerTarget;
+
+/// What one check of a server found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Connect, login or a query failed or timed out.
+    Unreachable(String),
+    Galera(GaleraStatus),
+    Replica(ReplicaStatus),
+    /// A server that is neither a Galera node nor a replica.
+    Plain {
+        read_only: bool,
+    },
+}
+
+/// The Galera state of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GaleraStatus {
+    /// `wsrep_local_state`: 4 is Synced.
+    pub local_state: u32,
+    /// `wsrep_cluster_status` is Primary.
+    pub primary: bool,
+    pub ready: bool,
+    pub desync: bool,
+    /// `wsrep_reject_queries` is not NONE.
+    pub reject_queries: bool,
+    pub read_only: bool,
+    /// `wsrep_local_recv_queue`: writesets received and not yet applied.
+    pub recv_queue: u64,
+}
+
+/// The replication state of an asynchronous replica.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaStatus {
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master`; `None` when the server does not know (threads stopped).
+    pub lag: Option<u64>,
+    pub read_only: bool,
+}
+
+pub const GALERA_SYNCED: u32 = 4;
+
+impl Observation {
+    /// Whether the server may serve at all. `max_lag` is the server's
+    /// `max_replication_lag` (0: not checked).
+    pub fn is_healthy(&self, max_lag: u64) -> bool {
+        match self {
+            Observation::Unreachable(_) => false,
+            Observation::Galera(g) => {
+                g.local_state == GALERA_SYNCED
+                    && g.primary
+                    && g.ready
+                    && !g.desync
+                    && !g.reject_queries
+            }
+            Observation::Replica(r) => {
+                r.io_running
+                    && r.sql_running
+                    && r.lag.is_some_and(|lag| max_lag == 0 || lag <= max_lag)
+            }
+            Observation::Plain { .. } => true,
+        }
+    }
+}
+
+impl Observation {
+    /// Why this observation does not qualify, in words for an error message.
+    pub fn problem(&self, max_lag: u64) -> String {
+        match self {
+            Observation::Unreachable(why) => why.clone(),
+            Observation::Galera(g) => {
+                let mut p = Vec::new();
+                if g.local_state != GALERA_SYNCED {
+                    p.push(format!("wsrep_local_state={}", g.local_state));
+                }
+                if !g.primary {
+                    p.push("not in the Primary component".into());
+                }
+                if !g.ready {
+                    p.push("wsrep_ready=OFF".into());
+                }
+                if g.desync {
+                    p.push("wsrep_desync=ON".into());
+                }
+                if g.reject_queries {
+                    p.push("wsrep_reject_queries set".into());
+                }
+                if p.is_empty() && g.read_only {
+                    p.push("read_only=ON".into());
+                }
+                p.join(", ")
+            }
+            Observation::Replica(r) => {
+                if !r.io_running || !r.sql_running {
+                    format!(
+                        "replication stopped (IO {}, SQL {})",
+                        yes_no(r.io_running),
+                        yes_no(r.sql_running)
+                    )
+                } else {
+                    match r.lag {
+                        Some(lag) => format!("{lag} s behind, limit {max_lag} s"),
+                        None => "lag unknown".into(),
+                    }
+                }
+            }
+            Observation::Plain { .. } => String::new(),
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "running"
+    } else {
+        "stopped"
+    }
+}
+
+/// A server's verdict over time: it changes only after `fail_after` bad checks in a row, or
+/// `recover_after` good ones.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub healthy: bool,
+    good_streak: u32,
+    bad_streak: u32,
+    pub last: Observation,
+}
+
+impl Health {
+    /// The first check decides at once: there is no earlier verdict to protect.
+    pub fn new(first: Observation, max_lag: u64) -> Health {
+        Health {
+            healthy: first.is_healthy(max_lag),
+            good_streak: 0,
+            bad_streak: 0,
+            last: first,
+        }
+    }
+
+    /// Records a check; returns whether the verdict changed.
+    pub fn record(
+        &mut self,
+        seen: Observation,
+        max_lag: u64,
+        fail_after: u32,
+        recover_after: u32,
+    ) -> bool {
+        let ok = seen.is_healthy(max_lag);
+        self.last = seen;
+        if ok {
+            self.good_streak += 1;
+            self.bad_streak = 0;
+        } else {
+            self.bad_streak += 1;
+            self.good_streak = 0;
+        }
+        let flip = if self.healthy {
+            self.bad_streak >= fail_after
+        } else {
+            self.good_streak >= recover_after
+        };
+        if flip {
+            self.healthy = !self.healthy;
+        }
+        flip
+    }
+}
+
+/// Hostgroup membership at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct Membership {
+    pub hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>>,
+    /// Per Galera writer hostgroup, the elected writers' addresses (kept across rounds).
+    pub writers: HashMap<u32, Vec<String>>,
+    /// Per hostgroup, why configured servers are not in it: for the error a client gets
+    /// when a hostgroup is empty.
+    pub unavailable: HashMap<u32, Vec<String>>,
+}
+
+/// Computes hostgroup membership from the configured servers and their health.
+///
+/// Galera nodes are the servers configured in a writer or backup-writer hostgroup; the
+/// monitor places them. Every other configured server stays in its configured hostgroup
+/// while healthy. `previous_writers` keeps the current writer in place while it stays
+/// eligible: no failback storm when an earlier writer returns.
+pub fn place(
+    servers: &[Arc<ServerTarget>],
+    galera: &[GaleraHostgroups],
+    health: &HashMap<String, Health>,
+    previous_writers: &HashMap<u32, Vec<String>>,
+) -> Membership {
+    let mut out = Membership::default();
+    let is_galera_member = |s: &ServerTarget| {
+        galera
+            .iter()
+            .any(|g| s.hostgroup == g.writer_hostgroup || s.hostgroup == g.backup_writer_hostgroup)
+    };
+    for s in servers.iter().filter(|s| !is_galera_member(s)) {
+        match health.get(&s.address()) {
+            Some(h) if h.healthy => out
+                .hostgroups
+                .entry(s.hostgroup)
+                .or_default()
+                .push(s.clone()),
+            Some(h) => out
+                .unavailable
+                .entry(s.hostgroup)
+                .or_default()
+                .push(format!(
+                    "{}: {}",
+                    s.address(),
+                    h.last.problem(s.max_replication_lag)
+                )),
+            None => {}
+        }
+    }
+    for g in galera {
+        place_galera(servers, g, health, previous_writers, &mut out);
+    }
+    out
+}
+
+fn place_galera(
+    servers: &[Arc<ServerTarget>],
+    g: &GaleraHostgroups,
+    health: &HashMap<String, Health>,
+    previous_writers: &HashMap<u32, Vec<String>>,
+    out: &mut Membership,
+) {
+    // the cluster's nodes, once each, in configuration order
+    let mut nodes: Vec<&Arc<ServerTarget>> = Vec::new();
+    for s in servers {
+        let member = s.hostgroup == g.writer_hostgroup || s.hostgroup == g.backup_writer_hostgroup;
+        if member && !nodes.iter().any(|n| n.address() == s.address()) {
+            nodes.push(s);
+        }
+    }
+    let status = |s: &ServerTarget| -> Option<GaleraStatus> {
+        let h = health.get(&s.address())?;
+        match (&h.last, h.healthy) {
+            (Observation::Galera(st), true) => Some(st.clone()),
+            _ => None,
+        }
+    };
+    let writable: Vec<&Arc<ServerTarget>> = nodes
+        .iter()
+        .copied()
+        .filter(|s| status(s).is_some_and(|st| !st.read_only))
+        .collect();
+
+    // keep the writers that still qualify, then fill up by preference
+    let mut writers: Vec<&Arc<ServerTarget>> = previous_writers
+        .get(&g.writer_hostgroup)
+        .into_iter()
+        .flatten()
+        .filter_map(|addr| writable.iter().copied().find(|s| &s.address() == addr))
+        .take(g.max_writers as usize)
+        .collect();
+    let mut ranked = writable.clone();
+    ranked.sort_by_key(|s| (std::cmp::Reverse(s.priority), std::cmp::Reverse(s.weight)));
+    for s in ranked {
+        if writers.len() >= g.max_writers as usize {
+            break;
+        }
+        if !writers.iter().any(|w| w.address() == s.address()) {
+            writers.push(s);
+        }
+    }
+
+    for s in &nodes {
+        let usable = status(s).is_some_and(|st| !st.read_only);
+        if let (false, Some(h)) = (usable, health.get(&s.address())) {
+            out.unavailable
+                .entry(g.writer_hostgroup)
+                .or_default()
+                .push(format!("{}: {}", s.address(), h.last.problem(0)));
+        }
+    }
+    let is_writer = |s: &ServerTarget| writers.iter().any(|w| w.address() == s.address());
+    for s in &nodes {
+        let hg_of = |hostgroup: u32| with_hostgroup(s, hostgroup);
+        match status(s) {
+            None => out
+                .hostgroups
+                .entry(g.offline_hostgroup)
+                .or_default()
+                .push(hg_of(g.offline_hostgroup)),
+            Some(st) => {
+                let writer = is_writer(s);
+                if writer {
+                    out.hostgroups
+                        .entry(g.writer_hostgroup)
+                        .or_default()
+                        .push(hg_of(g.writer_hostgroup));
+                } else if !st.read_only {
+                    out.hostgroups
+                        .entry(g.backup_writer_hostgroup)
+                        .or_default()
+                        .push(hg_of(g.backup_writer_hostgroup));
+                }
+                let reads = match g.writer_is_also_reader {
+                    0 => st.read_only,
+                    1 => true,
+                    _ => !writer,
+                };
+                if reads && st.recv_queue <= g.max_transactions_behind {
+                    out.hostgroups
+                        .entry(g.reader_hostgroup)
+                        .or_default()
+                        .push(hg_of(g.reader_hostgroup));
+                }
+            }
+        }
+    }
+    out.writers.insert(
+        g.writer_hostgroup,
+        writers.iter().map(|w| w.address()).collect(),
+    );
+}
+
+/// The same server, as a member of another hostgroup (sharing its connection counter).
+fn with_hostgroup(s: &Arc<ServerTarget>, hostgroup: u32) -> Arc<ServerTarget> {
+    if s.hostgroup == hostgroup {
+        return s.clone();
+    }
+    Arc::new(ServerTarget {
+        hostgroup,
+        ..ServerTarget::clone(s)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn server(port: u16, hostgroup: u32, priority: i32) -> Arc<ServerTarget> {
+        Arc::new(ServerTarget {
+            host: "127.0.0.1".into(),
+            port,
+            hostgroup,
+            weight: 1,
+            max_connections: 100,
+            tls: false,
+            max_replication_lag: 0,
+            priority,
+            connections: Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    fn galera(read_only: bool) -> Observation {
+        Observation::Galera(GaleraStatus {
+            local_state: GALERA_SYNCED,
+            primary: true,
+            ready: true,
+            read_only,
+            ..Default::default()
+        })
+    }
+
+    fn groups(writer_is_also_reader: u8) -> Vec<GaleraHostgroups> {
+        vec![GaleraHostgroups {
+            writer_hostgroup: 10,
+            backup_writer_hostgroup: 11,
+            reader_hostgroup: 20,
+            offline_hostgroup: 99,
+            max_writers: 1,
+            writer_is_also_reader,
+            max_transactions_behind: 100,
+        }]
+    }
+
+    fn ports(m: &Membership, hg: u32) -> Vec<u16> {
+        let mut p: Vec<u16> = m
+            .hostgroups
+            .get(&hg)
+            .into_iter()
+            .flatten()
+            .map(|s| s.port)
+            .collect();
+        p.sort();
+        p
+    }
+
+    fn health(entries: &[(u16, Observation)]) -> HashMap<String, Health> {
+        entries
+            .iter()
+            .map(|(port, o)| (format!("127.0.0.1:{port}"), Health::new(o.clone(), 0)))
+            .collect()
+    }
+
+    #[test]
+    fn one_writer_by_priority_others_back_up_and_replicas_read() {
+        let servers = vec![
+            server(1, 10, 0),
+            server(2, 10, 5),
+            server(3, 10, 0),
+            server(9, 20, 0),
+        ];
+        let replica = Observation::Replica(ReplicaStatus {
+            io_running: true,
+            sql_running: true,
+            lag: Some(0),
+            read_only: true,
+        });
+        let h = health(&[
+            (1, galera(false)),
+            (2, galera(false)),
+            (3, galera(false)),
+            (9, replica),
+        ]);
+        let m = place(&servers, &groups(0), &h, &HashMap::new());
+        assert_eq!(ports(&m, 10), vec![2], "highest priority writes");
+        assert_eq!(ports(&m, 11), vec![1, 3]);
+        assert_eq!(
+            ports(&m, 20),
+            vec![9],
+            "writer_is_also_reader=0: writable nodes do not read"
+        );
+        let m = place(&servers, &groups(1), &h, &HashMap::new());
+        assert_eq!(ports(&m, 20), vec![1, 2, 3, 9]);
+        let m = place(&servers, &groups(2), &h, &HashMap::new());
+        assert_eq!(ports(&m, 20), vec![1, 3, 9]);
+    }
+
+    #[test]
+    fn the_current_writer_stays_while_eligible_and_is_replaced_when_not() {
+        let servers = vec![server(1, 10, 0), server(2, 10, 9)];
+        let h = health(&[(1, galera(false)), (2, galera(false))]);
+        let previous = HashMap::from([(10, vec!["127.0.0.1:1".to_string()])]);
+        let m = place(&servers, &groups(0), &h, &previous);
+        assert_eq!(ports(&m, 10), vec![1], "no failback to the preferred node");
+
+        let h = health(&[
+            (1, Observation::Unreachable("refused".into())),
+            (2, galera(false)),
+        ]);
+        let m = place(&servers, &groups(0), &h, &previous);
+        assert_eq!(ports(&m, 10), vec![2]);
+        assert_eq!(ports(&m, 99), vec![1], "the dead node is offline");
+        assert_eq!(m.writers[&10], vec!["127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn desynced_rejecting_or_read_only_nodes_do_not_write() {
+        let servers = vec![server(1, 10, 0), server(2, 10, 0), server(3, 10, 0)];
+        let mut desync = galera(false);
+        if let Observation::Galera(g) = &mut desync {
+            g.desync = true;
+        }
+        let mut reject = galera(false);
+        if let Observation::Galera(g) = &mut reject {
+            g.reject_queries = true;
+        }
+        let h = health(&[(1, desync), (2, reject), (3, galera(true))]);
+        let m = place(&servers, &groups(0), &h, &HashMap::new());
+        assert_eq!(ports(&m, 10), Vec::<u16>::new(), "no eligible writer");
+        assert_eq!(ports(&m, 99), vec![1, 2]);
+        assert_eq!(ports(&m, 20), vec![3]);
+    }
+
+    #[test]
+    fn verdicts_need_streaks_to_change() {
+        let mut h = Health::new(galera(false), 0);
+        let down = || Observation::Unreachable("timeout".into());
+        assert!(!h.record(down(), 0, 2, 3));
+        assert!(h.healthy);
+        assert!(h.record(down(), 0, 2, 3));
+        assert!(!h.healthy);
+        assert!(!h.record(galera(false), 0, 2, 3));
+        assert!(
+            !h.record(down(), 0, 2, 3),
+            "a failure resets the good streak"
+        );
+        for _ in 0..2 {
+            assert!(!h.record(galera(false), 0, 2, 3));
+        }
+        assert!(h.record(galera(false), 0, 2, 3));
+        assert!(h.healthy);
+    }
+
+    #[test]
+    fn replicas_need_both_threads_and_bounded_lag() {
+        let r = |io, sql, lag| {
+            Observation::Replica(ReplicaStatus {
+                io_running: io,
+                sql_running: sql,
+                lag,
+                read_only: true,
+            })
+        };
+        assert!(r(true, true, Some(3)).is_healthy(0));
+        assert!(r(true, true, Some(3)).is_healthy(5));
+        assert!(!r(true, true, Some(30)).is_healthy(5));
+        assert!(!r(true, false, None).is_healthy(0));
+        assert!(!r(false, true, Some(0)).is_healthy(0));
+    }
+}
