@@ -6,6 +6,7 @@ pub mod connection;
 pub mod frontend;
 pub mod monitor;
 pub mod protocol;
+pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod tls;

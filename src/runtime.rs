@@ -236,6 +236,14 @@ impl Shared {
         }
     }
 
+    /// Whether the monitor found `address` unreachable (dead or hung) in its last verdict.
+    pub fn is_unreachable(&self, address: &str) -> bool {
+        self.membership
+            .load()
+            .as_ref()
+            .is_some_and(|m| m.unreachable.contains(address))
+    }
+
     /// The membership the monitor published last.
     pub fn membership(&self) -> Option<Arc<Membership>> {
         self.membership.load_full()

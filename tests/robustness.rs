@@ -183,15 +183,16 @@ fn a_dead_backend_gives_a_clear_error_naming_the_hostgroup() {
 fn a_backend_connection_killed_mid_session_is_reported_then_replaced() {
     let proxy = Proxy::start();
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
-    let thread_id = c.query_column("SELECT CONNECTION_ID()")[0].clone();
+    // a locking read runs on the writer connection
+    let thread_id = c.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
     let out = direct(&["-e", &format!("KILL {thread_id}")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let packets = c.query("SELECT 1");
+    let packets = c.query("SELECT 1 FOR UPDATE");
     let err = expect_err(&packets[0]);
     assert_eq!(err.code, 2013, "{err}");
     assert!(err.message.contains("hostgroup 10"), "{err}");
     // the next statement gets a new backend connection
-    let new_id = c.query_column("SELECT CONNECTION_ID()")[0].clone();
+    let new_id = c.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
     assert_ne!(new_id, thread_id);
     assert_eq!(c.query_column("SELECT DATABASE()"), vec!["sbtest"]);
 }

@@ -124,16 +124,38 @@ impl BackendConn {
         &mut self,
         sql: &str,
     ) -> Result<Result<TextResult, ErrPacket>, BackendError> {
+        let packets = self.exchange(command::QUERY, sql.as_bytes()).await?;
+        let slices: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
+        decode_result(&slices)
+            .map_err(|e| BackendError::Protocol(self.server.address(), e.to_string()))
+    }
+
+    /// Runs a command of the proxy's own (replaying session state) whose answer is OK or
+    /// ERR; the answer is consumed here, never forwarded.
+    pub async fn run(&mut self, cmd: u8, body: &[u8]) -> Result<(), String> {
+        let packets = self.exchange(cmd, body).await.map_err(|e| e.to_string())?;
+        match packets.last().and_then(|p| p.first()) {
+            Some(&header::ERR) => Err(ErrPacket::decode(packets.last().expect("checked"))
+                .map(|e| e.to_string())
+                .unwrap_or_else(|e| e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends one command and collects the payloads of its whole response.
+    async fn exchange(&mut self, cmd: u8, body: &[u8]) -> Result<Vec<bytes::Bytes>, BackendError> {
         let address = self.server.address();
-        let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(command::QUERY);
-        payload.extend_from_slice(sql.as_bytes());
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(cmd);
+        payload.extend_from_slice(body);
         self.conn.queue_packet(0, &payload);
         self.conn
             .flush()
             .await
             .map_err(|e| BackendError::Connect(address.clone(), e))?;
-        let mut tracker = ResponseTracker::for_command(command::QUERY).expect("COM_QUERY answers");
+        let mut tracker = ResponseTracker::for_command(cmd).ok_or_else(|| {
+            BackendError::Protocol(address.clone(), "command without a response".into())
+        })?;
         let mut packets = Vec::new();
         loop {
             let packet = read(&mut self.conn, &address).await?;
@@ -143,7 +165,7 @@ impl BackendConn {
             packets.push(packet.payload);
             match progress {
                 Progress::More => {}
-                Progress::Done(_) => break,
+                Progress::Done(_) => return Ok(packets),
                 Progress::LocalInfile => {
                     return Err(BackendError::Protocol(
                         address,
@@ -152,8 +174,6 @@ impl BackendConn {
                 }
             }
         }
-        let slices: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
-        decode_result(&slices).map_err(|e| BackendError::Protocol(address, e.to_string()))
     }
 
     pub(super) async fn open(

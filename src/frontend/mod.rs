@@ -6,6 +6,7 @@
 
 pub mod handshake;
 pub mod listener;
+mod relay;
 pub mod session;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -1,7 +1,8 @@
-//! A logged-in client's life: the command loop. Each command is forwarded to the session's
-//! backend connection as the bytes the client sent, and the response comes back as the bytes
-//! the server sent, in the batches they were read, with only the packets that end a response
-//! looked at (see `protocol::response`).
+//! A logged-in client's life: the command loop. Each command goes, as the bytes the client
+//! sent, to the backend connection the router picks — the primary (the user's default
+//! hostgroup, the writer) or a reader — and the response comes back through `relay`.
+//! The session keeps what the router needs to know (transaction open, state left on the
+//! primary) and replays schema and character set onto its reader connection.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,10 +18,12 @@ use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::packets::{ErrPacket, OkPacket};
-use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
+use crate::protocol::response::{Outcome, ResponseTracker};
+use crate::router::{classify, SessionRouting, Statement, Target};
 use crate::runtime::UserEntry;
 
 use super::handshake::{self, access_denied, check_credentials, send_err, LoggedIn};
+use super::relay::{relay, Eviction, RelayError};
 use super::{ClientSlot, Frontend};
 
 /// Serves one client from its first byte to its last.
@@ -96,7 +99,20 @@ struct Session {
     login: Login,
     capabilities: u32,
     scramble: [u8; 20],
-    backend: Option<BackendConn>,
+    /// The connection to the user's default hostgroup (the writer, for split users).
+    primary: Option<BackendConn>,
+    /// The connection to the readers, with the session state replayed on it so far.
+    reader: Option<(BackendConn, Replayed)>,
+    routing: SessionRouting,
+    /// The last `SET NAMES` that succeeded, to replay on reader connections.
+    names: Option<Vec<u8>>,
+}
+
+/// Session state applied to a reader connection.
+#[derive(Debug, Default)]
+struct Replayed {
+    schema: Option<String>,
+    names: Option<Vec<u8>>,
 }
 
 /// Why a command could not be completed.
@@ -158,6 +174,7 @@ impl Session {
         };
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.ok()?;
+        let routing = routing_for(&frontend, &li.user);
         Some(Session {
             frontend,
             client: li.conn,
@@ -167,7 +184,10 @@ impl Session {
             login: li.login,
             capabilities: li.capabilities,
             scramble: li.scramble,
-            backend: Some(backend),
+            primary: Some(backend),
+            reader: None,
+            routing,
+            names: None,
         })
     }
 
@@ -229,38 +249,112 @@ impl Session {
         }
     }
 
-    /// Sends the command to the backend and relays the response.
+    /// Sends the command to the backend the router picks and relays the response.
     async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
-        self.ensure_backend().await?;
-        let backend = self.backend.as_mut().expect("ensured");
+        let statement = if cmd == command::QUERY {
+            classify(&packet.first_frame()[1..])
+        } else {
+            Statement::Write
+        };
+        let mut target = match cmd {
+            command::QUERY => self.routing.route(statement),
+            _ => Target::Primary,
+        };
+        if target == Target::Reader && !self.ensure_reader().await? {
+            target = Target::Primary;
+        }
+        if target == Target::Primary {
+            self.ensure_primary().await?;
+        }
+        let shared = self.frontend.shared.clone();
+        let max = shared.load().proxy.max_allowed_packet;
+        let backend = match target {
+            Target::Primary => self.primary.as_mut(),
+            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
+        }
+        .expect("ensured");
         if let Err(e) = backend.conn.write_wire(&packet.wire).await {
-            return self.backend_lost(1, &e.to_string()).await;
+            return self.backend_lost(target, 1, &e.to_string()).await;
         }
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
             return Ok(());
         };
-        let max = self.frontend.shared.load().proxy.max_allowed_packet;
-        match relay(&mut self.client, &mut backend.conn, &mut tracker, max).await {
+        let mut eviction = Eviction::new(&shared, backend.server.address());
+        let relayed = relay(
+            &mut self.client,
+            &mut backend.conn,
+            &mut tracker,
+            max,
+            &mut eviction,
+        )
+        .await;
+        backend.conn.shrink_buffers();
+        match relayed {
             Ok(outcome) => {
-                if cmd == command::INIT_DB && !outcome.error {
-                    let name = String::from_utf8_lossy(&packet.first_frame()[1..]).into_owned();
-                    self.login.database = Some(name);
+                if target == Target::Primary {
+                    self.after_primary(cmd, statement, &packet, outcome);
                 }
-                backend.conn.shrink_buffers();
                 Ok(())
             }
             Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Backend(why)) => self.backend_lost(tracker.next_seq(), &why).await,
+            Err(RelayError::Backend(why)) => {
+                self.backend_lost(target, tracker.next_seq(), &why).await
+            }
         }
     }
 
-    /// Makes sure the session has a backend connection, connecting a new one after the
-    /// previous one was lost. A failure is reported to the client.
-    async fn ensure_backend(&mut self) -> Result<(), Failure> {
-        if self.backend.is_some() {
-            return Ok(());
+    /// Learns from a statement that ran on the primary: transaction state, schema,
+    /// character set, resets.
+    fn after_primary(
+        &mut self,
+        cmd: u8,
+        statement: Statement,
+        packet: &RawPacket,
+        outcome: Outcome,
+    ) {
+        if outcome.error {
+            return;
         }
+        self.routing.after(statement, outcome.status);
+        match cmd {
+            command::INIT_DB => {
+                let name = String::from_utf8_lossy(&packet.first_frame()[1..]).into_owned();
+                self.login.database = Some(name);
+            }
+            command::RESET_CONNECTION => self.reset_routing(),
+            command::QUERY if statement == Statement::SetNames => {
+                self.names = Some(packet.first_frame()[1..].to_vec());
+            }
+            _ => {}
+        }
+    }
+
+    /// Back to a clean session: no pin, no transaction, no replayed state.
+    fn reset_routing(&mut self) {
+        self.routing = routing_for(&self.frontend, &self.user);
+        self.names = None;
+        if let Some((reader, _)) = self.reader.take() {
+            self.frontend.pool.release(reader);
+        }
+    }
+
+    /// Makes sure the session has a primary connection to a server that is still in its
+    /// hostgroup, connecting anew after a loss or a failover. A failure is reported to the
+    /// client.
+    async fn ensure_primary(&mut self) -> Result<(), Failure> {
         let hostgroup = self.user.config.default_hostgroup;
+        if let Some(primary) = &self.primary {
+            let address = primary.server.address();
+            if self.frontend.shared.is_member(hostgroup, &address) {
+                return Ok(());
+            }
+            // The server left the hostgroup (a new writer was elected): statements must
+            // not go on reaching it. Whatever the session set on it stays behind.
+            tracing::info!(peer = %self.peer, server = %address, hostgroup, "leaving a server that left the hostgroup");
+            let old = self.primary.take().expect("checked");
+            self.frontend.pool.release(old);
+            self.routing.in_transaction = false;
+        }
         match self
             .frontend
             .pool
@@ -268,22 +362,89 @@ impl Session {
             .await
         {
             Ok(b) => {
-                self.backend = Some(b);
+                self.primary = Some(b);
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, hostgroup, error = %e, "no backend");
-                let err = e.to_err_packet();
-                self.send_packet_err(1, &err).await?;
+                self.send_packet_err(1, &e.to_err_packet()).await?;
                 Err(Failure::Backend)
             }
         }
     }
 
+    /// Makes sure the session has a reader connection in step with its state. Returns
+    /// false when no reader can serve and the read should go to the primary instead.
+    async fn ensure_reader(&mut self) -> Result<bool, Failure> {
+        let Some(hostgroup) = self.routing.reader_hostgroup else {
+            return Ok(false);
+        };
+        let shared = self.frontend.shared.clone();
+        if let Some((reader, _)) = &self.reader {
+            if !shared.is_member(hostgroup, &reader.server.address()) {
+                let (old, _) = self.reader.take().expect("checked");
+                self.frontend.pool.release(old);
+            }
+        }
+        if self.reader.is_none() {
+            match self
+                .frontend
+                .pool
+                .acquire(&shared, hostgroup, &self.login)
+                .await
+            {
+                Ok(b) => {
+                    let replayed = Replayed {
+                        schema: self.login.database.clone(),
+                        names: None,
+                    };
+                    self.reader = Some((b, replayed));
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no reader; reading from the primary");
+                    return Ok(false);
+                }
+            }
+        }
+        match self.replay_on_reader().await {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                tracing::warn!(peer = %self.peer, error = %why, "reader connection failed; reading from the primary");
+                self.reader = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Brings the reader connection's schema and character set in line with the session's.
+    async fn replay_on_reader(&mut self) -> Result<(), String> {
+        let (reader, replayed) = self.reader.as_mut().expect("ensured");
+        if replayed.schema != self.login.database {
+            if let Some(schema) = &self.login.database {
+                reader.run(command::INIT_DB, schema.as_bytes()).await?;
+            }
+            replayed.schema = self.login.database.clone();
+        }
+        if replayed.names != self.names {
+            if let Some(names) = &self.names {
+                reader.run(command::QUERY, names).await?;
+            }
+            replayed.names = self.names.clone();
+        }
+        Ok(())
+    }
+
     /// Tells the client its statement died with the backend connection, and forgets the
     /// connection; the next command gets a new one.
-    async fn backend_lost(&mut self, seq: u8, why: &str) -> Result<(), Failure> {
-        let Some(backend) = self.backend.take() else {
+    async fn backend_lost(&mut self, target: Target, seq: u8, why: &str) -> Result<(), Failure> {
+        let backend = match target {
+            Target::Primary => {
+                self.routing.in_transaction = false;
+                self.primary.take()
+            }
+            Target::Reader => self.reader.take().map(|(b, _)| b),
+        };
+        let Some(backend) = backend else {
             return Err(Failure::Backend);
         };
         let message = format!(
@@ -352,7 +513,7 @@ impl Session {
             .await;
             return Err(Failure::Client);
         };
-        if let Some(old) = self.backend.take() {
+        if let Some(old) = self.primary.take() {
             self.frontend.pool.release(old);
         }
         let mut login = self.login.clone();
@@ -368,6 +529,7 @@ impl Session {
         self.login = login;
         self.user = user;
         self.user_slot = user_slot;
+        self.reset_routing();
         match self
             .frontend
             .pool
@@ -378,7 +540,7 @@ impl Session {
             )
             .await
         {
-            Ok(b) => self.backend = Some(b),
+            Ok(b) => self.primary = Some(b),
             Err(e) => {
                 self.send_packet_err(seq, &e.to_err_packet()).await?;
                 return Err(Failure::Backend);
@@ -404,10 +566,26 @@ impl Session {
     }
 
     async fn close(mut self) {
-        if let Some(backend) = self.backend.take() {
+        if let Some(backend) = self.primary.take() {
+            self.frontend.pool.release(backend);
+        }
+        if let Some((backend, _)) = self.reader.take() {
             self.frontend.pool.release(backend);
         }
         self.client.shutdown().await;
+    }
+}
+
+/// The routing state a fresh session of `user` starts with.
+fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
+    SessionRouting {
+        reader_hostgroup: SessionRouting::reader_for(
+            &frontend.shared.load().galera,
+            user.config.default_hostgroup,
+            user.config.split_reads,
+        ),
+        transaction_persistent: user.config.transaction_persistent,
+        ..Default::default()
     }
 }
 
@@ -428,79 +606,4 @@ fn is_refused(cmd: u8) -> bool {
             | command::DAEMON
             | command::BINLOG_DUMP_GTID
     ) || cmd > command::RESET_CONNECTION
-}
-
-enum RelayError {
-    /// Writing to the client failed.
-    Client,
-    /// The backend failed or broke the protocol (the reason, for the client's error).
-    Backend(String),
-}
-
-impl From<TrackError> for RelayError {
-    fn from(e: TrackError) -> Self {
-        RelayError::Backend(e.to_string())
-    }
-}
-
-/// Copies one response from `backend` to `client`, batch by batch as it was read, until
-/// `tracker` says it is complete.
-async fn relay(
-    client: &mut Connection,
-    backend: &mut Connection,
-    tracker: &mut ResponseTracker,
-    max_packet: usize,
-) -> Result<Outcome, RelayError> {
-    loop {
-        let buf = backend.buffered();
-        let scan = tracker.scan(buf)?;
-        buf.reserve(scan.missing);
-        if scan.complete > 0 {
-            let batch = buf.split_to(scan.complete);
-            client
-                .write_wire(&batch)
-                .await
-                .map_err(|_| RelayError::Client)?;
-        }
-        match scan.end {
-            Some(Progress::Done(outcome)) => return Ok(outcome),
-            Some(Progress::LocalInfile) => {
-                let next_seq = relay_file(client, backend, max_packet).await?;
-                tracker.file_sent(next_seq);
-                continue;
-            }
-            _ => {}
-        }
-        match backend.fill().await {
-            Ok(0) => {
-                return Err(RelayError::Backend(
-                    "connection closed by the server".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(RelayError::Backend(e.to_string())),
-        }
-    }
-}
-
-/// LOAD DATA LOCAL INFILE: forwards the client's file packets to the backend up to and
-/// including the empty packet that ends the file; returns the sequence id that follows.
-async fn relay_file(
-    client: &mut Connection,
-    backend: &mut Connection,
-    max_packet: usize,
-) -> Result<u8, RelayError> {
-    loop {
-        let packet = match client.read_raw(max_packet).await {
-            Ok(Some(p)) => p,
-            _ => return Err(RelayError::Client),
-        };
-        backend
-            .write_wire(&packet.wire)
-            .await
-            .map_err(|e| RelayError::Backend(e.to_string()))?;
-        if packet.span.payload_len == 0 {
-            return Ok(packet.span.last_seq.wrapping_add(1));
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! decision of which server belongs to which hostgroup — writer election included.
 //! Nothing here performs I/O; `monitor::run` feeds it observations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::GaleraHostgroups;
@@ -185,6 +185,8 @@ pub struct Membership {
     /// Per hostgroup, why configured servers are not in it: for the error a client gets
     /// when a hostgroup is empty.
     pub unavailable: HashMap<u32, Vec<String>>,
+    /// Servers whose verdict is "down" because checks could not reach them (dead or hung).
+    pub unreachable: HashSet<String>,
 }
 
 /// Computes hostgroup membership from the configured servers and their health.
@@ -199,7 +201,14 @@ pub fn place(
     health: &HashMap<String, Health>,
     previous_writers: &HashMap<u32, Vec<String>>,
 ) -> Membership {
-    let mut out = Membership::default();
+    let mut out = Membership {
+        unreachable: health
+            .iter()
+            .filter(|(_, h)| !h.healthy && matches!(h.last, Observation::Unreachable(_)))
+            .map(|(address, _)| address.clone())
+            .collect(),
+        ..Membership::default()
+    };
     let is_galera_member = |s: &ServerTarget| {
         galera
             .iter()

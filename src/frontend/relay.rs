@@ -1,0 +1,120 @@
+//! Relaying one response from a backend to the client: the bytes as read, in the batches
+//! they arrived, until the response tracker says it is complete. A backend that stops
+//! answering because the monitor found it unreachable is abandoned, not waited for.
+
+use tokio::sync::watch;
+
+use crate::connection::Connection;
+use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
+use crate::runtime::Shared;
+
+/// Resolves when the monitor declares `address` unreachable (a hung or dead server), so
+/// that a statement in flight there ends with an error instead of hanging.
+pub(super) struct Eviction<'a> {
+    shared: &'a Shared,
+    address: String,
+    generation: watch::Receiver<u64>,
+}
+
+impl<'a> Eviction<'a> {
+    pub(super) fn new(shared: &'a Shared, address: String) -> Self {
+        Eviction {
+            generation: shared.generation(),
+            shared,
+            address,
+        }
+    }
+
+    async fn wait(&mut self) {
+        loop {
+            if self.generation.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if self.shared.is_unreachable(&self.address) {
+                return;
+            }
+        }
+    }
+}
+
+pub(super) enum RelayError {
+    /// Writing to the client failed.
+    Client,
+    /// The backend failed or broke the protocol (the reason, for the client's error).
+    Backend(String),
+}
+
+impl From<TrackError> for RelayError {
+    fn from(e: TrackError) -> Self {
+        RelayError::Backend(e.to_string())
+    }
+}
+
+/// Copies one response from `backend` to `client`, batch by batch as it was read, until
+/// `tracker` says it is complete.
+pub(super) async fn relay(
+    client: &mut Connection,
+    backend: &mut Connection,
+    tracker: &mut ResponseTracker,
+    max_packet: usize,
+    eviction: &mut Eviction<'_>,
+) -> Result<Outcome, RelayError> {
+    loop {
+        let buf = backend.buffered();
+        let scan = tracker.scan(buf)?;
+        buf.reserve(scan.missing);
+        if scan.complete > 0 {
+            let batch = buf.split_to(scan.complete);
+            client
+                .write_wire(&batch)
+                .await
+                .map_err(|_| RelayError::Client)?;
+        }
+        match scan.end {
+            Some(Progress::Done(outcome)) => return Ok(outcome),
+            Some(Progress::LocalInfile) => {
+                let next_seq = relay_file(client, backend, max_packet).await?;
+                tracker.file_sent(next_seq);
+                continue;
+            }
+            _ => {}
+        }
+        let filled = tokio::select! {
+            filled = backend.fill() => filled,
+            _ = eviction.wait() => {
+                return Err(RelayError::Backend("the monitor found the server unreachable".into()));
+            }
+        };
+        match filled {
+            Ok(0) => {
+                return Err(RelayError::Backend(
+                    "connection closed by the server".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(RelayError::Backend(e.to_string())),
+        }
+    }
+}
+
+/// LOAD DATA LOCAL INFILE: forwards the client's file packets to the backend up to and
+/// including the empty packet that ends the file; returns the sequence id that follows.
+async fn relay_file(
+    client: &mut Connection,
+    backend: &mut Connection,
+    max_packet: usize,
+) -> Result<u8, RelayError> {
+    loop {
+        let packet = match client.read_raw(max_packet).await {
+            Ok(Some(p)) => p,
+            _ => return Err(RelayError::Client),
+        };
+        backend
+            .write_wire(&packet.wire)
+            .await
+            .map_err(|e| RelayError::Backend(e.to_string()))?;
+        if packet.span.payload_len == 0 {
+            return Ok(packet.span.last_seq.wrapping_add(1));
+        }
+    }
+}
