@@ -49,7 +49,7 @@ impl ServerTarget {
 pub struct Runtime {
     pub proxy: ProxySection,
     pub users: HashMap<String, Arc<UserEntry>>,
-    pub hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>>,
+    pub hostgroups: HashMap<u32, Members>,
     pub frontend_tls: Option<Arc<ServerConfig>>,
     pub backend_tls: Option<Arc<ClientConfig>>,
     pub galera: Vec<GaleraHostgroups>,
@@ -93,7 +93,7 @@ impl Runtime {
                 (u.name.clone(), Arc::new(entry))
             })
             .collect();
-        let mut hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
+        let mut grouped: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
         let mut servers_in_order = Vec::new();
         for s in &config.servers {
             let connections = previous
@@ -111,12 +111,13 @@ impl Runtime {
                 priority: s.priority,
                 connections,
             });
-            hostgroups
-                .entry(s.hostgroup)
-                .or_default()
-                .push(target.clone());
+            grouped.entry(s.hostgroup).or_default().push(target.clone());
             servers_in_order.push(target);
         }
+        let hostgroups = grouped
+            .into_iter()
+            .map(|(id, servers)| (id, Members::new(servers)))
+            .collect();
         let monitor = match &config.monitor {
             Some(m) => Some(MonitorSettings {
                 config: m.clone(),
@@ -139,6 +140,7 @@ impl Runtime {
     fn find_server(&self, hostgroup: u32, host: &str, port: u16) -> Option<&Arc<ServerTarget>> {
         self.hostgroups
             .get(&hostgroup)?
+            .servers
             .iter()
             .find(|s| s.host == host && s.port == port)
     }
@@ -146,6 +148,32 @@ impl Runtime {
     /// Every configured server, in configuration order.
     pub fn servers(&self) -> impl Iterator<Item = &Arc<ServerTarget>> {
         self.servers_in_order.iter()
+    }
+}
+
+/// The servers of one hostgroup, with the hostgroup's own rotation counter (a shared counter
+/// would let one hostgroup's picks skew another's).
+#[derive(Debug, Default)]
+pub struct Members {
+    pub servers: Vec<Arc<ServerTarget>>,
+    next: AtomicU32,
+}
+
+impl Members {
+    pub fn new(servers: Vec<Arc<ServerTarget>>) -> Members {
+        Members {
+            servers,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// The servers in the order to try them for the next new connection.
+    pub fn candidates(&self) -> Vec<Arc<ServerTarget>> {
+        weighted_order(&self.servers, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn contains(&self, address: &str) -> bool {
+        self.servers.iter().any(|s| s.address() == address)
     }
 }
 
@@ -190,7 +218,6 @@ pub struct Shared {
     membership: ArcSwapOption<Membership>,
     /// Bumped whenever membership changes, so sessions can notice cheaply.
     generation: watch::Sender<u64>,
-    next_pick: AtomicU32,
 }
 
 impl Shared {
@@ -199,7 +226,6 @@ impl Shared {
             current: ArcSwap::from_pointee(runtime),
             membership: ArcSwapOption::empty(),
             generation: watch::Sender::new(0),
-            next_pick: AtomicU32::new(0),
         }
     }
 
@@ -209,30 +235,29 @@ impl Shared {
 
     /// The servers to try, in order, for a new connection to `hostgroup`.
     pub fn candidates(&self, hostgroup: u32) -> Vec<Arc<ServerTarget>> {
-        let ticket = self.next_pick.fetch_add(1, Ordering::Relaxed);
         match &*self.membership.load() {
-            Some(m) => m
-                .hostgroups
-                .get(&hostgroup)
-                .map(|s| weighted_order(s, ticket))
-                .unwrap_or_default(),
+            Some(m) => m.hostgroups.get(&hostgroup).map(Members::candidates),
             None => self
                 .load()
                 .hostgroups
                 .get(&hostgroup)
-                .map(|s| weighted_order(s, ticket))
-                .unwrap_or_default(),
+                .map(Members::candidates),
         }
+        .unwrap_or_default()
     }
 
     /// Whether `address` is currently a member of `hostgroup`.
     pub fn is_member(&self, hostgroup: u32, address: &str) -> bool {
-        let check = |servers: Option<&Vec<Arc<ServerTarget>>>| {
-            servers.is_some_and(|s| s.iter().any(|t| t.address() == address))
-        };
         match &*self.membership.load() {
-            Some(m) => check(m.hostgroups.get(&hostgroup)),
-            None => check(self.load().hostgroups.get(&hostgroup)),
+            Some(m) => m
+                .hostgroups
+                .get(&hostgroup)
+                .is_some_and(|g| g.contains(address)),
+            None => self
+                .load()
+                .hostgroups
+                .get(&hostgroup)
+                .is_some_and(|g| g.contains(address)),
         }
     }
 

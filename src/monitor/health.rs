@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::GaleraHostgroups;
-use crate::runtime::ServerTarget;
+use crate::runtime::{Members, ServerTarget};
 
 /// What one check of a server found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,9 +177,9 @@ impl Health {
 }
 
 /// Hostgroup membership at one moment.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Membership {
-    pub hostgroups: HashMap<u32, Vec<Arc<ServerTarget>>>,
+    pub hostgroups: HashMap<u32, Members>,
     /// Per Galera writer hostgroup, the elected writers' addresses (kept across rounds).
     pub writers: HashMap<u32, Vec<String>>,
     /// Per hostgroup, why configured servers are not in it: for the error a client gets
@@ -201,6 +201,7 @@ pub fn place(
     health: &HashMap<String, Health>,
     previous_writers: &HashMap<u32, Vec<String>>,
 ) -> Membership {
+    let mut groups: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
     let mut out = Membership {
         unreachable: health
             .iter()
@@ -216,11 +217,7 @@ pub fn place(
     };
     for s in servers.iter().filter(|s| !is_galera_member(s)) {
         match health.get(&s.address()) {
-            Some(h) if h.healthy => out
-                .hostgroups
-                .entry(s.hostgroup)
-                .or_default()
-                .push(s.clone()),
+            Some(h) if h.healthy => groups.entry(s.hostgroup).or_default().push(s.clone()),
             Some(h) => out
                 .unavailable
                 .entry(s.hostgroup)
@@ -234,8 +231,12 @@ pub fn place(
         }
     }
     for g in galera {
-        place_galera(servers, g, health, previous_writers, &mut out);
+        place_galera(servers, g, health, previous_writers, &mut groups, &mut out);
     }
+    out.hostgroups = groups
+        .into_iter()
+        .map(|(id, members)| (id, Members::new(members)))
+        .collect();
     out
 }
 
@@ -244,6 +245,7 @@ fn place_galera(
     g: &GaleraHostgroups,
     health: &HashMap<String, Health>,
     previous_writers: &HashMap<u32, Vec<String>>,
+    groups: &mut HashMap<u32, Vec<Arc<ServerTarget>>>,
     out: &mut Membership,
 ) {
     // the cluster's nodes, once each, in configuration order
@@ -299,20 +301,19 @@ fn place_galera(
     for s in &nodes {
         let hg_of = |hostgroup: u32| with_hostgroup(s, hostgroup);
         match status(s) {
-            None => out
-                .hostgroups
+            None => groups
                 .entry(g.offline_hostgroup)
                 .or_default()
                 .push(hg_of(g.offline_hostgroup)),
             Some(st) => {
                 let writer = is_writer(s);
                 if writer {
-                    out.hostgroups
+                    groups
                         .entry(g.writer_hostgroup)
                         .or_default()
                         .push(hg_of(g.writer_hostgroup));
                 } else if !st.read_only {
-                    out.hostgroups
+                    groups
                         .entry(g.backup_writer_hostgroup)
                         .or_default()
                         .push(hg_of(g.backup_writer_hostgroup));
@@ -323,7 +324,7 @@ fn place_galera(
                     _ => !writer,
                 };
                 if reads && st.recv_queue <= g.max_transactions_behind {
-                    out.hostgroups
+                    groups
                         .entry(g.reader_hostgroup)
                         .or_default()
                         .push(hg_of(g.reader_hostgroup));
@@ -394,7 +395,7 @@ mod tests {
             .hostgroups
             .get(&hg)
             .into_iter()
-            .flatten()
+            .flat_map(|g| g.servers.iter())
             .map(|s| s.port)
             .collect();
         p.sort();

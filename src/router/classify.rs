@@ -33,13 +33,23 @@ pub fn classify(sql: &[u8]) -> Statement {
             }
             _ => Statement::SessionState,
         },
+        Word::Keyword(k) if k.eq_ignore_ascii_case(b"CREATE") => {
+            // CREATE [OR REPLACE] TEMPORARY TABLE lives on its connection
+            let temporary = words
+                .take(3)
+                .any(|w| matches!(w, Word::Keyword(t) if t.eq_ignore_ascii_case(b"TEMPORARY")));
+            if temporary {
+                Statement::SessionState
+            } else {
+                Statement::Write
+            }
+        }
         Word::Keyword(k)
-            if [&b"PREPARE"[..], b"LOCK", b"CREATE", b"DECLARE", b"USE"]
+            if [&b"PREPARE"[..], b"LOCK", b"USE"]
                 .iter()
                 .any(|w| k.eq_ignore_ascii_case(w)) =>
         {
-            // CREATE TEMPORARY TABLE, LOCK TABLES, PREPARE, USE: connection-bound state;
-            // other CREATEs are writes, and staying on the writer costs them nothing
+            // LOCK TABLES, PREPARE, USE: state bound to the connection
             Statement::SessionState
         }
         _ => Statement::Write,
@@ -281,6 +291,7 @@ mod tests {
             "SET autocommit = 0",
             "SET SESSION sql_mode = ''",
             "CREATE TEMPORARY TABLE t (a INT)",
+            "create or replace temporary table t (a int)",
             "LOCK TABLES t WRITE",
             "PREPARE s FROM 'SELECT 1'",
             "USE sbtest",
