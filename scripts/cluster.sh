@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real local MariaDB cluster on 127.0.0.1 for the demo and the integration tests:
 #   Galera nodes  node1 13306, node2 13307, node3 13308  (wsrep_gtid_mode, rsync SST)
-#   async replicas replica1 13309, replica2 13310        (GTID replication from node1)
+#   async replicas replica1 13309, replica2 13310        (GTID replication from node3)
 # Users: app/app and app_tls/app_tls (all privileges, from 127.0.0.1), monitor/monitor,
 # repl/repl; database sbtest; max_allowed_packet 64M everywhere; TLS on every node with the
 # certificates of scripts/certs.sh.
@@ -118,6 +118,9 @@ wsrep_node_address = 127.0.0.1
 wsrep_provider_options = "gmcast.listen_addr=tcp://127.0.0.1:$((base + 10));ist.recv_addr=127.0.0.1:$((base + 11));gcache.size=64M;evs.suspect_timeout=PT3S;evs.inactive_timeout=PT6S"
 wsrep_sst_receive_address = 127.0.0.1:$((base + 12))
 wsrep_sst_method = rsync
+# A rejoining node copies from node3 (the lowest-priority writer candidate), so that the
+# rsync SST, which blocks its donor, does not stall the writer.
+wsrep_sst_donor = $([ "$node" = node3 ] && echo "node2," || echo "node3,")
 wsrep_gtid_mode = ON
 wsrep_gtid_domain_id = 1
 
@@ -230,25 +233,31 @@ cmd_up() {
     for node in "${all_nodes[@]}"; do rm -rf "${work:?}/$node"; done
     start_node node1 --wsrep-new-cluster
   fi
-  for node in "${galera_nodes[@]}"; do
-    running "$node" || { rm -rf "${work:?}/$node/data"; start_node "$node"; }
-  done
+  if ! running node1; then
+    rm -rf "${work:?}/node1/data"
+    start_node node1
+  fi
   wait_until 60 "node1 to accept connections" node_alive node1
   wait_until 60 "node1 to be Synced" synced node1
+  for node in node2 node3; do
+    running "$node" || { rm -rf "${work:?}/$node/data"; start_node "$node"; }
+  done
+  for node in node2 node3; do
+    wait_until 120 "$node to accept connections" node_alive "$node"
+    wait_until 60 "$node to be Synced" synced "$node"
+  done
+  # after every node joined, so that each node's binlog holds these events
   bootstrap_sql | client node1
 
+  # The replicas follow node3 (with GTIDs, so they could follow any node whose binlog
+  # reaches back far enough); the failover tests never kill node3.
   for r in "${replicas[@]}"; do start_node "$r"; done
-
   for r in "${replicas[@]}"; do
     wait_until 60 "$r to accept connections" node_alive "$r"
     if ! replicating "$r"; then
-      client "$r" -e "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=13306,
+      client "$r" -e "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=13308,
         MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;"
     fi
-  done
-  for n in node2 node3; do
-    wait_until 120 "$n to accept connections" node_alive "$n"
-    wait_until 60 "$n to be Synced" synced "$n"
   done
   for r in "${replicas[@]}"; do
     wait_until 60 "$r to replicate" replicating "$r"

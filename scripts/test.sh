@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, starts the local cluster if it is not
 # running (and stops it again at the end, pass or fail), and runs every test with
-# cargo-nextest. Extra arguments go to `cargo nextest run`.
+# cargo-nextest. Extra arguments go to both `cargo nextest run` invocations.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,4 +16,9 @@ if grep -q stopped <<<"$before"; then
 fi
 scripts/cluster.sh up
 
-cargo nextest run --no-fail-fast "$@"
+# Everything but the failover tests runs in parallel; the failover tests kill and stop
+# servers of the shared cluster, so they run afterwards, one at a time.
+status=0
+cargo nextest run --no-fail-fast -E 'not binary(failover)' "$@" || status=$?
+cargo nextest run --no-fail-fast -j 1 -E 'binary(failover)' "$@" || status=$?
+exit $status

@@ -253,6 +253,55 @@ impl RawClient {
         }
     }
 
+    /// Like [`RawClient::login`], but any failure (refused, closed, ERR) is `None`.
+    pub fn try_login(port: u16, user: &str, password: &str) -> Option<RawClient> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
+        let hs = InitialHandshake::decode(&c.read()?.payload).ok()?;
+        let response = HandshakeResponse {
+            capabilities: client_capabilities(),
+            max_packet: 1 << 24,
+            charset: 45,
+            username: user.into(),
+            auth_response: native_proof(&ProvenKey::of_password(password.as_bytes()), &hs.scramble)
+                .to_vec(),
+            database: Some("sbtest".into()),
+            auth_plugin: Some(NATIVE_PASSWORD.into()),
+            connect_attrs: None,
+        };
+        let mut payload = BytesMut::new();
+        response.encode(&mut payload);
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, 1, &payload);
+        c.stream.write_all(&out).ok()?;
+        (c.read()?.payload.first() == Some(&header::OK)).then_some(c)
+    }
+
+    /// Runs a query; `None` when the connection failed underneath.
+    pub fn try_query(&mut self, sql: &str) -> Option<Vec<RawPacket>> {
+        let mut payload = vec![sluice::protocol::constants::command::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, 0, &payload);
+        self.stream.write_all(&out).ok()?;
+        let mut tracker = ResponseTracker::for_command(payload[0])?;
+        let mut packets = Vec::new();
+        loop {
+            let p = self.read()?;
+            let progress = tracker.feed(&p.payload, p.payload.len()).ok()?;
+            packets.push(p);
+            if let Progress::Done(_) = progress {
+                return Some(packets);
+            }
+        }
+    }
+
     /// Sends a command and collects its whole response.
     pub fn command(&mut self, cmd: u8, body: &[u8]) -> Vec<RawPacket> {
         let mut payload = vec![cmd];

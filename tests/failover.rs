@@ -1,0 +1,384 @@
+//! Health and failover against the real cluster: killed, hung, desynced, rejecting and
+//! lagging servers. These tests stop and start servers of the shared local cluster, so
+//! `scripts/test.sh` runs them alone, one at a time, after the rest of the suite.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{mariadb, repo, stderr, stdout, Proxy, RawClient};
+use sluice::protocol::constants::header;
+
+fn cluster_dir() -> String {
+    std::env::var("SLUICE_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/sluice-cluster".into())
+}
+
+fn node_name(port: u16) -> &'static str {
+    match port {
+        13306 => "node1",
+        13307 => "node2",
+        13308 => "node3",
+        13309 => "replica1",
+        13310 => "replica2",
+        _ => panic!("no node on port {port}"),
+    }
+}
+
+fn pid(port: u16) -> String {
+    let path = format!("{}/{}/started.pid", cluster_dir(), node_name(port));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn signal(port: u16, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid(port)])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {}", node_name(port));
+}
+
+/// Restarts whatever is down and waits until the cluster is whole again.
+fn cluster_up() {
+    let out = Command::new(repo().join("scripts/cluster.sh"))
+        .arg("up")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster.sh up: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Runs SQL directly on one node, as the app user (it has all privileges).
+fn on_node(port: u16, sql: &str) -> String {
+    let out = mariadb(port, &["-uapp", "-papp", "-e", sql]);
+    assert!(out.status.success(), "{sql} on {port}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The port of the current writer, as the proxy routes writes.
+fn writer_port(proxy: &Proxy) -> String {
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    c.query_column("SELECT @@port FOR UPDATE")[0].clone()
+}
+
+/// Reads from `sessions` new sessions: how often each port answered.
+fn read_ports(proxy: &Proxy, sessions: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..sessions {
+        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+        *seen
+            .entry(c.query_column("SELECT @@port")[0].clone())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Polls `check` every 100 ms until it holds, for at most `limit`.
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A client inserting rows as fast as it can, reconnecting after errors, recording when
+/// each insert was acknowledged.
+struct WriteLoop {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl WriteLoop {
+    fn start(port: u16, source: &'static str) -> WriteLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let handle = thread::spawn(move || {
+            let mut n = 0u64;
+            let mut client: Option<RawClient> = None;
+            while !stop2.load(Ordering::Relaxed) {
+                let c = match client.as_mut() {
+                    Some(c) => c,
+                    None => match RawClient::try_login(port, "app", "app") {
+                        Some(c) => client.insert(c),
+                        None => {
+                            thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                    },
+                };
+                n += 1;
+                let sql = format!("INSERT INTO failover_writes (src, n) VALUES ('{source}', {n})");
+                match c.try_query(&sql) {
+                    Some(p) if p[0].payload[0] == header::OK => {
+                        acked2.lock().unwrap().push((n, Instant::now()))
+                    }
+                    Some(_) => thread::sleep(Duration::from_millis(20)),
+                    None => client = None,
+                }
+            }
+        });
+        WriteLoop {
+            stop,
+            acked,
+            handle,
+        }
+    }
+
+    fn acked_after(&self, t: Instant) -> usize {
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at)| *at > t)
+            .count()
+    }
+
+    /// Stops the loop; returns the acknowledged row numbers and the longest pause between
+    /// two acknowledgements from `t` on (the stall around a kill at `t`).
+    fn finish(self, t: Instant) -> (BTreeSet<u64>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap();
+        let acked = self.acked.lock().unwrap();
+        let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
+        times.sort();
+        let from = times.iter().rposition(|at| *at <= t).unwrap_or(0);
+        let stall = times[from..]
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .expect("writes before and after the kill");
+        (acked.iter().map(|(n, _)| *n).collect(), stall)
+    }
+}
+
+#[test]
+fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
+    let proxy = Proxy::start();
+    on_node(13306, "CREATE TABLE IF NOT EXISTS sbtest.failover_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, src VARCHAR(20), n BIGINT, KEY (src, n))");
+    let mut added = Vec::new();
+    for round in 0..3 {
+        let writer: u16 = writer_port(&proxy).parse().unwrap();
+        // the direct loop writes to node3, which is never the writer here (lowest priority)
+        // and never killed (the replicas follow it)
+        assert_ne!(writer, 13308);
+        let direct: u16 = 13308;
+        let (proxy_src, direct_src) = (
+            ["proxy-0", "proxy-1", "proxy-2"][round],
+            ["direct-0", "direct-1", "direct-2"][round],
+        );
+        let through_proxy = WriteLoop::start(proxy.port, proxy_src);
+        let straight = WriteLoop::start(direct, direct_src);
+        thread::sleep(Duration::from_secs(1));
+        let killed_at = Instant::now();
+        signal(writer, "KILL");
+        eventually(Duration::from_secs(40), "both loops writing again", || {
+            through_proxy.acked_after(killed_at + Duration::from_secs(1)) > 20
+                && straight.acked_after(killed_at + Duration::from_secs(1)) > 20
+        });
+        let settle = Instant::now();
+        eventually(
+            Duration::from_secs(10),
+            "a second of writes after recovery",
+            || through_proxy.acked_after(settle + Duration::from_secs(1)) > 0,
+        );
+        let (proxy_acked, proxy_stall) = through_proxy.finish(killed_at);
+        let (_, cluster_stall) = straight.finish(killed_at);
+        eprintln!(
+            "round {round}: killed {writer}; cluster's own stall {cluster_stall:?}, through the proxy {proxy_stall:?}"
+        );
+        added.push(proxy_stall.as_secs_f64() - cluster_stall.as_secs_f64());
+
+        // every acknowledged write is on the survivors
+        let stored: BTreeSet<u64> = on_node(
+            direct,
+            &format!("SELECT n FROM sbtest.failover_writes WHERE src = '{proxy_src}'"),
+        )
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+        let missing: Vec<_> = proxy_acked.difference(&stored).collect();
+        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+
+        // the killed node comes back as a backup writer, not as a second writer
+        let new_writer = writer_port(&proxy);
+        assert_ne!(new_writer, writer.to_string());
+        cluster_up();
+        let back = format!("server=127.0.0.1:{writer}");
+        eventually(
+            Duration::from_secs(20),
+            "the killed node back in service",
+            || {
+                proxy
+                    .log()
+                    .lines()
+                    .any(|l| l.contains("back in service") && l.contains(&back))
+            },
+        );
+        assert_eq!(
+            writer_port(&proxy),
+            new_writer,
+            "no failback to the returned node"
+        );
+    }
+    added.sort_by(f64::total_cmp);
+    let median = added[1];
+    eprintln!("stall added by the proxy, per kill: {added:?} s; median {median:.3} s");
+    assert!(
+        median < 1.0,
+        "the proxy added {median:.3} s (median) to the cluster's stall"
+    );
+}
+
+#[test]
+fn a_hung_replica_is_taken_out_by_timeout_and_returns_after_sigcont() {
+    let proxy = Proxy::start();
+    // a session whose reader connection is on replica1, to see its statement abandoned
+    let mut stuck = loop {
+        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+        if c.query_column("SELECT @@port")[0] == "13309" {
+            break c;
+        }
+    };
+    signal(13309, "STOP");
+    let started = Instant::now();
+    let packets = stuck.query("SELECT @@port");
+    let waited = started.elapsed();
+    signal(13309, "CONT");
+    assert_eq!(
+        packets[0].payload[0],
+        header::ERR,
+        "the statement on the hung replica must fail"
+    );
+    assert!(waited < Duration::from_secs(10), "it took {waited:?}");
+    signal(13309, "STOP");
+    eventually(
+        Duration::from_secs(10),
+        "reads avoid the hung replica",
+        || read_ports(&proxy, 6).keys().all(|p| p == "13310"),
+    );
+    signal(13309, "CONT");
+    eventually(
+        Duration::from_secs(15),
+        "the replica serves reads again",
+        || read_ports(&proxy, 6).contains_key("13309"),
+    );
+    // the session goes on, on a healthy reader
+    let port = stuck.query_column("SELECT @@port")[0].clone();
+    assert!(port == "13309" || port == "13310");
+}
+
+#[test]
+fn a_replica_with_a_stopped_sql_thread_or_too_much_lag_gets_no_reads() {
+    let proxy =
+        Proxy::start_with(|c| c.replace("max_replication_lag = 10", "max_replication_lag = 2"));
+    on_node(13309, "STOP SLAVE SQL_THREAD");
+    eventually(
+        Duration::from_secs(10),
+        "reads avoid the stopped replica",
+        || read_ports(&proxy, 6).keys().all(|p| p == "13310"),
+    );
+    on_node(13309, "START SLAVE SQL_THREAD");
+    eventually(
+        Duration::from_secs(15),
+        "the replica serves reads again",
+        || read_ports(&proxy, 6).contains_key("13309"),
+    );
+
+    // lag: replica1 applies events 6 s late while writes keep coming
+    on_node(
+        13309,
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 6; START SLAVE",
+    );
+    on_node(13306, "CREATE TABLE IF NOT EXISTS sbtest.failover_lag (id INT AUTO_INCREMENT PRIMARY KEY, at TIMESTAMP(6))");
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        thread::spawn(move || {
+            while writing.load(Ordering::Relaxed) {
+                on_node(
+                    13306,
+                    "INSERT INTO sbtest.failover_lag (at) VALUES (NOW(6))",
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let lagging = std::panic::catch_unwind(|| {
+        eventually(
+            Duration::from_secs(20),
+            "reads avoid the lagging replica",
+            || read_ports(&proxy, 6).keys().all(|p| p == "13310"),
+        )
+    });
+    writing.store(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    on_node(
+        13309,
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
+    );
+    assert!(lagging.is_ok(), "the lagging replica kept getting reads");
+    eventually(
+        Duration::from_secs(20),
+        "the caught-up replica serves reads again",
+        || read_ports(&proxy, 6).contains_key("13309"),
+    );
+}
+
+#[test]
+fn desynced_or_rejecting_writers_are_replaced_without_failback() {
+    let proxy = Proxy::start();
+    assert_eq!(writer_port(&proxy), "13306");
+    on_node(13306, "SET GLOBAL wsrep_desync = ON");
+    eventually(Duration::from_secs(10), "a new writer", || {
+        writer_port(&proxy) == "13307"
+    });
+    on_node(13306, "SET GLOBAL wsrep_desync = OFF");
+    let back = "server=127.0.0.1:13306";
+    eventually(Duration::from_secs(10), "node1 back in service", || {
+        proxy
+            .log()
+            .lines()
+            .any(|l| l.contains("back in service") && l.contains(back))
+    });
+    assert_eq!(
+        writer_port(&proxy),
+        "13307",
+        "node1 returns as a backup writer"
+    );
+
+    // wsrep_reject_queries on the current writer
+    on_node(13307, "SET GLOBAL wsrep_reject_queries = ALL");
+    let moved = std::panic::catch_unwind(|| {
+        eventually(
+            Duration::from_secs(10),
+            "the rejecting writer replaced",
+            || writer_port(&proxy) == "13306",
+        )
+    });
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-uroot",
+            &format!("--socket={}/node2/mysqld.sock", cluster_dir()),
+            "-e",
+            "SET GLOBAL wsrep_reject_queries = NONE",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(moved.is_ok(), "writes still went to the rejecting node");
+}
