@@ -382,3 +382,63 @@ fn desynced_or_rejecting_writers_are_replaced_without_failback() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(moved.is_ok(), "writes still went to the rejecting node");
 }
+
+#[test]
+fn read_your_writes_sees_each_write_even_on_delayed_replicas() {
+    let proxy = Proxy::start_with(|c| {
+        c.replace(
+            "name = \"app_local\"",
+            "name = \"app_local\"\ncausal_reads = true",
+        )
+    });
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.failover_causal (id INT PRIMARY KEY, who VARCHAR(10))",
+    );
+    on_node(13306, "DELETE FROM sbtest.failover_causal");
+    let delayed = std::panic::catch_unwind(|| {
+        for replica in [13309, 13310] {
+            on_node(
+                replica,
+                "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 3; START SLAVE",
+            );
+        }
+        let mut causal = RawClient::login(proxy.port, "app_local", "app_local").unwrap();
+        let mut plain = RawClient::login(proxy.port, "app", "app").unwrap();
+        let mut stale_reads = 0;
+        for i in 0..10 {
+            causal.query(&format!(
+                "INSERT INTO sbtest.failover_causal VALUES ({i}, 'causal')"
+            ));
+            let seen = causal.query_column(&format!(
+                "SELECT COUNT(*) FROM sbtest.failover_causal WHERE id = {i}"
+            ));
+            assert_eq!(seen, vec!["1"], "read-your-writes missed write {i}");
+
+            let j = 100 + i;
+            plain.query(&format!(
+                "INSERT INTO sbtest.failover_causal VALUES ({j}, 'plain')"
+            ));
+            let seen = plain.query_column(&format!(
+                "SELECT COUNT(*) FROM sbtest.failover_causal WHERE id = {j}"
+            ));
+            if seen == vec!["0"] {
+                stale_reads += 1;
+            }
+        }
+        // without read-your-writes the same reads were stale: the replicas really lagged
+        assert!(
+            stale_reads > 5,
+            "only {stale_reads} of 10 plain reads were stale"
+        );
+    });
+    for replica in [13309, 13310] {
+        on_node(
+            replica,
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
+        );
+    }
+    if let Err(panic) = delayed {
+        std::panic::resume_unwind(panic);
+    }
+}

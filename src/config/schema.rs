@@ -50,6 +50,9 @@ pub struct ProxySection {
     pub max_allowed_packet: usize,
     /// On shutdown, how long open sessions get to finish before they are closed.
     pub shutdown_timeout_ms: u64,
+    /// For users with `causal_reads`: how long a read may wait for a replica to apply the
+    /// session's last write before it is sent to the writer instead.
+    pub causal_read_wait_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -62,6 +65,7 @@ impl Default for ProxySection {
             connect_timeout_ms: 3_000,
             max_allowed_packet: 64 << 20,
             shutdown_timeout_ms: 30_000,
+            causal_read_wait_ms: 100,
         }
     }
 }
@@ -192,6 +196,11 @@ pub struct User {
     /// reads (ProxySQL's `transaction_persistent`).
     #[serde(default = "yes")]
     pub transaction_persistent: bool,
+    /// Read-your-writes: after this session commits a write, a read goes to a replica only
+    /// once the replica has applied that write's GTID (waiting at most
+    /// `proxy.causal_read_wait_ms`), else to the writer.
+    #[serde(default)]
+    pub causal_reads: bool,
 }
 
 fn yes() -> bool {

@@ -106,6 +106,8 @@ struct Session {
     routing: SessionRouting,
     /// The last `SET NAMES` that succeeded, to replay on reader connections.
     names: Option<Vec<u8>>,
+    /// For read-your-writes: the GTID of this session's last committed write.
+    last_write_gtid: Option<String>,
 }
 
 /// Session state applied to a reader connection.
@@ -113,6 +115,8 @@ struct Session {
 struct Replayed {
     schema: Option<String>,
     names: Option<Vec<u8>>,
+    /// The last write GTID this reader was seen to have applied.
+    applied_gtid: Option<String>,
 }
 
 /// Why a command could not be completed.
@@ -188,6 +192,7 @@ impl Session {
             reader: None,
             routing,
             names: None,
+            last_write_gtid: None,
         })
     }
 
@@ -260,7 +265,9 @@ impl Session {
             command::QUERY => self.routing.route(statement),
             _ => Target::Primary,
         };
-        if target == Target::Reader && !self.ensure_reader().await? {
+        if target == Target::Reader
+            && !(self.ensure_reader().await? && self.reader_has_our_writes().await)
+        {
             target = Target::Primary;
         }
         if target == Target::Primary {
@@ -293,6 +300,9 @@ impl Session {
             Ok(outcome) => {
                 if target == Target::Primary {
                     self.after_primary(cmd, statement, &packet, outcome);
+                    if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
+                        self.note_write_gtid().await;
+                    }
                 }
                 Ok(())
             }
@@ -326,6 +336,76 @@ impl Session {
                 self.names = Some(packet.first_frame()[1..].to_vec());
             }
             _ => {}
+        }
+    }
+
+    /// After a write that committed (autocommit, or the COMMIT itself), remembers its GTID
+    /// for read-your-writes. Inside a transaction nothing is committed yet.
+    async fn note_write_gtid(&mut self) {
+        if self.routing.in_transaction {
+            return;
+        }
+        let Some(primary) = self.primary.as_mut() else {
+            return;
+        };
+        match primary.query_text("SELECT @@last_gtid").await {
+            Ok(Ok(result)) => {
+                if let Some(gtid) = result
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                {
+                    if !gtid.is_empty() {
+                        self.last_write_gtid = Some(gtid);
+                    }
+                }
+            }
+            other => tracing::warn!(peer = %self.peer, ?other, "cannot read @@last_gtid"),
+        }
+    }
+
+    /// For read-your-writes: whether the reader has applied this session's last write,
+    /// waiting up to `causal_read_wait_ms` for it. Always true for other users.
+    async fn reader_has_our_writes(&mut self) -> bool {
+        if !self.user.config.causal_reads {
+            return true;
+        }
+        let Some(gtid) = &self.last_write_gtid else {
+            return true;
+        };
+        let Some((reader, replayed)) = self.reader.as_mut() else {
+            return false;
+        };
+        if replayed.applied_gtid.as_ref() == Some(gtid) {
+            return true;
+        }
+        let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
+        // GTIDs are digits and dashes (and commas between domains): safe to inline
+        if !gtid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        {
+            return false;
+        }
+        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {wait})");
+        match reader.query_text(&sql).await {
+            Ok(Ok(result))
+                if result
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .as_deref()
+                    == Some("0") =>
+            {
+                replayed.applied_gtid = Some(gtid.clone());
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "reader failed during a causal wait");
+                self.reader = None;
+                false
+            }
         }
     }
 
@@ -396,7 +476,7 @@ impl Session {
                 Ok(b) => {
                     let replayed = Replayed {
                         schema: self.login.database.clone(),
-                        names: None,
+                        ..Replayed::default()
                     };
                     self.reader = Some((b, replayed));
                 }
@@ -573,6 +653,15 @@ impl Session {
             self.frontend.pool.release(backend);
         }
         self.client.shutdown().await;
+    }
+}
+
+/// Whether a command may have written (and so moves the session's last write GTID).
+fn writes(cmd: u8, statement: Statement) -> bool {
+    match cmd {
+        command::QUERY => statement != Statement::Read && statement != Statement::SetNames,
+        command::STMT_EXECUTE => true,
+        _ => false,
     }
 }
 
