@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 
-use crate::config::{Config, GaleraHostgroups, Monitor, ProxySection, User};
+use crate::config::{Config, GaleraHostgroups, Monitor, ProxySection, ServerStatus, User};
 use crate::monitor::health::Membership;
 use crate::protocol::auth::{PasswordHash, ProvenKey};
 use crate::tls::{self, TlsError};
@@ -35,6 +35,7 @@ pub struct ServerTarget {
     pub tls: bool,
     pub max_replication_lag: u64,
     pub priority: i32,
+    pub status: ServerStatus,
     /// Backend connections open to this server (shared across snapshots).
     pub connections: Arc<AtomicU32>,
 }
@@ -109,6 +110,7 @@ impl Runtime {
                 tls: s.tls,
                 max_replication_lag: s.max_replication_lag,
                 priority: s.priority,
+                status: s.status,
                 connections,
             });
             grouped.entry(s.hostgroup).or_default().push(target.clone());
@@ -167,13 +169,23 @@ impl Members {
         }
     }
 
-    /// The servers in the order to try them for the next new connection.
+    /// The servers in the order to try them for the next new connection: ONLINE ones only.
     pub fn candidates(&self) -> Vec<Arc<ServerTarget>> {
-        weighted_order(&self.servers, self.next.fetch_add(1, Ordering::Relaxed))
+        let online: Vec<Arc<ServerTarget>> = self
+            .servers
+            .iter()
+            .filter(|s| s.status == ServerStatus::Online)
+            .cloned()
+            .collect();
+        weighted_order(&online, self.next.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Whether a session may keep using its connection to `address` here (OFFLINE_SOFT
+    /// servers keep the sessions they have).
     pub fn contains(&self, address: &str) -> bool {
-        self.servers.iter().any(|s| s.address() == address)
+        self.servers
+            .iter()
+            .any(|s| s.address() == address && s.status != ServerStatus::OfflineHard)
     }
 }
 

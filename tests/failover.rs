@@ -342,10 +342,30 @@ fn a_replica_with_a_stopped_sql_thread_or_too_much_lag_gets_no_reads() {
 fn desynced_or_rejecting_writers_are_replaced_without_failback() {
     let proxy = Proxy::start();
     assert_eq!(writer_port(&proxy), "13306");
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.failover_tx (id INT PRIMARY KEY)",
+    );
+    on_node(13306, "DELETE FROM sbtest.failover_tx");
+    // a transaction open on the writer when it is replaced finishes there
+    let mut in_tx = RawClient::login(proxy.port, "app", "app").unwrap();
+    in_tx.query("BEGIN");
+    in_tx.query("INSERT INTO sbtest.failover_tx VALUES (1)");
     on_node(13306, "SET GLOBAL wsrep_desync = ON");
     eventually(Duration::from_secs(10), "a new writer", || {
         writer_port(&proxy) == "13307"
     });
+    assert_eq!(in_tx.query_column("SELECT @@port"), vec!["13306"]);
+    assert_eq!(in_tx.query("COMMIT")[0].payload[0], header::OK);
+    assert_eq!(
+        in_tx.query_column("SELECT @@port FOR UPDATE"),
+        vec!["13307"],
+        "then it follows the new writer"
+    );
+    assert_eq!(
+        on_node(13307, "SELECT COUNT(*) FROM sbtest.failover_tx"),
+        "1\n"
+    );
     on_node(13306, "SET GLOBAL wsrep_desync = OFF");
     let back = "server=127.0.0.1:13306";
     eventually(Duration::from_secs(10), "node1 back in service", || {

@@ -148,3 +148,46 @@ fn prepared_statements_run_on_the_writer_connection() {
     let port = u64::from_le_bytes(row[2..10].try_into().unwrap());
     assert_eq!(port, 13306);
 }
+
+fn offline(config: String, port: u16, status: &str) -> String {
+    config.replacen(
+        &format!("port = {port}\nhostgroup = 20"),
+        &format!("port = {port}\nhostgroup = 20\nstatus = \"{status}\""),
+        1,
+    )
+}
+
+#[test]
+fn offline_servers_get_no_new_connections() {
+    let proxy = Proxy::start_with(|c| offline(c, 13310, "OFFLINE_SOFT"));
+    let seen = read_ports(&proxy, 8);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["13309"], "{seen:?}");
+}
+
+#[test]
+fn without_readers_reads_fall_back_to_the_writer_or_fail_as_configured() {
+    let proxy =
+        Proxy::start_with(|c| offline(offline(c, 13309, "OFFLINE_HARD"), 13310, "OFFLINE_HARD"));
+    let seen = read_ports(&proxy, 4);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["13306"], "{seen:?}");
+
+    let proxy = Proxy::start_with(|c| {
+        offline(offline(c, 13309, "OFFLINE_HARD"), 13310, "OFFLINE_HARD").replace(
+            "max_transactions_behind = 100",
+            "max_transactions_behind = 100\nfallback_to_writer = false",
+        )
+    });
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ERROR 9001") && stderr(&out).contains("hostgroup 20"),
+        "{}",
+        stderr(&out)
+    );
+    // writes are unaffected
+    let out = mariadb(
+        proxy.port,
+        &["-uapp", "-papp", "-e", "SELECT @@port FOR UPDATE"],
+    );
+    assert_eq!(stdout(&out), "13306\n", "{}", stderr(&out));
+}

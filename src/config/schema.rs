@@ -135,6 +135,9 @@ pub struct GaleraHostgroups {
     /// A node whose apply queue (`wsrep_local_recv_queue`) is longer serves no reads.
     #[serde(default = "default_transactions_behind")]
     pub max_transactions_behind: u64,
+    /// When no reader qualifies, send reads to the writer (true) or fail them (false).
+    #[serde(default = "yes")]
+    pub fallback_to_writer: bool,
 }
 
 /// A group of interchangeable servers (a role: writer, readers, ...).
@@ -170,6 +173,22 @@ pub struct Server {
     /// Order of preference in writer elections (higher first; then weight, then order here).
     #[serde(default)]
     pub priority: i32,
+    /// The operator's word on this server, as in ProxySQL: ONLINE serves; OFFLINE_SOFT
+    /// takes no new connections while sessions on it finish; OFFLINE_HARD takes none and
+    /// sessions leave it at their next statement. (SHUNNED is the monitor's verdict, not
+    /// something to configure.)
+    #[serde(default)]
+    pub status: ServerStatus,
+}
+
+/// See [`Server::status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerStatus {
+    #[default]
+    Online,
+    OfflineSoft,
+    OfflineHard,
 }
 
 /// A user clients log in as; the proxy logs in to backends as the same user.

@@ -268,6 +268,13 @@ impl Session {
         if target == Target::Reader
             && !(self.ensure_reader().await? && self.reader_has_our_writes().await)
         {
+            if !self.routing.fallback_to_writer {
+                let hostgroup = self.routing.reader_hostgroup.unwrap_or_default();
+                let message = format!("no reader of hostgroup {hostgroup} can serve this read");
+                self.send_packet_err(1, &ErrPacket::new(error::NO_BACKEND, message))
+                    .await?;
+                return Err(Failure::Backend);
+            }
             target = Target::Primary;
         }
         if target == Target::Primary {
@@ -425,7 +432,8 @@ impl Session {
         let hostgroup = self.user.config.default_hostgroup;
         if let Some(primary) = &self.primary {
             let address = primary.server.address();
-            if self.frontend.shared.is_member(hostgroup, &address) {
+            // An open transaction finishes where it began (or fails with its server).
+            if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, &address) {
                 return Ok(());
             }
             // The server left the hostgroup (a new writer was elected): statements must
@@ -433,7 +441,6 @@ impl Session {
             tracing::info!(peer = %self.peer, server = %address, hostgroup, "leaving a server that left the hostgroup");
             let old = self.primary.take().expect("checked");
             self.frontend.pool.release(old);
-            self.routing.in_transaction = false;
         }
         match self
             .frontend
@@ -667,15 +674,12 @@ fn writes(cmd: u8, statement: Statement) -> bool {
 
 /// The routing state a fresh session of `user` starts with.
 fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
-    SessionRouting {
-        reader_hostgroup: SessionRouting::reader_for(
-            &frontend.shared.load().galera,
-            user.config.default_hostgroup,
-            user.config.split_reads,
-        ),
-        transaction_persistent: user.config.transaction_persistent,
-        ..Default::default()
-    }
+    SessionRouting::for_user(
+        &frontend.shared.load().galera,
+        user.config.default_hostgroup,
+        user.config.split_reads,
+        user.config.transaction_persistent,
+    )
 }
 
 /// Commands that must not pass through a proxy: replication streams, server shutdown,

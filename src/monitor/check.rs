@@ -12,7 +12,8 @@ use crate::runtime::ServerTarget;
 use super::health::{GaleraStatus, Observation, ReplicaStatus};
 
 const GALERA_VARIABLES: &str = "SELECT @@read_only AS read_only, @@wsrep_on AS wsrep_on, \
-     @@wsrep_desync AS wsrep_desync, @@wsrep_reject_queries AS wsrep_reject_queries";
+     @@wsrep_desync AS wsrep_desync, @@wsrep_reject_queries AS wsrep_reject_queries, \
+     @@wsrep_sst_donor_rejects_queries AS donor_rejects";
 const GALERA_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
      ('wsrep_local_state', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_local_recv_queue')";
 const REPLICA_STATUS: &str = "SHOW REPLICA STATUS";
@@ -81,6 +82,7 @@ async fn observe(
             reject_queries: vars
                 .first("wsrep_reject_queries")
                 .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
+            donor_rejects_queries: flag(vars.first("donor_rejects")),
             read_only,
             recv_queue: value("wsrep_local_recv_queue")
                 .and_then(|v| v.parse().ok())

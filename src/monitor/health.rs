@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::GaleraHostgroups;
+use crate::config::{GaleraHostgroups, ServerStatus};
 use crate::runtime::{Members, ServerTarget};
 
 /// What one check of a server found.
@@ -32,6 +32,9 @@ pub struct GaleraStatus {
     pub desync: bool,
     /// `wsrep_reject_queries` is not NONE.
     pub reject_queries: bool,
+    /// `wsrep_sst_donor_rejects_queries`: a donor refuses queries during SST. Recorded for
+    /// the log; a donor is not Synced, so it serves nothing either way.
+    pub donor_rejects_queries: bool,
     pub read_only: bool,
     /// `wsrep_local_recv_queue`: writesets received and not yet applied.
     pub recv_queue: u64,
@@ -80,7 +83,12 @@ impl Observation {
             Observation::Galera(g) => {
                 let mut p = Vec::new();
                 if g.local_state != GALERA_SYNCED {
-                    p.push(format!("wsrep_local_state={}", g.local_state));
+                    let donor = if g.local_state == 2 && g.donor_rejects_queries {
+                        " (donor, rejecting queries)"
+                    } else {
+                        ""
+                    };
+                    p.push(format!("wsrep_local_state={}{donor}", g.local_state));
                 }
                 if !g.primary {
                     p.push("not in the Primary component".into());
@@ -266,7 +274,7 @@ fn place_galera(
     let writable: Vec<&Arc<ServerTarget>> = nodes
         .iter()
         .copied()
-        .filter(|s| status(s).is_some_and(|st| !st.read_only))
+        .filter(|s| s.status == ServerStatus::Online && status(s).is_some_and(|st| !st.read_only))
         .collect();
 
     // keep the writers that still qualify, then fill up by preference
@@ -364,6 +372,7 @@ mod tests {
             tls: false,
             max_replication_lag: 0,
             priority,
+            status: ServerStatus::Online,
             connections: Arc::new(AtomicU32::new(0)),
         })
     }
@@ -387,7 +396,18 @@ mod tests {
             max_writers: 1,
             writer_is_also_reader,
             max_transactions_behind: 100,
+            fallback_to_writer: true,
         }]
+    }
+
+    #[test]
+    fn offline_nodes_are_not_elected() {
+        let mut preferred = ServerTarget::clone(&server(1, 10, 9));
+        preferred.status = ServerStatus::OfflineSoft;
+        let servers = vec![Arc::new(preferred), server(2, 10, 0)];
+        let h = health(&[(1, galera(false)), (2, galera(false))]);
+        let m = place(&servers, &groups(0), &h, &HashMap::new());
+        assert_eq!(ports(&m, 10), vec![2]);
     }
 
     fn ports(m: &Membership, hg: u32) -> Vec<u16> {

@@ -21,6 +21,8 @@ pub enum Target {
 pub struct SessionRouting {
     /// The reader hostgroup, when this session's reads are split off.
     pub reader_hostgroup: Option<u32>,
+    /// When no reader qualifies, read from the primary instead of failing.
+    pub fallback_to_writer: bool,
     /// The primary connection reported an open transaction (SERVER_STATUS_IN_TRANS) or
     /// autocommit off.
     pub in_transaction: bool,
@@ -31,20 +33,24 @@ pub struct SessionRouting {
 }
 
 impl SessionRouting {
-    /// The reader hostgroup for a user whose default hostgroup is `default_hostgroup`:
-    /// the reader group of the Galera cluster it writes to, when the user splits reads.
-    pub fn reader_for(
+    /// The routing of a fresh session of a user whose default hostgroup is
+    /// `default_hostgroup`: reads split to the reader group of the Galera cluster it writes
+    /// to, when the user splits reads.
+    pub fn for_user(
         galera: &[GaleraHostgroups],
         default_hostgroup: u32,
         split_reads: bool,
-    ) -> Option<u32> {
-        if !split_reads {
-            return None;
-        }
-        galera
+        transaction_persistent: bool,
+    ) -> SessionRouting {
+        let cluster = galera
             .iter()
-            .find(|g| g.writer_hostgroup == default_hostgroup)
-            .map(|g| g.reader_hostgroup)
+            .find(|g| g.writer_hostgroup == default_hostgroup && split_reads);
+        SessionRouting {
+            reader_hostgroup: cluster.map(|g| g.reader_hostgroup),
+            fallback_to_writer: cluster.is_none_or(|g| g.fallback_to_writer),
+            transaction_persistent,
+            ..SessionRouting::default()
+        }
     }
 
     /// Routes one text statement.
