@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod connection;
+pub mod connlog;
 pub mod frontend;
 pub mod monitor;
 pub mod protocol;

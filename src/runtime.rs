@@ -10,7 +10,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 
-use crate::config::{Config, GaleraHostgroups, Monitor, ProxySection, ServerStatus, User};
+use crate::config::{
+    Config, GaleraHostgroups, Monitor, ProxySection, ServerStatus, Throttle, User,
+};
 use crate::monitor::health::Membership;
 use crate::protocol::auth::{PasswordHash, ProvenKey};
 use crate::tls::{self, TlsError};
@@ -20,6 +22,8 @@ use crate::tls::{self, TlsError};
 pub struct UserEntry {
     pub config: User,
     pub password: Option<PasswordHash>,
+    /// `allowed_networks`, parsed; empty: anywhere.
+    pub networks: Vec<ipnet::IpNet>,
     /// Client connections of this user currently open (shared across snapshots).
     pub connections: Arc<AtomicU32>,
 }
@@ -49,6 +53,7 @@ impl ServerTarget {
 /// See the module documentation.
 pub struct Runtime {
     pub proxy: ProxySection,
+    pub throttle: Throttle,
     pub users: HashMap<String, Arc<UserEntry>>,
     pub hostgroups: HashMap<u32, Members>,
     pub frontend_tls: Option<Arc<ServerConfig>>,
@@ -89,6 +94,11 @@ impl Runtime {
                 let entry = UserEntry {
                     config: u.clone(),
                     password: PasswordHash::parse(&u.password).expect("validated"),
+                    networks: u
+                        .allowed_networks
+                        .iter()
+                        .map(|n| parse_network(n))
+                        .collect(),
                     connections,
                 };
                 (u.name.clone(), Arc::new(entry))
@@ -129,6 +139,7 @@ impl Runtime {
         };
         Ok(Runtime {
             proxy: config.proxy.clone(),
+            throttle: config.throttle.clone(),
             users,
             hostgroups,
             frontend_tls,
@@ -207,6 +218,24 @@ pub fn weighted_order(servers: &[Arc<ServerTarget>], ticket: u32) -> Vec<Arc<Ser
     ordered.extend(servers[first..].iter().cloned());
     ordered.extend(servers[..first].iter().cloned());
     ordered
+}
+
+/// A CIDR network, or a single address as its /32 (/128).
+fn parse_network(text: &str) -> ipnet::IpNet {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .expect("validated")
+}
+
+impl UserEntry {
+    /// Whether this user may connect from `ip`.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// Reads the monitor's password file into a login key; the cleartext is dropped at once.

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::backend::Pool;
 use crate::config::Config;
+use crate::connlog::ConnectionLog;
 use crate::frontend::{listener, Frontend};
 use crate::runtime::{Runtime, Shared};
 
@@ -25,6 +26,30 @@ pub enum StartError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("proxy.connection_log: cannot open {0}: {1}")]
+    ConnectionLog(String, std::io::Error),
+}
+
+/// Warns when files holding secrets can be read by other users, or the configuration by
+/// everyone: the proxy still starts, but the operator hears about it.
+fn warn_about_permissions(config_path: &Path, config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).ok();
+    if mode(config_path).is_some_and(|m| m & 0o004 != 0) {
+        tracing::warn!(file = %config_path.display(), "the configuration is readable by every user; consider chmod o-r");
+    }
+    let mut secrets = Vec::new();
+    if let Some(tls) = &config.frontend_tls {
+        secrets.push(tls.key.as_path());
+    }
+    if let Some(m) = &config.monitor {
+        secrets.push(m.password_file.as_path());
+    }
+    for file in secrets {
+        if mode(file).is_some_and(|m| m & 0o077 != 0) {
+            tracing::warn!(file = %file.display(), "a secret is readable by other users; chmod 600 it");
+        }
+    }
 }
 
 /// Runs the proxy with the configuration at `path` until it is told to stop.
@@ -35,9 +60,12 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(|e| StartError::Bind(listen, e))?;
+    warn_about_permissions(path, &config);
+    let connlog = ConnectionLog::open(&config.proxy.connection_log)
+        .map_err(|e| StartError::ConnectionLog(config.proxy.connection_log.clone(), e))?;
     let shared = Arc::new(Shared::new(runtime));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let frontend = Arc::new(Frontend::new(shared.clone(), Pool::new(), stop_rx));
+    let frontend = Arc::new(Frontend::new(shared.clone(), Pool::new(), connlog, stop_rx));
     let mut hangup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;

@@ -100,7 +100,7 @@ fn wrong_password_and_unknown_user_get_the_same_1045() {
         stderr(&out)
     );
     assert!(
-        proxy.log().contains("wrong password"),
+        proxy.log_shows("wrong password"),
         "the log names the reason"
     );
 }

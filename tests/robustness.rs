@@ -287,7 +287,7 @@ fn sighup_reloads_and_a_bad_config_is_refused() {
     .unwrap();
     proxy.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.log().contains("reload refused") {
+    while !proxy.log_shows("reload refused") {
         assert!(
             Instant::now() < deadline,
             "no refusal logged:\n{}",
@@ -307,7 +307,7 @@ fn sighup_reloads_and_a_bad_config_is_refused() {
     .unwrap();
     proxy.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.log().contains("configuration reloaded") {
+    while !proxy.log_shows("configuration reloaded") {
         assert!(
             Instant::now() < deadline,
             "no reload logged:\n{}",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub use schema::{
     BackendTls, Config, FrontendTls, GaleraHostgroups, Hostgroup, Monitor, ProxySection, Server,
-    ServerStatus, User,
+    ServerStatus, Throttle, User,
 };
 
 /// Why a configuration cannot be used.

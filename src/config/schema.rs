@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct Config {
     #[serde(default)]
     pub proxy: ProxySection,
+    #[serde(default)]
+    pub throttle: Throttle,
     /// TLS offered to clients; without it the proxy does not advertise TLS.
     pub frontend_tls: Option<FrontendTls>,
     /// How to verify backends that have `tls = true`.
@@ -53,6 +55,36 @@ pub struct ProxySection {
     /// For users with `causal_reads`: how long a read may wait for a replica to apply the
     /// session's last write before it is sent to the writer instead.
     pub causal_read_wait_ms: u64,
+    /// Client connections from one address beyond this many are refused with ERR 1040
+    /// (0: no limit).
+    pub max_connections_per_address: usize,
+    /// A logged-in client silent for this long is disconnected (MariaDB's wait_timeout).
+    pub idle_timeout_ms: u64,
+    /// One JSON line per accepted or refused client connection: "off", "stderr", or a file
+    /// path (appended to).
+    pub connection_log: String,
+}
+
+/// Failed-login throttling per client address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Throttle {
+    /// Consecutive failed logins from one address before it is refused.
+    pub max_failures: u32,
+    /// How long the first refusal lasts; each repeat doubles it.
+    pub block_ms: u64,
+    /// The longest a refusal may grow to.
+    pub max_block_ms: u64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            max_failures: 10,
+            block_ms: 60_000,
+            max_block_ms: 3_600_000,
+        }
+    }
 }
 
 impl Default for ProxySection {
@@ -66,6 +98,9 @@ impl Default for ProxySection {
             max_allowed_packet: 64 << 20,
             shutdown_timeout_ms: 30_000,
             causal_read_wait_ms: 100,
+            max_connections_per_address: 0,
+            idle_timeout_ms: 28_800_000,
+            connection_log: "off".to_string(),
         }
     }
 }
@@ -202,6 +237,19 @@ pub struct User {
     /// Refuse this user on connections without TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// Refuse this user unless the client presented a certificate that chains to
+    /// `frontend_tls.client_ca` (implies TLS).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// The client certificate's subject must be exactly this, written as MySQL's
+    /// `REQUIRE SUBJECT` does: `/O=Example/CN=app`.
+    pub cert_subject: Option<String>,
+    /// The client certificate's issuer must be exactly this (same form).
+    pub cert_issuer: Option<String>,
+    /// Client networks this user may connect from (CIDRs, e.g. "10.1.0.0/16",
+    /// "127.0.0.1/32"); empty: anywhere. Outside them the login fails like a bad password.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
     /// Most concurrent client connections of this user.
     #[serde(default = "default_user_connections")]
     pub max_connections: u32,

@@ -95,6 +95,12 @@ fn proxy(config: &Config) -> Result<(), Failure> {
     if p.handshake_timeout_ms == 0 || p.connect_timeout_ms == 0 {
         return fail("proxy", "timeouts must be greater than 0 ms");
     }
+    if p.idle_timeout_ms == 0 {
+        return fail("proxy.idle_timeout_ms", "must be greater than 0");
+    }
+    if config.throttle.max_failures == 0 || config.throttle.block_ms == 0 {
+        return fail("throttle", "max_failures and block_ms must be at least 1");
+    }
     if p.server_version.is_empty() || p.server_version.contains('\0') {
         return fail(
             "proxy.server_version",
@@ -176,6 +182,27 @@ fn users(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
                 key("require_tls"),
                 "require_tls needs a [frontend_tls] section",
             );
+        }
+        let wants_cert =
+            u.require_client_cert || u.cert_subject.is_some() || u.cert_issuer.is_some();
+        if wants_cert
+            && config
+                .frontend_tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca.is_none())
+        {
+            return fail(
+                key("require_client_cert"),
+                "client certificates need frontend_tls.client_ca to verify them",
+            );
+        }
+        for (j, net) in u.allowed_networks.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return fail(
+                    format!("users[{i}].allowed_networks[{j}]"),
+                    format!("'{net}' is not an address or a CIDR network like 10.0.0.0/8"),
+                );
+            }
         }
     }
     Ok(())
@@ -281,6 +308,15 @@ mod tests {
             "{MINIMAL}\n[[users]]\nname = \"app\"\npassword = \"\"\ndefault_hostgroup = 10\n"
         );
         assert_eq!(invalid(&dup_user).0, "users[1].name");
+    }
+
+    #[test]
+    fn bad_networks_are_named() {
+        let text = MINIMAL.replace(
+            "default_hostgroup = 10",
+            "default_hostgroup = 10\nallowed_networks = [\"127.0.0.1/32\", \"10.0.0.0/33\"]",
+        );
+        assert_eq!(invalid(&text).0, "users[0].allowed_networks[1]");
     }
 
     #[test]

@@ -46,6 +46,17 @@ const SERVER_CAPABILITIES: u32 = capability::LONG_PASSWORD
     | capability::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | capability::SESSION_TRACK;
 
+/// What the TLS layer of a client connection established.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+    /// The client certificate's subject and issuer (`/O=…/CN=…`), when one was presented;
+    /// rustls has verified it against `frontend_tls.client_ca` by then.
+    pub client_subject: Option<String>,
+    pub client_issuer: Option<String>,
+}
+
 /// A client that proved who it is.
 pub struct LoggedIn {
     pub conn: Connection,
@@ -58,6 +69,7 @@ pub struct LoggedIn {
     pub scramble: [u8; SCRAMBLE_LEN],
     /// Sequence id for the next packet to the client (the final OK or ERR of the login).
     pub next_seq: u8,
+    pub tls: Option<TlsInfo>,
 }
 
 /// Why a login did not complete.
@@ -72,7 +84,11 @@ pub enum HandshakeError {
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("access denied for '{user}': {reason}")]
-    Denied { user: String, reason: &'static str },
+    Denied {
+        user: String,
+        reason: &'static str,
+        tls: Option<Box<TlsInfo>>,
+    },
 }
 
 impl From<ReadError> for HandshakeError {
@@ -115,13 +131,16 @@ pub async fn login(
 
     let mut packet = read(&mut conn).await?;
     expect_seq(&packet, 1)?;
+    let mut tls = None;
     if is_ssl_request(&packet.payload) {
         let Some(config) = &runtime.frontend_tls else {
             return Err(HandshakeError::Protocol(
                 "TLS requested but not offered".into(),
             ));
         };
-        conn = accept_tls(conn, config.clone()).await?;
+        let (upgraded, info) = accept_tls(conn, config.clone()).await?;
+        conn = upgraded;
+        tls = Some(info);
         packet = read(&mut conn).await?;
         expect_seq(&packet, 2)?;
     }
@@ -155,7 +174,7 @@ pub async fn login(
     }
 
     let user = runtime.users.get(&response.username).cloned();
-    let key = match check_credentials(user.as_deref(), conn.is_tls(), &scramble, &proof) {
+    let key = match check_credentials(user.as_deref(), peer, tls.as_ref(), &scramble, &proof) {
         Ok(key) => key,
         Err(reason) => {
             let message = access_denied(&response.username, peer, !proof.is_empty());
@@ -163,6 +182,7 @@ pub async fn login(
             return Err(HandshakeError::Denied {
                 user: response.username,
                 reason,
+                tls: tls.map(Box::new),
             });
         }
     };
@@ -185,20 +205,46 @@ pub async fn login(
         capabilities,
         scramble,
         next_seq: seq,
+        tls,
     })
 }
 
-/// Checks a `mysql_native_password` proof for `user` and returns the key it proves.
-/// The reason for a refusal is for the log only.
+/// Checks everything that decides whether `user` may log in from `peer` on this
+/// connection — network, TLS, client certificate — and then the `mysql_native_password`
+/// proof, returning the key it proves. The reason for a refusal is for the log only; the
+/// client sees the same 1045 for all of them.
 pub fn check_credentials(
     user: Option<&UserEntry>,
-    tls: bool,
+    peer: SocketAddr,
+    tls: Option<&TlsInfo>,
     scramble: &[u8],
     proof: &[u8],
 ) -> Result<Option<ProvenKey>, &'static str> {
     let user = user.ok_or("unknown user")?;
-    if user.config.require_tls && !tls {
+    if !user.allows(peer.ip()) {
+        return Err("not allowed from this network");
+    }
+    let c = &user.config;
+    if (c.require_tls || c.require_client_cert) && tls.is_none() {
         return Err("user requires TLS");
+    }
+    let subject = tls.and_then(|t| t.client_subject.as_deref());
+    let issuer = tls.and_then(|t| t.client_issuer.as_deref());
+    let wants_cert = c.require_client_cert || c.cert_subject.is_some() || c.cert_issuer.is_some();
+    if wants_cert && subject.is_none() {
+        return Err("user requires a client certificate");
+    }
+    if c.cert_subject
+        .as_deref()
+        .is_some_and(|want| Some(want) != subject)
+    {
+        return Err("client certificate subject does not match");
+    }
+    if c.cert_issuer
+        .as_deref()
+        .is_some_and(|want| Some(want) != issuer)
+    {
+        return Err("client certificate issuer does not match");
     }
     match &user.password {
         None if proof.is_empty() => Ok(None),
@@ -274,7 +320,7 @@ fn expect_seq(packet: &Packet, expected: u8) -> Result<(), HandshakeError> {
 async fn accept_tls(
     conn: Connection,
     config: Arc<rustls::ServerConfig>,
-) -> Result<Connection, HandshakeError> {
+) -> Result<(Connection, TlsInfo), HandshakeError> {
     let (stream, pending) = conn.into_parts();
     let Stream::Tcp(tcp) = stream else {
         return Err(HandshakeError::Protocol("TLS requested twice".into()));
@@ -283,7 +329,61 @@ async fn accept_tls(
         .accept(Rewind::new(pending, tcp))
         .await
         .map_err(HandshakeError::Tls)?;
-    Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Server(
-        tls,
-    )))))
+    let info = tls_info(tls.get_ref().1);
+    Ok((
+        Connection::new(Stream::Tls(Box::new(TlsStream::Server(tls)))),
+        info,
+    ))
+}
+
+fn tls_info(session: &rustls::ServerConnection) -> TlsInfo {
+    let leaf = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, cert)| cert)
+        });
+    TlsInfo {
+        version: session
+            .protocol_version()
+            .map(|v| {
+                // "TLSv1_3" → "TLSv1.3", as MySQL's Ssl_version shows it
+                v.as_str()
+                    .map(|s| s.replace('_', "."))
+                    .unwrap_or_else(|| format!("{v:?}"))
+            })
+            .unwrap_or_default(),
+        cipher: session
+            .negotiated_cipher_suite()
+            .map(|c| {
+                let suite = c.suite();
+                suite
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{suite:?}"))
+            })
+            .unwrap_or_default(),
+        client_subject: leaf.as_ref().map(|c| distinguished_name(c.subject())),
+        client_issuer: leaf.as_ref().map(|c| distinguished_name(c.issuer())),
+    }
+}
+
+/// A distinguished name the way MySQL's `REQUIRE SUBJECT` writes it: `/O=Example/CN=app`.
+fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::objects::{oid2abbrev, oid_registry};
+    let mut out = String::new();
+    for rdn in name.iter() {
+        for attr in rdn.iter() {
+            let key = oid2abbrev(attr.attr_type(), oid_registry())
+                .map(str::to_string)
+                .unwrap_or_else(|_| attr.attr_type().to_id_string());
+            out.push('/');
+            out.push_str(&key);
+            out.push('=');
+            out.push_str(attr.as_str().unwrap_or("?"));
+        }
+    }
+    out
 }

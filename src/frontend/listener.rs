@@ -30,7 +30,7 @@ pub async fn serve(frontend: Arc<Frontend>, listener: TcpListener) {
         tokio::spawn(async move {
             match slot {
                 Some(slot) => session::run(frontend, tcp, peer, slot).await,
-                None => session::refuse_too_many(tcp, peer, max).await,
+                None => session::refuse_too_many(&frontend, tcp, peer, max).await,
             }
         });
     }

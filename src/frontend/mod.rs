@@ -4,6 +4,7 @@
 //! Nothing here decides where a statement goes or which server a connection comes from:
 //! sessions ask the backend pool, which owns that choice.
 
+pub mod admission;
 pub mod handshake;
 pub mod listener;
 mod relay;
@@ -15,22 +16,33 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::backend::Pool;
+use crate::connlog::ConnectionLog;
 use crate::runtime::Shared;
+use admission::Admission;
 
 /// What every client task shares.
 pub struct Frontend {
     pub shared: Arc<Shared>,
     pub pool: Pool,
+    pub admission: Admission,
+    pub connlog: ConnectionLog,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Frontend {
-    pub fn new(shared: Arc<Shared>, pool: Pool, shutdown: watch::Receiver<bool>) -> Frontend {
+    pub fn new(
+        shared: Arc<Shared>,
+        pool: Pool,
+        connlog: ConnectionLog,
+        shutdown: watch::Receiver<bool>,
+    ) -> Frontend {
         Frontend {
             shared,
             pool,
+            admission: Admission::default(),
+            connlog,
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             shutdown,

@@ -22,9 +22,13 @@ use crate::protocol::response::{Outcome, ResponseTracker};
 use crate::router::{classify, SessionRouting, Statement, Target};
 use crate::runtime::UserEntry;
 
-use super::handshake::{self, access_denied, check_credentials, send_err, LoggedIn};
+use super::admission::{AddressSlot, Refusal};
+use super::handshake::{
+    self, access_denied, check_credentials, send_err, HandshakeError, LoggedIn, TlsInfo,
+};
 use super::relay::{relay, Eviction, RelayError};
 use super::{ClientSlot, Frontend};
+use crate::connlog::Entry;
 
 /// Serves one client from its first byte to its last.
 pub(super) async fn run(
@@ -34,33 +38,129 @@ pub(super) async fn run(
     slot: ClientSlot,
 ) {
     let runtime = frontend.shared.load();
+    let address_slot = match frontend
+        .admission
+        .admit(peer.ip(), runtime.proxy.max_connections_per_address)
+    {
+        Ok(s) => s,
+        Err(refusal) => return refuse_before_login(&frontend, tcp, peer, refusal).await,
+    };
     let id = frontend.next_connection_id();
     let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);
-    let logged_in =
-        match tokio::time::timeout(timeout, handshake::login(tcp, peer, &runtime, id)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                tracing::info!(%peer, error = %e, "login failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%peer, "login timed out");
-                return;
-            }
-        };
-    let Some(mut session) = Session::start(frontend, logged_in, peer, id).await else {
-        return;
+    let login = tokio::time::timeout(timeout, handshake::login(tcp, peer, &runtime, id)).await;
+    let logged_in = match login {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return login_failed(&frontend, peer, e),
+        Err(_) => {
+            tracing::info!(%peer, "login timed out");
+            let mut entry = Entry::new(peer, "refused");
+            entry.reason = Some("handshake timeout");
+            frontend.connlog.record(&entry);
+            return;
+        }
     };
+    let user = logged_in.user.config.name.clone();
+    let tls = logged_in.tls.clone();
+    let mut entry = Entry::new(peer, "accepted");
+    entry.user = Some(&user);
+    entry.tls_version = tls.as_ref().map(|t| t.version.as_str());
+    entry.tls_cipher = tls.as_ref().map(|t| t.cipher.as_str());
+    frontend.admission.login_succeeded(peer.ip());
+    let mut session = match Session::start(frontend.clone(), logged_in, peer, address_slot).await {
+        Ok(session) => session,
+        Err(reason) => {
+            entry.result = "refused";
+            entry.reason = Some(reason);
+            frontend.connlog.record(&entry);
+            return;
+        }
+    };
+    frontend.connlog.record(&entry);
     tracing::debug!(%peer, user = %session.user.config.name, id, "session started");
     session.command_loop().await;
     session.close().await;
     drop(slot);
 }
 
+/// Logs a failed login and counts it against the address.
+fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
+    tracing::info!(%peer, %error, "login failed");
+    let mut entry = Entry::new(peer, "refused");
+    let counts = match &error {
+        HandshakeError::Denied { user, reason, tls } => {
+            entry.user = Some(user);
+            entry.reason = Some(reason);
+            entry.tls_version = tls.as_ref().map(|t| t.version.as_str());
+            entry.tls_cipher = tls.as_ref().map(|t| t.cipher.as_str());
+            true
+        }
+        HandshakeError::Protocol(_) => {
+            entry.reason = Some("bad handshake");
+            true
+        }
+        HandshakeError::Tls(_) => {
+            entry.reason = Some("TLS handshake failed");
+            true
+        }
+        HandshakeError::Closed | HandshakeError::Io(_) => {
+            entry.reason = Some("closed during login");
+            false
+        }
+    };
+    frontend.connlog.record(&entry);
+    if counts {
+        let policy = frontend.shared.load().throttle.clone();
+        if let Some(block) = frontend.admission.login_failed(peer.ip(), &policy) {
+            tracing::warn!(client = %peer.ip(), ?block, "too many failed logins: address refused");
+        }
+    }
+}
+
+/// Refuses a connection before its greeting (throttled address, per-address cap) with the
+/// ERR MySQL would send in the greeting's place.
+async fn refuse_before_login(
+    frontend: &Frontend,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    refusal: Refusal,
+) {
+    let (code, message, reason) = match refusal {
+        Refusal::Throttled { remaining } => (
+            error::HOST_BLOCKED,
+            format!(
+                "Host '{}' is blocked because of many connection errors; retry in {} s",
+                peer.ip(),
+                remaining.as_secs() + 1
+            ),
+            "throttled",
+        ),
+        Refusal::TooManyFromAddress { max } => (
+            error::TOO_MANY_CONNECTIONS,
+            format!("Too many connections from {} (limit {max})", peer.ip()),
+            "address connection limit",
+        ),
+    };
+    tracing::info!(%peer, reason, "client refused before login");
+    let mut entry = Entry::new(peer, "refused");
+    entry.reason = Some(reason);
+    frontend.connlog.record(&entry);
+    let mut conn = Connection::new(crate::connection::Stream::Tcp(tcp));
+    send_err(&mut conn, 0, 0, code, &message).await;
+    conn.shutdown().await;
+}
+
 /// Refuses a connection over the global limit the way MySQL does: an ERR instead of a
 /// greeting.
-pub(super) async fn refuse_too_many(tcp: TcpStream, peer: SocketAddr, max: usize) {
+pub(super) async fn refuse_too_many(
+    frontend: &Frontend,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    max: usize,
+) {
     tracing::warn!(%peer, max, "client refused: max_client_connections reached");
+    let mut entry = Entry::new(peer, "refused");
+    entry.reason = Some("connection limit");
+    frontend.connlog.record(&entry);
     let mut conn = Connection::new(crate::connection::Stream::Tcp(tcp));
     send_err(
         &mut conn,
@@ -108,6 +208,9 @@ struct Session {
     names: Option<Vec<u8>>,
     /// For read-your-writes: the GTID of this session's last committed write.
     last_write_gtid: Option<String>,
+    tls: Option<TlsInfo>,
+    /// This connection's share of its address's connection cap.
+    _address_slot: AddressSlot,
 }
 
 /// Session state applied to a reader connection.
@@ -133,12 +236,12 @@ impl Session {
         frontend: Arc<Frontend>,
         mut li: LoggedIn,
         peer: SocketAddr,
-        id: u32,
-    ) -> Option<Session> {
+        address_slot: AddressSlot,
+    ) -> Result<Session, &'static str> {
         let Some(user_slot) = UserSlot::acquire(&li.user) else {
             let message = format!(
-                "User '{}' has exceeded the 'max_user_connections' resource ({})",
-                li.user.config.name, li.user.config.max_connections
+                "User {} already has more than 'max_user_connections' active connections",
+                li.user.config.name
             );
             send_err(
                 &mut li.conn,
@@ -149,7 +252,7 @@ impl Session {
             )
             .await;
             tracing::warn!(%peer, user = %li.user.config.name, "client refused: user connection limit");
-            return None;
+            return Err("user connection limit");
         };
         let backend = match frontend
             .pool
@@ -166,10 +269,10 @@ impl Session {
                 let err = e.to_err_packet();
                 err.encode(li.conn.write_buffer(), li.next_seq, li.capabilities);
                 let _ = li.conn.flush().await;
-                return None;
+                return Err("no backend");
             }
         };
-        tracing::debug!(%peer, id, backend = %backend.server.address(), thread = backend.thread_id, "backend connected");
+        tracing::debug!(%peer, backend = %backend.server.address(), thread = backend.thread_id, "backend connected");
         let ok = OkPacket {
             affected_rows: 0,
             last_insert_id: 0,
@@ -177,9 +280,9 @@ impl Session {
             warnings: 0,
         };
         ok.encode(li.conn.write_buffer(), li.next_seq);
-        li.conn.flush().await.ok()?;
+        li.conn.flush().await.map_err(|_| "closed during login")?;
         let routing = routing_for(&frontend, &li.user);
-        Some(Session {
+        Ok(Session {
             frontend,
             client: li.conn,
             peer,
@@ -193,6 +296,8 @@ impl Session {
             routing,
             names: None,
             last_write_gtid: None,
+            tls: li.tls,
+            _address_slot: address_slot,
         })
     }
 
@@ -200,14 +305,26 @@ impl Session {
         let mut shutdown = self.frontend.shutdown_signal();
         loop {
             let max = self.frontend.shared.load().proxy.max_allowed_packet;
+            let idle = Duration::from_millis(self.frontend.shared.load().proxy.idle_timeout_ms);
             let read = tokio::select! {
-                read = self.client.read_raw(max) => Some(read),
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                read = self.client.read_raw(max) => Ok(read),
+                _ = shutdown.wait_for(|stop| *stop) => Err(false),
+                _ = tokio::time::sleep(idle) => Err(true),
             };
-            let Some(read) = read else {
-                self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
-                    .await;
-                return;
+            let read = match read {
+                Ok(read) => read,
+                Err(false) => {
+                    self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
+                        .await;
+                    return;
+                }
+                Err(true) => {
+                    tracing::info!(peer = %self.peer, ?idle, "idle client disconnected");
+                    let message =
+                        "The client was disconnected by the server because of inactivity.";
+                    self.send_error(0, error::IDLE_TIMEOUT, message).await;
+                    return;
+                }
             };
             let packet = match read {
                 Ok(Some(p)) => p,
@@ -577,7 +694,8 @@ impl Session {
         let user = runtime.users.get(&request.username).cloned();
         let checked = check_credentials(
             user.as_deref(),
-            self.client.is_tls(),
+            self.peer,
+            self.tls.as_ref(),
             &self.scramble,
             &proof,
         );

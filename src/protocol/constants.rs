@@ -96,7 +96,10 @@ pub mod error {
     pub const HANDSHAKE_ERROR: Code = (1043, "08S01");
     pub const ACCESS_DENIED: Code = (1045, "28000");
     pub const UNKNOWN_COMMAND: Code = (1047, "08S01");
-    pub const USER_LIMIT_REACHED: Code = (1226, "42000");
+    pub const USER_LIMIT_REACHED: Code = (1203, "42000");
+    pub const HOST_BLOCKED: Code = (1129, "HY000");
+    /// MySQL 8's "disconnected by the server because of inactivity".
+    pub const IDLE_TIMEOUT: Code = (4031, "HY000");
     pub const NET_PACKET_TOO_LARGE: Code = (1153, "08S01");
     pub const NET_PACKETS_OUT_OF_ORDER: Code = (1156, "08S01");
     pub const NOT_SUPPORTED: Code = (1235, "42000");

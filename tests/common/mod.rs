@@ -107,6 +107,21 @@ impl Proxy {
         std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
     }
 
+    /// Waits (up to 5 s) for `text` to appear in the proxy's log: the proxy logs a refusal
+    /// just after the client has received it.
+    pub fn log_shows(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -172,6 +187,7 @@ pub fn direct(args: &[&str]) -> Output {
 
 /// A client that speaks the protocol packet by packet, for tests of what well-behaved
 /// clients never send.
+#[derive(Debug)]
 pub struct RawClient {
     pub stream: TcpStream,
     buf: Vec<u8>,
@@ -230,8 +246,50 @@ impl RawClient {
     /// Logs in with `mysql_native_password` as a 4.1 client; returns the final packet's
     /// error, if any.
     pub fn login(port: u16, user: &str, password: &str) -> Result<RawClient, ErrPacket> {
-        let mut c = RawClient::connect(port);
-        let hs = c.greeting();
+        RawClient::login_on(RawClient::connect(port), user, password)
+    }
+
+    /// Like [`RawClient::login`], from a chosen source address in 127.0.0.0/8.
+    pub fn login_from(
+        port: u16,
+        source: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<RawClient, ErrPacket> {
+        RawClient::login_on(RawClient::connect_from(port, source), user, password)
+    }
+
+    /// A connection from a chosen local source address (std cannot bind before connecting;
+    /// tokio's socket can).
+    pub fn connect_from(port: u16, source: &str) -> RawClient {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
+                socket.connect(([127, 0, 0, 1], port).into()).await
+            })
+            .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn login_on(mut c: RawClient, user: &str, password: &str) -> Result<RawClient, ErrPacket> {
+        let p = c.read().expect("greeting or error");
+        if p.payload[0] == header::ERR {
+            return Err(ErrPacket::decode(&p.payload).unwrap());
+        }
+        let hs = InitialHandshake::decode(&p.payload).expect("a valid greeting");
         let response = HandshakeResponse {
             capabilities: client_capabilities(),
             max_packet: 1 << 24,

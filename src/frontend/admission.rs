@@ -1,0 +1,195 @@
+//! Who may even start a login: failed-login throttling and per-address connection caps.
+//! Both are keyed by client IP address and consulted when a connection is accepted, before
+//! the proxy spends a greeting, a TLS handshake or a backend connection on it.
+//!
+//! The tables sit behind plain mutexes: they are touched once or twice per connection
+//! (never per query), for a few hundred nanoseconds.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Throttle;
+
+/// Addresses remembered for throttling beyond this many are pruned (those not blocked go
+/// first), so that a spray of source addresses cannot grow the table without bound.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Failures {
+    /// Consecutive failed logins since the last success or block.
+    count: u32,
+    blocked_until: Option<Instant>,
+    /// How many times the address was blocked: each block lasts twice as long.
+    blocks: u32,
+}
+
+/// Why a connection is refused before its login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Throttled { remaining: Duration },
+    TooManyFromAddress { max: usize },
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Admission {
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Counts one open connection of an address for as long as it lives.
+#[derive(Debug)]
+pub struct AddressSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("admission lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Admits a new connection from `ip`, or says why not. `max_per_address` 0 means no cap.
+    pub fn admit(&self, ip: IpAddr, max_per_address: usize) -> Result<AddressSlot, Refusal> {
+        if let Some(remaining) = self.blocked_for(ip) {
+            return Err(Refusal::Throttled { remaining });
+        }
+        let mut open = self.open.lock().expect("admission lock");
+        let n = open.entry(ip).or_insert(0);
+        if max_per_address > 0 && *n >= max_per_address {
+            return Err(Refusal::TooManyFromAddress {
+                max: max_per_address,
+            });
+        }
+        *n += 1;
+        Ok(AddressSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+
+    /// How much longer `ip` is blocked, if it is.
+    pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().expect("admission lock");
+        let until = failures.get(&ip)?.blocked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Records a failed login; returns how long the address is now blocked, if this
+    /// failure tipped it over.
+    pub fn login_failed(&self, ip: IpAddr, policy: &Throttle) -> Option<Duration> {
+        let mut failures = self.failures.lock().expect("admission lock");
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&ip) {
+            let now = Instant::now();
+            failures.retain(|_, f| f.blocked_until.is_some_and(|t| t > now));
+            if failures.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
+        let f = failures.entry(ip).or_default();
+        f.count += 1;
+        if f.count < policy.max_failures {
+            return None;
+        }
+        let block = Duration::from_millis(policy.block_ms)
+            .saturating_mul(1 << f.blocks.min(20))
+            .min(Duration::from_millis(
+                policy.max_block_ms.max(policy.block_ms),
+            ));
+        f.count = 0;
+        f.blocks += 1;
+        f.blocked_until = Some(Instant::now() + block);
+        Some(block)
+    }
+
+    /// A successful login clears the address's failures (its block history stays, so a
+    /// guesser who sometimes succeeds still escalates).
+    pub fn login_succeeded(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().expect("admission lock");
+        if let Some(f) = failures.get_mut(&ip) {
+            f.count = 0;
+            if f.blocks == 0 {
+                failures.remove(&ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Throttle {
+        Throttle {
+            max_failures: 3,
+            block_ms: 1000,
+            max_block_ms: 3000,
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_block_an_address_for_growing_periods() {
+        let a = Admission::default();
+        let ip: IpAddr = "127.0.0.3".parse().unwrap();
+        let other: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(a.login_failed(ip, &policy()), None);
+        assert_eq!(a.login_failed(ip, &policy()), None);
+        assert_eq!(
+            a.login_failed(ip, &policy()),
+            Some(Duration::from_millis(1000))
+        );
+        assert!(matches!(a.admit(ip, 0), Err(Refusal::Throttled { .. })));
+        assert!(a.admit(other, 0).is_ok(), "other addresses are served");
+        for _ in 0..2 {
+            a.login_failed(ip, &policy());
+        }
+        assert_eq!(
+            a.login_failed(ip, &policy()),
+            Some(Duration::from_millis(2000))
+        );
+        for _ in 0..5 {
+            a.login_failed(ip, &policy());
+        }
+        assert_eq!(
+            a.login_failed(ip, &policy()),
+            Some(Duration::from_millis(3000)),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let a = Admission::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        a.login_failed(ip, &policy());
+        a.login_failed(ip, &policy());
+        a.login_succeeded(ip);
+        assert_eq!(a.login_failed(ip, &policy()), None);
+        assert!(a.admit(ip, 0).is_ok());
+    }
+
+    #[test]
+    fn per_address_caps_hold_and_release() {
+        let a = Admission::default();
+        let ip: IpAddr = "127.0.0.4".parse().unwrap();
+        let first = a.admit(ip, 2).unwrap();
+        let _second = a.admit(ip, 2).unwrap();
+        assert_eq!(
+            a.admit(ip, 2).unwrap_err(),
+            Refusal::TooManyFromAddress { max: 2 }
+        );
+        assert!(a.admit("127.0.0.5".parse().unwrap(), 2).is_ok());
+        drop(first);
+        assert!(a.admit(ip, 2).is_ok());
+    }
+}
