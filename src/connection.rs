@@ -138,6 +138,20 @@ pub struct Packet {
     pub payload: Bytes,
 }
 
+/// Packets with a first frame this large or larger are not buffered whole: the proxy
+/// streams them through, so a client cannot make it hold more than a read buffer.
+pub const STREAM_ABOVE: usize = 1 << 20;
+
+/// The next request of a client.
+#[derive(Debug)]
+pub enum Request {
+    /// A packet small enough to hold, complete.
+    Whole(RawPacket),
+    /// A large packet of which only the header and command byte have been looked at; they
+    /// and the rest are still in the read buffer, to be streamed.
+    Large { seq: u8, command: u8 },
+}
+
 /// One logical packet still in wire format (headers included), ready to forward.
 #[derive(Debug)]
 pub struct RawPacket {
@@ -225,6 +239,40 @@ impl Connection {
             if let Some(span) = frame::check_packet(&self.read_buf, max_payload)? {
                 let wire = self.read_buf.split_to(span.wire_len);
                 return Ok(Some(RawPacket { wire, span }));
+            }
+            if self.fill().await? == 0 {
+                return if self.read_buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Reads the next request: whole when it is small, otherwise just far enough to know
+    /// its command (see [`STREAM_ABOVE`]). Limits are enforced from the headers.
+    pub async fn read_request(&mut self, max_payload: usize) -> Result<Option<Request>, ReadError> {
+        loop {
+            if let Some(h) = frame::FrameHeader::parse(&self.read_buf) {
+                if h.payload_len >= STREAM_ABOVE {
+                    if h.payload_len > max_payload {
+                        return Err(FrameError::TooLarge {
+                            len: h.payload_len,
+                            max: max_payload,
+                        }
+                        .into());
+                    }
+                    if let Some(&command) = self.read_buf.get(frame::HEADER_LEN) {
+                        return Ok(Some(Request::Large {
+                            seq: h.seq,
+                            command,
+                        }));
+                    }
+                } else if let Some(span) = frame::check_packet(&self.read_buf, max_payload)? {
+                    let wire = self.read_buf.split_to(span.wire_len);
+                    return Ok(Some(Request::Whole(RawPacket { wire, span })));
+                }
             }
             if self.fill().await? == 0 {
                 return if self.read_buf.is_empty() {

@@ -342,3 +342,62 @@ fn the_connection_log_records_each_outcome_without_secrets() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sends `frames` maximal frames of one COM_QUERY packet (16 MiB each) as fast as the
+/// proxy takes them; returns the first packet the proxy answered, if any arrived.
+fn send_huge_query(port: u16, frames: usize) -> Option<common::RawPacket> {
+    let mut c = RawClient::login(port, "app", "app").unwrap();
+    let writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut writer = writer;
+        let chunk = vec![b' '; 1 << 20];
+        for seq in 0..frames {
+            let mut header = vec![0xFF, 0xFF, 0xFF, seq as u8];
+            if seq == 0 {
+                header.extend_from_slice(b"\x03SELECT 1 -- ");
+            }
+            if std::io::Write::write_all(&mut writer, &header).is_err() {
+                return;
+            }
+            let body = (1 << 24) - 1 - if seq == 0 { 13 } else { 0 };
+            let mut left = body;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if std::io::Write::write_all(&mut writer, &chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        }
+    });
+    let answer = c.read();
+    let _ = sender.join();
+    answer
+}
+
+#[test]
+fn a_huge_packet_is_refused_without_the_proxy_buffering_it() {
+    // refused from the first header when one frame already exceeds the limit
+    let proxy =
+        Proxy::start_with(|c| c.replace("listen =", "max_allowed_packet = 4194304\nlisten ="));
+    let err = expect_err(&send_huge_query(proxy.port, 64).expect("an answer"));
+    assert_eq!(err.code, 1153);
+
+    // with the default 64 MiB limit, 1 GiB announced frame by frame: streamed, never held
+    let proxy = Proxy::start();
+    let before = proxy.rss_kib();
+    // the answer is ERR 1153, unless the client's own flood resets the connection first
+    let answer = send_huge_query(proxy.port, 64);
+    eprintln!("answer to 1 GiB: {answer:?}");
+    if let Some(answer) = answer {
+        assert_eq!(expect_err(&answer).code, 1153);
+    }
+    let grown = proxy.rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB while refusing 1 GiB");
+    assert!(grown < 8 * 1024, "the proxy grew by {grown} KiB");
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    assert_eq!(
+        c.query_column("SELECT 'still serving'"),
+        vec!["still serving"]
+    );
+}

@@ -5,6 +5,7 @@
 use tokio::sync::watch;
 
 use crate::connection::Connection;
+use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
 use crate::runtime::Shared;
 
@@ -105,16 +106,81 @@ async fn relay_file(
     max_packet: usize,
 ) -> Result<u8, RelayError> {
     loop {
-        let packet = match client.read_raw(max_packet).await {
-            Ok(Some(p)) => p,
-            _ => return Err(RelayError::Client),
-        };
-        backend
-            .write_wire(&packet.wire)
+        let sent = stream_packet(client, backend, max_packet)
             .await
-            .map_err(|e| RelayError::Backend(e.to_string()))?;
-        if packet.span.payload_len == 0 {
-            return Ok(packet.span.last_seq.wrapping_add(1));
+            .map_err(|e| match e {
+                StreamError::Backend(why) => RelayError::Backend(why),
+                _ => RelayError::Client,
+            })?;
+        if sent.payload_len == 0 {
+            return Ok(sent.last_seq.wrapping_add(1));
         }
+    }
+}
+
+/// Why streaming a client packet to a backend stopped.
+#[derive(Debug)]
+pub(super) enum StreamError {
+    /// The packet grew past `max_allowed_packet`; part of it already went to the backend.
+    /// `next_seq` follows the last frame header seen.
+    TooLarge { next_seq: u8 },
+    /// The client went away mid-packet.
+    Client,
+    /// The backend failed mid-packet.
+    Backend(String),
+}
+
+/// What [`stream_packet`] forwarded.
+pub(super) struct Streamed {
+    pub payload_len: usize,
+    pub last_seq: u8,
+}
+
+/// Forwards the client packet at the start of `client`'s buffer to `backend`, bytes as
+/// they arrive, frame after frame, holding no more than a read buffer of it. The running
+/// total is checked against `max_packet` at every frame header.
+pub(super) async fn stream_packet(
+    client: &mut Connection,
+    backend: &mut Connection,
+    max_packet: usize,
+) -> Result<Streamed, StreamError> {
+    let mut total = 0usize;
+    loop {
+        while client.buffered().len() < HEADER_LEN {
+            fill_client(client).await?;
+        }
+        let header = FrameHeader::parse(client.buffered()).expect("4 bytes are buffered");
+        total += header.payload_len;
+        if total > max_packet {
+            return Err(StreamError::TooLarge {
+                next_seq: header.seq.wrapping_add(1),
+            });
+        }
+        let mut left = header.frame_len();
+        while left > 0 {
+            if client.buffered().is_empty() {
+                fill_client(client).await?;
+            }
+            let n = left.min(client.buffered().len());
+            let chunk = client.buffered().split_to(n);
+            backend
+                .write_wire(&chunk)
+                .await
+                .map_err(|e| StreamError::Backend(e.to_string()))?;
+            left -= n;
+        }
+        if !header.is_continued() {
+            return Ok(Streamed {
+                payload_len: total,
+                last_seq: header.seq,
+            });
+        }
+    }
+}
+
+async fn fill_client(client: &mut Connection) -> Result<(), StreamError> {
+    match client.fill().await {
+        Ok(0) | Err(_) => Err(StreamError::Client),
+        Ok(_) => Ok(()),
     }
 }

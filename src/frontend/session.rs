@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendConn, Login};
-use crate::connection::{Connection, RawPacket, ReadError};
+use crate::connection::{Connection, RawPacket, ReadError, Request};
 use crate::protocol::auth::NATIVE_PASSWORD;
 use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
@@ -26,7 +26,7 @@ use super::admission::{AddressSlot, Refusal};
 use super::handshake::{
     self, access_denied, check_credentials, send_err, HandshakeError, LoggedIn, TlsInfo,
 };
-use super::relay::{relay, Eviction, RelayError};
+use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
 
@@ -307,7 +307,7 @@ impl Session {
             let max = self.frontend.shared.load().proxy.max_allowed_packet;
             let idle = Duration::from_millis(self.frontend.shared.load().proxy.idle_timeout_ms);
             let read = tokio::select! {
-                read = self.client.read_raw(max) => Ok(read),
+                read = self.client.read_request(max) => Ok(read),
                 _ = shutdown.wait_for(|stop| *stop) => Err(false),
                 _ = tokio::time::sleep(idle) => Err(true),
             };
@@ -327,7 +327,14 @@ impl Session {
                 }
             };
             let packet = match read {
-                Ok(Some(p)) => p,
+                Ok(Some(Request::Whole(p))) => p,
+                Ok(Some(Request::Large { seq, command })) => {
+                    if let Err(Failure::Client) = self.forward_large(seq, command).await {
+                        return;
+                    }
+                    self.client.shrink_buffers();
+                    continue;
+                }
                 Ok(None) => return,
                 Err(ReadError::Frame(FrameError::TooLarge { .. })) => {
                     let message = "Got a packet bigger than 'max_allowed_packet' bytes";
@@ -397,6 +404,83 @@ impl Session {
         if target == Target::Primary {
             self.ensure_primary().await?;
         }
+        let backend = self.backend(target);
+        if let Err(e) = backend.conn.write_wire(&packet.wire).await {
+            return self.backend_lost(target, 1, &e.to_string()).await;
+        }
+        self.relay_response(target, cmd, statement, &packet.first_frame()[1..])
+            .await
+    }
+
+    /// A request too large to hold (see `connection::STREAM_ABOVE`): streamed to the
+    /// primary as it arrives. Whatever goes wrong midway leaves both connections
+    /// mid-packet, so the session ends.
+    async fn forward_large(&mut self, seq: u8, cmd: u8) -> Result<(), Failure> {
+        if seq != 0 {
+            self.send_error(
+                1,
+                error::NET_PACKETS_OUT_OF_ORDER,
+                "Got packets out of order",
+            )
+            .await;
+            return Err(Failure::Client);
+        }
+        if matches!(cmd, command::QUIT | command::CHANGE_USER) || is_refused(cmd) {
+            let message = format!("Command {cmd:#04x} with a payload this large is not accepted");
+            self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
+            return Err(Failure::Client);
+        }
+        if self.ensure_primary().await.is_err() {
+            return Err(Failure::Client);
+        }
+        let max = self.frontend.shared.load().proxy.max_allowed_packet;
+        let primary = self.primary.as_mut().expect("ensured");
+        match stream_packet(&mut self.client, &mut primary.conn, max).await {
+            Ok(_) => {
+                self.relay_response(Target::Primary, cmd, Statement::Write, &[])
+                    .await
+            }
+            Err(e) => {
+                // the backend holds part of a packet: it cannot be used again
+                self.primary = None;
+                match e {
+                    StreamError::TooLarge { next_seq } => {
+                        let message = "Got a packet bigger than 'max_allowed_packet' bytes";
+                        self.send_error(next_seq, error::NET_PACKET_TOO_LARGE, message)
+                            .await;
+                    }
+                    StreamError::Backend(why) => {
+                        let message = format!("Lost connection to backend during query: {why}");
+                        self.send_error(1, error::LOST_BACKEND, &message).await;
+                    }
+                    StreamError::Client => {}
+                }
+                Err(Failure::Client)
+            }
+        }
+    }
+
+    /// The session's connection for `target`, which must be there.
+    fn backend(&mut self, target: Target) -> &mut BackendConn {
+        match target {
+            Target::Primary => self.primary.as_mut(),
+            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
+        }
+        .expect("ensured")
+    }
+
+    /// Relays the response to a request already sent to `target`, then learns from it.
+    /// `body` is the request after its command byte (empty for streamed requests).
+    async fn relay_response(
+        &mut self,
+        target: Target,
+        cmd: u8,
+        statement: Statement,
+        body: &[u8],
+    ) -> Result<(), Failure> {
+        let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
+            return Ok(());
+        };
         let shared = self.frontend.shared.clone();
         let max = shared.load().proxy.max_allowed_packet;
         let backend = match target {
@@ -404,12 +488,6 @@ impl Session {
             Target::Reader => self.reader.as_mut().map(|(b, _)| b),
         }
         .expect("ensured");
-        if let Err(e) = backend.conn.write_wire(&packet.wire).await {
-            return self.backend_lost(target, 1, &e.to_string()).await;
-        }
-        let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
-            return Ok(());
-        };
         let mut eviction = Eviction::new(&shared, backend.server.address());
         let relayed = relay(
             &mut self.client,
@@ -423,7 +501,7 @@ impl Session {
         match relayed {
             Ok(outcome) => {
                 if target == Target::Primary {
-                    self.after_primary(cmd, statement, &packet, outcome);
+                    self.after_primary(cmd, statement, body, outcome);
                     if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
                         self.note_write_gtid().await;
                     }
@@ -439,25 +517,19 @@ impl Session {
 
     /// Learns from a statement that ran on the primary: transaction state, schema,
     /// character set, resets.
-    fn after_primary(
-        &mut self,
-        cmd: u8,
-        statement: Statement,
-        packet: &RawPacket,
-        outcome: Outcome,
-    ) {
+    fn after_primary(&mut self, cmd: u8, statement: Statement, body: &[u8], outcome: Outcome) {
         if outcome.error {
             return;
         }
         self.routing.after(statement, outcome.status);
         match cmd {
             command::INIT_DB => {
-                let name = String::from_utf8_lossy(&packet.first_frame()[1..]).into_owned();
+                let name = String::from_utf8_lossy(body).into_owned();
                 self.login.database = Some(name);
             }
             command::RESET_CONNECTION => self.reset_routing(),
             command::QUERY if statement == Statement::SetNames => {
-                self.names = Some(packet.first_frame()[1..].to_vec());
+                self.names = Some(body.to_vec());
             }
             _ => {}
         }
