@@ -401,3 +401,101 @@ fn a_huge_packet_is_refused_without_the_proxy_buffering_it() {
         vec!["still serving"]
     );
 }
+
+#[test]
+fn churn_of_20000_connections_leaves_sysbench_unharmed_and_memory_where_it_was() {
+    let proxy = Proxy::start_with(|c| c.replace("max_failures = 10", "max_failures = 100000"));
+    let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS churn"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bench = |args: &[&str]| {
+        let mut all = vec!["--mysql-db=churn"];
+        all.extend_from_slice(args);
+        std::process::Command::new("sysbench")
+            .args([
+                "oltp_point_select",
+                "--mysql-host=127.0.0.1",
+                &format!("--mysql-port={}", proxy.port),
+                "--mysql-user=app",
+                "--mysql-password=app",
+                "--tables=1",
+                "--table-size=1000",
+            ])
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let _ = bench(&["cleanup"]);
+    assert!(bench(&["prepare"]).status.success());
+
+    let port = proxy.port;
+    let churn = move |connections: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..connections / 4 {
+                        if (i + t) % 2 == 0 {
+                            // mid-handshake: take the greeting and leave
+                            let mut c = RawClient::connect(port);
+                            c.greeting();
+                        } else {
+                            let c =
+                                RawClient::login(port, "app", "app").expect("login during churn");
+                            drop(c);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    };
+    // warm up, so that the baseline includes the allocator's steady state
+    churn(2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let baseline = proxy.rss_kib();
+
+    let sysbench = std::thread::spawn(move || {
+        std::process::Command::new("sysbench")
+            .args([
+                "oltp_point_select",
+                "--mysql-host=127.0.0.1",
+                &format!("--mysql-port={port}"),
+                "--mysql-user=app",
+                "--mysql-password=app",
+                "--mysql-db=churn",
+                "--tables=1",
+                "--table-size=1000",
+                "--threads=2",
+                "--time=15",
+                "--mysql-ignore-errors=none",
+                "run",
+            ])
+            .output()
+            .unwrap()
+    });
+    let started = Instant::now();
+    churn(20_000);
+    let churned_in = started.elapsed();
+    let run = sysbench.join().unwrap();
+    assert!(
+        run.status.success(),
+        "sysbench during churn: {}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    assert!(
+        stdout(&run).contains("ignored errors:                      0"),
+        "{}",
+        stdout(&run)
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    let after = proxy.rss_kib();
+    eprintln!("20,000 connections churned in {churned_in:?}; RSS {baseline} KiB before, {after} KiB after");
+    assert!(
+        after <= baseline + baseline / 10,
+        "RSS grew from {baseline} KiB to {after} KiB"
+    );
+    let _ = bench(&["cleanup"]);
+}
