@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""The load harness: sysbench against the same MariaDB node directly, through HAProxy in
+TCP mode (a plain L4 proxy) and through Sluice, in one run, so that the ratios compare
+like with like on a noisy machine.
+
+For each workload and thread count it runs the three targets one after the other, several
+rounds, and reports the median qps and latency percentiles of the rounds, the ratios
+Sluice/HAProxy and Sluice/direct, and each proxy's CPU seconds per 1,000 queries (from
+/proc/PID/stat). Results go to stdout and to benches/RESULTS.md.
+
+usage: benches/load.py [--time 10] [--rounds 3] [--threads 16,64]
+                       [--workloads oltp_point_select,oltp_read_only]
+"""
+import argparse
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_PORT = 13306
+SLUICE_PORT = 16033
+HAPROXY_PORT = 16034
+TABLES, TABLE_SIZE = 4, 10000
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def wait_port(port, limit=15.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def sysbench(workload, port, threads, seconds, command="run"):
+    args = [
+        "sysbench", workload,
+        "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+        "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
+        f"--tables={TABLES}", f"--table-size={TABLE_SIZE}",
+        f"--threads={threads}", f"--time={seconds}",
+        "--histogram=on", "--mysql-ignore-errors=none",
+        command,
+    ]
+    return run(args, capture_output=True).stdout
+
+
+def parse(report):
+    """qps and p50/p95/p99 latency (ms) from a sysbench report with --histogram."""
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", report).group(1))
+    queries = int(re.search(r"queries:\s+(\d+)", report).group(1))
+    buckets = []
+    for line in report.splitlines():
+        m = re.match(r"\s+([\d.]+)\s+\|\*+\s+(\d+)$", line)
+        if m:
+            buckets.append((float(m.group(1)), int(m.group(2))))
+    total = sum(n for _, n in buckets)
+
+    def percentile(p):
+        seen = 0
+        for value, n in buckets:
+            seen += n
+            if seen >= total * p:
+                return value
+        return float("nan")
+
+    return {"qps": qps, "queries": queries,
+            "p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
+
+
+def start_sluice(work):
+    config = work / "sluice.toml"
+    config.write_text(f"""
+[proxy]
+listen = "127.0.0.1:{SLUICE_PORT}"
+max_client_connections = 20000
+
+[[servers]]
+host = "127.0.0.1"
+port = {NODE_PORT}
+hostgroup = 10
+max_connections = 2000
+
+[[users]]
+name = "app"
+password = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+default_hostgroup = 10
+default_schema = "sbtest"
+""")
+    proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "sluice.log", "w"),
+                            env={**os.environ, "RUST_LOG": "warn"})
+    wait_port(SLUICE_PORT)
+    return proc
+
+
+def start_haproxy(work):
+    config = work / "haproxy.cfg"
+    config.write_text(f"""
+global
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mysql
+  bind 127.0.0.1:{HAPROXY_PORT}
+  server node1 127.0.0.1:{NODE_PORT}
+""")
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "haproxy.log", "w"))
+    wait_port(HAPROXY_PORT)
+    return proc
+
+
+def machine():
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--time", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="16,64")
+    ap.add_argument("--workloads", default="oltp_point_select,oltp_read_only")
+    ap.add_argument("--no-results-file", action="store_true")
+    opts = ap.parse_args()
+    threads = [int(t) for t in opts.threads.split(",")]
+    workloads = opts.workloads.split(",")
+
+    run([str(ROOT / "scripts/setup.sh")])
+    run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
+    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+
+    work = Path(tempfile.mkdtemp(prefix="sluice-load-"))
+    procs = {}
+    targets = {"direct": NODE_PORT, "haproxy": HAPROXY_PORT, "sluice": SLUICE_PORT}
+    try:
+        procs["sluice"] = start_sluice(work)
+        procs["haproxy"] = start_haproxy(work)
+        sysbench("oltp_read_only", NODE_PORT, 1, 1, "cleanup")
+        sysbench("oltp_read_only", NODE_PORT, 4, 1, "prepare")
+        rows = []
+        for workload in workloads:
+            for n in threads:
+                samples = {t: [] for t in targets}
+                for _ in range(opts.rounds):
+                    for target, port in targets.items():
+                        proc = procs.get(target)
+                        before = cpu_seconds(proc.pid) if proc else None
+                        result = parse(sysbench(workload, port, n, opts.time))
+                        if proc:
+                            used = cpu_seconds(proc.pid) - before
+                            result["cpu_per_1k"] = used / result["queries"] * 1000
+                        samples[target].append(result)
+                med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in samples.items()}
+                rows.append((workload, n, med))
+                report_row(workload, n, med)
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+    if not opts.no_results_file:
+        write_results(rows, opts)
+
+
+def report_row(workload, n, med):
+    s, h, d = med["sluice"], med["haproxy"], med["direct"]
+    print(f"{workload} {n} threads: direct {d['qps']:.0f} qps, haproxy {h['qps']:.0f}, sluice {s['qps']:.0f}"
+          f" | sluice/haproxy {s['qps'] / h['qps']:.2f}, sluice/direct {s['qps'] / d['qps']:.2f}"
+          f" | p50 ms direct {d['p50']:.3f} haproxy {h['p50']:.3f} sluice {s['p50']:.3f}"
+          f" | CPU s/1k queries haproxy {h['cpu_per_1k']:.4f} sluice {s['cpu_per_1k']:.4f}", flush=True)
+
+
+def write_results(rows, opts):
+    lines = [
+        "# Load harness results",
+        "",
+        f"`benches/load.py --time {opts.time} --rounds {opts.rounds}` on {machine()}, "
+        f"{time.strftime('%Y-%m-%d')}. The node, HAProxy (TCP mode), Sluice and sysbench share "
+        "the machine; each figure is the median of the rounds, taken in one run.",
+        "",
+        "| workload | threads | target | qps | p50 ms | p95 ms | p99 ms | proxy CPU s / 1k queries |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workload, n, med in rows:
+        for target in ("direct", "haproxy", "sluice"):
+            m = med[target]
+            cpu = f"{m['cpu_per_1k']:.4f}" if "cpu_per_1k" in m else "–"
+            lines.append(f"| {workload} | {n} | {target} | {m['qps']:.0f} | {m['p50']:.3f} | "
+                         f"{m['p95']:.3f} | {m['p99']:.3f} | {cpu} |")
+    lines += ["", "| workload | threads | sluice / haproxy | sluice / direct |", "|---|---|---|---|"]
+    for workload, n, med in rows:
+        s = med["sluice"]["qps"]
+        lines.append(f"| {workload} | {n} | {s / med['haproxy']['qps']:.2f} | {s / med['direct']['qps']:.2f} |")
+    (ROOT / "benches/RESULTS.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {ROOT / 'benches/RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
