@@ -11,7 +11,7 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 
 use crate::config::{
-    Config, GaleraHostgroups, Monitor, ProxySection, ServerStatus, Throttle, User,
+    Config, GaleraHostgroups, Monitor, PoolSettings, ProxySection, ServerStatus, Throttle, User,
 };
 use crate::monitor::health::Membership;
 use crate::protocol::auth::{PasswordHash, ProvenKey};
@@ -54,6 +54,7 @@ impl ServerTarget {
 pub struct Runtime {
     pub proxy: ProxySection,
     pub throttle: Throttle,
+    pub pool: PoolSettings,
     pub users: HashMap<String, Arc<UserEntry>>,
     pub hostgroups: HashMap<u32, Members>,
     pub frontend_tls: Option<Arc<ServerConfig>>,
@@ -140,6 +141,7 @@ impl Runtime {
         Ok(Runtime {
             proxy: config.proxy.clone(),
             throttle: config.throttle.clone(),
+            pool: config.pool.clone(),
             users,
             hostgroups,
             frontend_tls,

@@ -73,6 +73,16 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     crate::monitor::start(shared.clone()).await;
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
+    let sweeper = {
+        let frontend = frontend.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                frontend.pool.sweep(&frontend.shared.load().pool);
+            }
+        })
+    };
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&shared, path),
@@ -91,6 +101,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         Duration::from_millis(shared.load().proxy.shutdown_timeout_ms),
     )
     .await;
+    sweeper.abort();
     Ok(())
 }
 

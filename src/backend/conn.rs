@@ -102,7 +102,34 @@ pub struct BackendConn {
     pub server: Arc<ServerTarget>,
     /// The server's thread id for this connection (for KILL and logs).
     pub thread_id: u32,
+    /// The connection's current default schema, as far as the proxy set it.
+    pub schema: Option<String>,
+    /// When the login happened (for the pool's max lifetime).
+    pub created: std::time::Instant,
+    /// Which sessions this connection can serve: it was logged in for this.
+    pub(super) key: PoolKey,
     _slot: Slot,
+}
+
+/// What makes backend connections interchangeable: same server, same user, and the same
+/// capabilities and character set negotiated at login (they shape what the server sends).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    pub address: String,
+    pub user: String,
+    pub capabilities: u32,
+    pub charset: u8,
+}
+
+impl PoolKey {
+    pub(super) fn new(server: &ServerTarget, login: &Login) -> PoolKey {
+        PoolKey {
+            address: server.address(),
+            user: login.user.clone(),
+            capabilities: login.client_capabilities & MIRRORED,
+            charset: login.charset,
+        }
+    }
 }
 
 impl BackendConn {
@@ -186,8 +213,11 @@ impl BackendConn {
         match tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await {
             Ok(Ok((conn, thread_id))) => Ok(BackendConn {
                 conn,
+                key: PoolKey::new(&slot.0, login),
                 server: slot.0.clone(),
                 thread_id,
+                schema: login.database.clone(),
+                created: std::time::Instant::now(),
                 _slot: slot,
             }),
             Ok(Err(e)) => Err(e),

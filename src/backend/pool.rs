@@ -1,10 +1,24 @@
-//! Choosing a server of a hostgroup and getting a logged-in connection to it.
+//! Choosing a server of a hostgroup and getting a logged-in connection to it: an idle one
+//! from the pool when one fits, a new one otherwise.
+//!
+//! A connection goes back to the pool when its session is done with it, after
+//! COM_RESET_CONNECTION has wiped whatever the session left on it (transaction, locks,
+//! temporary tables, variables, prepared statements). Idle connections are keyed by
+//! server, user, capabilities and character set; they expire after `pool.idle_timeout_ms`
+//! or `pool.max_lifetime_ms`, and one idle longer than `pool.check_after_idle_ms` is pinged
+//! before it is handed out. The idle table is behind a mutex: it is touched once per
+//! session, not per statement.
 
-use crate::protocol::constants::error;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::PoolSettings;
+use crate::protocol::constants::{command, error};
 use crate::protocol::packets::ErrPacket;
 use crate::runtime::Shared;
 
-use super::conn::{BackendConn, BackendError, Login, Slot};
+use super::conn::{BackendConn, BackendError, Login, PoolKey, Slot};
 
 /// Why no backend connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +50,79 @@ impl AcquireError {
     }
 }
 
-/// See the module documentation of [`crate::backend`].
-#[derive(Debug, Default)]
-pub struct Pool;
+/// An idle connection and since when it has been idle.
+struct Idle {
+    conn: BackendConn,
+    since: Instant,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
 
 impl Pool {
     pub fn new() -> Pool {
-        Pool
+        Pool::default()
+    }
+
+    /// Idle connections held right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Takes an idle connection for `key` that is still fit to use, most recently used
+    /// first; expired ones found on the way are closed.
+    async fn take_idle(
+        &self,
+        key: &PoolKey,
+        login: &Login,
+        settings: &PoolSettings,
+    ) -> Option<BackendConn> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().expect("pool lock");
+                idle.get_mut(key)?.pop()
+            }?;
+            let idle_for = candidate.since.elapsed();
+            let mut conn = candidate.conn;
+            if idle_for > Duration::from_millis(settings.idle_timeout_ms)
+                || conn.created.elapsed() > Duration::from_millis(settings.max_lifetime_ms)
+            {
+                continue;
+            }
+            // a session without a schema must not inherit one: no command unsets it
+            if login.database.is_none() && conn.schema.is_some() {
+                continue;
+            }
+            if idle_for > Duration::from_millis(settings.check_after_idle_ms)
+                && conn.run(command::PING, &[]).await.is_err()
+            {
+                continue;
+            }
+            if login.database.is_some() && conn.schema != login.database {
+                let schema = login.database.clone().expect("checked");
+                if conn.run(command::INIT_DB, schema.as_bytes()).await.is_err() {
+                    continue;
+                }
+                conn.schema = Some(schema);
+            }
+            return Some(conn);
+        }
     }
 
     /// A backend connection to a server of `hostgroup`, logged in per `login`. Servers are
@@ -68,6 +148,13 @@ impl Pool {
             });
         }
         let timeout = std::time::Duration::from_millis(runtime.proxy.connect_timeout_ms);
+        for server in &candidates {
+            let key = PoolKey::new(server, login);
+            if let Some(mut conn) = self.take_idle(&key, login, &runtime.pool).await {
+                conn.server = server.clone();
+                return Ok(conn);
+            }
+        }
         let mut last = None;
         for server in candidates {
             let (slot, open) = Slot::take(&server);
@@ -89,8 +176,47 @@ impl Pool {
         }
     }
 
-    /// Gives a connection back. Without pooling yet, that closes it.
-    pub fn release(&self, conn: BackendConn) {
-        drop(conn);
+    /// Gives a connection back: it is reset and kept for the next session of the same
+    /// user, or closed when it cannot be reset or the pool for its server is full.
+    pub async fn release(&self, mut conn: BackendConn, settings: &PoolSettings) {
+        if settings.max_idle_per_server == 0 {
+            return;
+        }
+        if conn.run(command::RESET_CONNECTION, &[]).await.is_err() {
+            return;
+        }
+        // the session may have changed schema in ways the proxy did not follow (USE in a
+        // statement, a procedure): ask, so the next borrower's schema is set right
+        match conn.query_text("SELECT DATABASE()").await {
+            Ok(Ok(result)) => {
+                conn.schema = result
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+            }
+            _ => return,
+        }
+        conn.conn.shrink_buffers();
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry(conn.key.clone()).or_default();
+        if list.len() < settings.max_idle_per_server {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime.
+    pub fn sweep(&self, settings: &PoolSettings) {
+        let idle_timeout = Duration::from_millis(settings.idle_timeout_ms);
+        let lifetime = Duration::from_millis(settings.max_lifetime_ms);
+        let mut idle = self.idle.lock().expect("pool lock");
+        for list in idle.values_mut() {
+            list.retain(|i| {
+                i.since.elapsed() <= idle_timeout && i.conn.created.elapsed() <= lifetime
+            });
+        }
+        idle.retain(|_, list| !list.is_empty());
     }
 }

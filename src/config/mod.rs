@@ -8,8 +8,8 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    BackendTls, Config, FrontendTls, GaleraHostgroups, Hostgroup, Monitor, ProxySection, Server,
-    ServerStatus, Throttle, User,
+    BackendTls, Config, FrontendTls, GaleraHostgroups, Hostgroup, Monitor, PoolSettings,
+    ProxySection, Server, ServerStatus, Throttle, User,
 };
 
 /// Why a configuration cannot be used.

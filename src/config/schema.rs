@@ -14,6 +14,8 @@ pub struct Config {
     pub proxy: ProxySection,
     #[serde(default)]
     pub throttle: Throttle,
+    #[serde(default)]
+    pub pool: PoolSettings,
     /// TLS offered to clients; without it the proxy does not advertise TLS.
     pub frontend_tls: Option<FrontendTls>,
     /// How to verify backends that have `tls = true`.
@@ -63,6 +65,31 @@ pub struct ProxySection {
     /// One JSON line per accepted or refused client connection: "off", "stderr", or a file
     /// path (appended to).
     pub connection_log: String,
+}
+
+/// Idle backend connections kept for reuse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// Idle connections kept per server and user (0: no pooling, close on release).
+    pub max_idle_per_server: usize,
+    /// An idle connection unused this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection older than this is closed instead of reused.
+    pub max_lifetime_ms: u64,
+    /// A connection idle longer than this is pinged before it is handed out.
+    pub check_after_idle_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_idle_per_server: 64,
+            idle_timeout_ms: 60_000,
+            max_lifetime_ms: 3_600_000,
+            check_after_idle_ms: 1_000,
+        }
+    }
 }
 
 /// Failed-login throttling per client address.

@@ -213,10 +213,9 @@ struct Session {
     _address_slot: AddressSlot,
 }
 
-/// Session state applied to a reader connection.
+/// Session state applied to a reader connection (its schema is on the connection itself).
 #[derive(Debug, Default)]
 struct Replayed {
-    schema: Option<String>,
     names: Option<Vec<u8>>,
     /// The last write GTID this reader was seen to have applied.
     applied_gtid: Option<String>,
@@ -501,7 +500,7 @@ impl Session {
         match relayed {
             Ok(outcome) => {
                 if target == Target::Primary {
-                    self.after_primary(cmd, statement, body, outcome);
+                    self.after_primary(cmd, statement, body, outcome).await;
                     if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
                         self.note_write_gtid().await;
                     }
@@ -517,7 +516,13 @@ impl Session {
 
     /// Learns from a statement that ran on the primary: transaction state, schema,
     /// character set, resets.
-    fn after_primary(&mut self, cmd: u8, statement: Statement, body: &[u8], outcome: Outcome) {
+    async fn after_primary(
+        &mut self,
+        cmd: u8,
+        statement: Statement,
+        body: &[u8],
+        outcome: Outcome,
+    ) {
         if outcome.error {
             return;
         }
@@ -525,9 +530,12 @@ impl Session {
         match cmd {
             command::INIT_DB => {
                 let name = String::from_utf8_lossy(body).into_owned();
+                if let Some(primary) = self.primary.as_mut() {
+                    primary.schema = Some(name.clone());
+                }
                 self.login.database = Some(name);
             }
-            command::RESET_CONNECTION => self.reset_routing(),
+            command::RESET_CONNECTION => self.reset_routing().await,
             command::QUERY if statement == Statement::SetNames => {
                 self.names = Some(body.to_vec());
             }
@@ -606,11 +614,11 @@ impl Session {
     }
 
     /// Back to a clean session: no pin, no transaction, no replayed state.
-    fn reset_routing(&mut self) {
+    async fn reset_routing(&mut self) {
         self.routing = routing_for(&self.frontend, &self.user);
         self.names = None;
         if let Some((reader, _)) = self.reader.take() {
-            self.frontend.pool.release(reader);
+            self.release(reader).await;
         }
     }
 
@@ -629,7 +637,7 @@ impl Session {
             // not go on reaching it. Whatever the session set on it stays behind.
             tracing::info!(peer = %self.peer, server = %address, hostgroup, "leaving a server that left the hostgroup");
             let old = self.primary.take().expect("checked");
-            self.frontend.pool.release(old);
+            self.release(old).await;
         }
         match self
             .frontend
@@ -659,7 +667,7 @@ impl Session {
         if let Some((reader, _)) = &self.reader {
             if !shared.is_member(hostgroup, &reader.server.address()) {
                 let (old, _) = self.reader.take().expect("checked");
-                self.frontend.pool.release(old);
+                self.release(old).await;
             }
         }
         if self.reader.is_none() {
@@ -670,11 +678,7 @@ impl Session {
                 .await
             {
                 Ok(b) => {
-                    let replayed = Replayed {
-                        schema: self.login.database.clone(),
-                        ..Replayed::default()
-                    };
-                    self.reader = Some((b, replayed));
+                    self.reader = Some((b, Replayed::default()));
                 }
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no reader; reading from the primary");
@@ -695,11 +699,11 @@ impl Session {
     /// Brings the reader connection's schema and character set in line with the session's.
     async fn replay_on_reader(&mut self) -> Result<(), String> {
         let (reader, replayed) = self.reader.as_mut().expect("ensured");
-        if replayed.schema != self.login.database {
+        if reader.schema != self.login.database {
             if let Some(schema) = &self.login.database {
                 reader.run(command::INIT_DB, schema.as_bytes()).await?;
             }
-            replayed.schema = self.login.database.clone();
+            reader.schema = self.login.database.clone();
         }
         if replayed.names != self.names {
             if let Some(names) = &self.names {
@@ -791,7 +795,7 @@ impl Session {
             return Err(Failure::Client);
         };
         if let Some(old) = self.primary.take() {
-            self.frontend.pool.release(old);
+            self.release(old).await;
         }
         let mut login = self.login.clone();
         login.user = request.username.clone();
@@ -806,7 +810,7 @@ impl Session {
         self.login = login;
         self.user = user;
         self.user_slot = user_slot;
-        self.reset_routing();
+        self.reset_routing().await;
         match self
             .frontend
             .pool
@@ -833,6 +837,12 @@ impl Session {
         self.client.flush().await.map_err(|_| Failure::Client)
     }
 
+    /// Hands a backend connection back to the pool (which resets it for the next user).
+    async fn release(&self, conn: BackendConn) {
+        let settings = self.frontend.shared.load().pool.clone();
+        self.frontend.pool.release(conn, &settings).await;
+    }
+
     async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {
         send_err(&mut self.client, seq, self.capabilities, code, message).await;
     }
@@ -844,10 +854,10 @@ impl Session {
 
     async fn close(mut self) {
         if let Some(backend) = self.primary.take() {
-            self.frontend.pool.release(backend);
+            self.release(backend).await;
         }
         if let Some((backend, _)) = self.reader.take() {
-            self.frontend.pool.release(backend);
+            self.release(backend).await;
         }
         self.client.shutdown().await;
     }

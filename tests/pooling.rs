@@ -1,0 +1,96 @@
+//! Backend connections outlive their sessions: reset, pooled, and handed to the next
+//! session of the same user, which must find nothing of the previous one on it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proxy, RawClient};
+
+/// The writer-side connection id of a new session, after `setup` ran in it.
+fn session_on_writer(proxy: &Proxy, setup: &[&str]) -> String {
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    for sql in setup {
+        c.query(sql);
+    }
+    c.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone()
+}
+
+/// Waits until the proxy has reset and pooled a released connection.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+#[test]
+fn a_released_connection_serves_the_next_session_clean() {
+    let proxy = Proxy::start();
+    let mut first = RawClient::login(proxy.port, "app", "app").unwrap();
+    first.query("CREATE TABLE IF NOT EXISTS pooling_rows (id INT PRIMARY KEY)");
+    first.query("DELETE FROM pooling_rows");
+    first.query("SET @leftover = 'from the first session'");
+    first.query("CREATE TEMPORARY TABLE pooling_temp (a INT)");
+    first.query("SET SESSION sql_mode = 'ANSI_QUOTES'");
+    first.query("BEGIN");
+    first.query("INSERT INTO pooling_rows VALUES (1)");
+    let id = first.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
+    drop(first);
+    settle();
+
+    let mut second = RawClient::login(proxy.port, "app", "app").unwrap();
+    assert_eq!(
+        second.query_column("SELECT CONNECTION_ID() FOR UPDATE"),
+        vec![id],
+        "reused"
+    );
+    assert_eq!(second.query_column("SELECT @leftover IS NULL"), vec!["1"]);
+    let temp = second.query("SELECT * FROM pooling_temp");
+    assert_eq!(
+        common::expect_err(&temp[0]).code,
+        1146,
+        "temporary table gone"
+    );
+    assert_eq!(
+        second.query_column("SELECT @@session.sql_mode = @@global.sql_mode"),
+        vec!["1"]
+    );
+    assert_eq!(
+        second.query_column("SELECT COUNT(*) FROM pooling_rows FOR UPDATE"),
+        vec!["0"],
+        "rolled back"
+    );
+}
+
+#[test]
+fn the_next_session_gets_its_own_schema() {
+    let proxy = Proxy::start();
+    let mut first = RawClient::login(proxy.port, "app", "app").unwrap();
+    first.query("USE mysql");
+    let id = first.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
+    drop(first);
+    settle();
+    // logs in with schema sbtest: the pooled connection is switched back
+    let mut second = RawClient::login(proxy.port, "app", "app").unwrap();
+    assert_eq!(
+        second.query_column("SELECT CONCAT(CONNECTION_ID(), ' ', DATABASE()) FOR UPDATE"),
+        vec![format!("{id} sbtest")]
+    );
+}
+
+#[test]
+fn idle_connections_expire_and_pooling_can_be_off() {
+    let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nidle_timeout_ms = 200\n"));
+    let first = session_on_writer(&proxy, &[]);
+    settle();
+    assert_eq!(session_on_writer(&proxy, &[]), first, "reused while fresh");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_ne!(
+        session_on_writer(&proxy, &[]),
+        first,
+        "expired after 200 ms idle"
+    );
+
+    let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nmax_idle_per_server = 0\n"));
+    let first = session_on_writer(&proxy, &[]);
+    settle();
+    assert_ne!(session_on_writer(&proxy, &[]), first, "no pooling");
+}
