@@ -148,15 +148,15 @@ impl Pool {
             });
         }
         let timeout = std::time::Duration::from_millis(runtime.proxy.connect_timeout_ms);
-        for server in &candidates {
-            let key = PoolKey::new(server, login);
+        // Servers in weighted order; each one's idle connections first, then a new one.
+        // (Preferring any server with idle connections would undo the weights.)
+        let mut last = None;
+        for server in candidates {
+            let key = PoolKey::new(&server, login);
             if let Some(mut conn) = self.take_idle(&key, login, &runtime.pool).await {
                 conn.server = server.clone();
                 return Ok(conn);
             }
-        }
-        let mut last = None;
-        for server in candidates {
             let (slot, open) = Slot::take(&server);
             if open >= server.max_connections {
                 continue;
