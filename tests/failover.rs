@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{mariadb, repo, stderr, stdout, Proxy, RawClient};
+use common::{mariadb, read_ports, repo, stderr, stdout, Proxy, RawClient};
 use sluice::protocol::constants::header;
 
 fn cluster_dir() -> String {
@@ -70,18 +70,6 @@ fn on_node(port: u16, sql: &str) -> String {
 fn writer_port(proxy: &Proxy) -> String {
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     c.query_column("SELECT @@port FOR UPDATE")[0].clone()
-}
-
-/// Reads from `sessions` new sessions: how often each port answered.
-fn read_ports(proxy: &Proxy, sessions: usize) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for _ in 0..sessions {
-        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
-        *seen
-            .entry(c.query_column("SELECT @@port")[0].clone())
-            .or_insert(0) += 1;
-    }
-    seen
 }
 
 /// Polls `check` every 100 ms until it holds, for at most `limit`.

@@ -3,21 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{mariadb, stderr, stdout, Proxy, RawClient};
-
-/// `SELECT @@port` in `sessions` new sessions; how often each port answered.
-fn read_ports(proxy: &Proxy, sessions: usize) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for _ in 0..sessions {
-        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
-        *seen
-            .entry(c.query_column("SELECT @@port")[0].clone())
-            .or_insert(0) += 1;
-    }
-    seen
-}
+use common::{mariadb, read_ports, stderr, stdout, Proxy, RawClient};
 
 #[test]
 fn reads_go_to_the_replicas_by_weight_and_writes_to_the_writer() {

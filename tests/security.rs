@@ -15,12 +15,29 @@ fn login_from(proxy: &Proxy, source: &str, user: &str, password: &str) -> Result
     RawClient::login_from(proxy.port, source, user, password).map_err(|e| e.code)
 }
 
-fn cert_args() -> Vec<String> {
+/// `app_tls` runs `sql` over verified TLS, presenting the certificate `cert` (a name in
+/// certs/, with its `-key` file) when given.
+fn app_tls(proxy: &Proxy, cert: Option<&str>, sql: &str) -> std::process::Output {
     let certs = repo().join("certs");
-    vec![
-        "--ssl".into(),
+    let mut args = vec![
+        "-uapp_tls".to_string(),
+        "-papp_tls".to_string(),
+        "--ssl".to_string(),
         format!("--ssl-ca={}", certs.join("ca.pem").display()),
-    ]
+    ];
+    if let Some(cert) = cert {
+        args.push(format!(
+            "--ssl-cert={}",
+            certs.join(format!("{cert}.pem")).display()
+        ));
+        args.push(format!(
+            "--ssl-key={}",
+            certs.join(format!("{cert}-key.pem")).display()
+        ));
+    }
+    args.extend(["-e".to_string(), sql.to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    mariadb(proxy.port, &refs)
 }
 
 #[test]
@@ -51,26 +68,12 @@ fn client_certificates_are_required_verified_and_matched() {
             "name = \"app_tls\"\nrequire_client_cert = true\ncert_subject = \"/O=Sluice test/CN=app_tls\"\ncert_issuer = \"/O=Sluice test/CN=Sluice test CA\"",
         )
     });
-    let certs = repo().join("certs");
-    let with = |cert: &str, key: &str| {
-        let mut args: Vec<String> = vec!["-uapp_tls".into(), "-papp_tls".into()];
-        args.extend(cert_args());
-        args.push(format!("--ssl-cert={}", certs.join(cert).display()));
-        args.push(format!("--ssl-key={}", certs.join(key).display()));
-        args.extend(["-e".into(), "SELECT CURRENT_USER()".into()]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        mariadb(proxy.port, &refs)
-    };
-    let good = with("client.pem", "client-key.pem");
+    let good = app_tls(&proxy, Some("client"), "SELECT CURRENT_USER()");
     assert!(good.status.success(), "{}\n{}", stderr(&good), proxy.log());
     assert_eq!(stdout(&good), "app_tls@127.0.0.1\n");
 
     // TLS without a certificate: refused like a bad password
-    let mut args: Vec<String> = vec!["-uapp_tls".into(), "-papp_tls".into()];
-    args.extend(cert_args());
-    args.extend(["-e".into(), "SELECT 1".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let without = mariadb(proxy.port, &refs);
+    let without = app_tls(&proxy, None, "SELECT 1");
     assert!(
         stderr(&without).contains("ERROR 1045"),
         "{}",
@@ -78,7 +81,7 @@ fn client_certificates_are_required_verified_and_matched() {
     );
 
     // a certificate from another CA does not get through the TLS handshake
-    let foreign = with("other-client.pem", "other-client-key.pem");
+    let foreign = app_tls(&proxy, Some("other-client"), "SELECT 1");
     assert!(!foreign.status.success());
     assert!(
         !stderr(&foreign).contains("1045"),
@@ -96,17 +99,7 @@ fn a_certificate_with_the_wrong_subject_is_refused() {
             "name = \"app_tls\"\ncert_subject = \"/O=Sluice test/CN=someone_else\"",
         )
     });
-    let certs = repo().join("certs");
-    let mut args: Vec<String> = vec!["-uapp_tls".into(), "-papp_tls".into()];
-    args.extend(cert_args());
-    args.push(format!("--ssl-cert={}", certs.join("client.pem").display()));
-    args.push(format!(
-        "--ssl-key={}",
-        certs.join("client-key.pem").display()
-    ));
-    args.extend(["-e".into(), "SELECT 1".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = mariadb(proxy.port, &refs);
+    let out = app_tls(&proxy, Some("client"), "SELECT 1");
     assert!(stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
     assert!(proxy.log_shows("subject does not match"));
 }
@@ -182,20 +175,7 @@ fn idle_clients_are_disconnected() {
 }
 
 fn sysbench(port: u16, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("sysbench")
-        .args([
-            "oltp_point_select",
-            "--mysql-host=127.0.0.1",
-            &format!("--mysql-port={port}"),
-            "--mysql-user=app",
-            "--mysql-password=app",
-            "--mysql-db=slowloris",
-            "--tables=1",
-            "--table-size=1000",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
+    common::sysbench(port, "oltp_point_select", "slowloris", args)
 }
 
 #[test]
@@ -407,23 +387,7 @@ fn churn_of_20000_connections_leaves_sysbench_unharmed_and_memory_where_it_was()
     let proxy = Proxy::start_with(|c| c.replace("max_failures = 10", "max_failures = 100000"));
     let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS churn"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let bench = |args: &[&str]| {
-        let mut all = vec!["--mysql-db=churn"];
-        all.extend_from_slice(args);
-        std::process::Command::new("sysbench")
-            .args([
-                "oltp_point_select",
-                "--mysql-host=127.0.0.1",
-                &format!("--mysql-port={}", proxy.port),
-                "--mysql-user=app",
-                "--mysql-password=app",
-                "--tables=1",
-                "--table-size=1000",
-            ])
-            .args(&all)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| common::sysbench(proxy.port, "oltp_point_select", "churn", args);
     let _ = bench(&["cleanup"]);
     assert!(bench(&["prepare"]).status.success());
 
@@ -456,23 +420,17 @@ fn churn_of_20000_connections_leaves_sysbench_unharmed_and_memory_where_it_was()
     let baseline = proxy.rss_kib();
 
     let sysbench = std::thread::spawn(move || {
-        std::process::Command::new("sysbench")
-            .args([
-                "oltp_point_select",
-                "--mysql-host=127.0.0.1",
-                &format!("--mysql-port={port}"),
-                "--mysql-user=app",
-                "--mysql-password=app",
-                "--mysql-db=churn",
-                "--tables=1",
-                "--table-size=1000",
+        common::sysbench(
+            port,
+            "oltp_point_select",
+            "churn",
+            &[
                 "--threads=2",
                 "--time=15",
                 "--mysql-ignore-errors=none",
                 "run",
-            ])
-            .output()
-            .unwrap()
+            ],
+        )
     });
     let started = Instant::now();
     churn(20_000);

@@ -3,24 +3,9 @@
 mod common;
 
 use common::{stderr, stdout, Proxy};
-use std::process::Command;
 
 fn sysbench(port: u16, args: &[&str]) -> std::process::Output {
-    Command::new("sysbench")
-        .arg("oltp_read_write")
-        .args([
-            "--mysql-host=127.0.0.1",
-            &format!("--mysql-port={port}"),
-            "--mysql-user=app",
-            "--mysql-password=app",
-            "--mysql-db=sbtest",
-            "--tables=2",
-            "--table-size=2000",
-            "--db-ps-mode=auto",
-        ])
-        .args(args)
-        .output()
-        .expect("sysbench is installed")
+    common::sysbench(port, "oltp_read_write", "sbtest", args)
 }
 
 #[test]

@@ -294,31 +294,9 @@ impl RawClient {
         }
     }
 
-    fn login_on(mut c: RawClient, user: &str, password: &str) -> Result<RawClient, ErrPacket> {
-        let p = c.read().expect("greeting or error");
-        if p.payload[0] == header::ERR {
-            return Err(ErrPacket::decode(&p.payload).unwrap());
-        }
-        let hs = InitialHandshake::decode(&p.payload).expect("a valid greeting");
-        let response = HandshakeResponse {
-            capabilities: client_capabilities(),
-            max_packet: 1 << 24,
-            charset: 45,
-            username: user.into(),
-            auth_response: native_proof(&ProvenKey::of_password(password.as_bytes()), &hs.scramble)
-                .to_vec(),
-            database: Some("sbtest".into()),
-            auth_plugin: Some(NATIVE_PASSWORD.into()),
-            connect_attrs: None,
-        };
-        let mut payload = BytesMut::new();
-        response.encode(&mut payload);
-        c.write(1, &payload);
-        let reply = c.read().expect("login reply");
-        match reply.payload[0] {
-            header::OK => Ok(c),
-            _ => Err(ErrPacket::decode(&reply.payload).expect("an ERR packet")),
-        }
+    fn login_on(c: RawClient, user: &str, password: &str) -> Result<RawClient, ErrPacket> {
+        c.handshake(user, password)
+            .expect("the proxy answered the login")
     }
 
     /// Like [`RawClient::login`], but any failure (refused, closed, ERR) is `None`.
@@ -327,11 +305,21 @@ impl RawClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .ok()?;
-        let mut c = RawClient {
+        let c = RawClient {
             stream,
             buf: Vec::new(),
         };
-        let hs = InitialHandshake::decode(&c.read()?.payload).ok()?;
+        c.handshake(user, password)?.ok()
+    }
+
+    /// The login exchange: `None` when the connection failed, else the server's verdict
+    /// (an ERR may also come instead of the greeting).
+    fn handshake(mut self, user: &str, password: &str) -> Option<Result<RawClient, ErrPacket>> {
+        let first = self.read()?;
+        if first.payload.first() == Some(&header::ERR) {
+            return Some(Err(ErrPacket::decode(&first.payload).ok()?));
+        }
+        let hs = InitialHandshake::decode(&first.payload).ok()?;
         let response = HandshakeResponse {
             capabilities: client_capabilities(),
             max_packet: 1 << 24,
@@ -347,8 +335,12 @@ impl RawClient {
         response.encode(&mut payload);
         let mut out = BytesMut::new();
         encode_packet(&mut out, 1, &payload);
-        c.stream.write_all(&out).ok()?;
-        (c.read()?.payload.first() == Some(&header::OK)).then_some(c)
+        self.stream.write_all(&out).ok()?;
+        let reply = self.read()?;
+        Some(match reply.payload.first() {
+            Some(&header::OK) => Ok(self),
+            _ => Err(ErrPacket::decode(&reply.payload).ok()?),
+        })
     }
 
     /// Runs a query; `None` when the connection failed underneath.
@@ -434,6 +426,37 @@ pub fn expect_err(p: &RawPacket) -> ErrPacket {
         p.payload
     );
     ErrPacket::decode(&p.payload).unwrap()
+}
+
+/// `SELECT @@port` in `sessions` new sessions of `app`: how often each port answered
+/// (each session gets its reader connection by the weighted rotation).
+pub fn read_ports(proxy: &Proxy, sessions: usize) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..sessions {
+        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+        *seen
+            .entry(c.query_column("SELECT @@port")[0].clone())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Runs a sysbench workload through `port` as `app` on `database` (4 small tables).
+pub fn sysbench(port: u16, workload: &str, database: &str, args: &[&str]) -> Output {
+    Command::new("sysbench")
+        .arg(workload)
+        .args([
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            "--mysql-user=app",
+            "--mysql-password=app",
+            &format!("--mysql-db={database}"),
+            "--tables=2",
+            "--table-size=2000",
+        ])
+        .args(args)
+        .output()
+        .expect("sysbench is installed")
 }
 
 pub fn python() -> PathBuf {
