@@ -1,10 +1,14 @@
-//! The server side of the proxy: accepting clients ([`listener`]), logging them in
-//! ([`handshake`]) and serving their commands ([`session`]).
+//! The server side of the proxy: accepting clients ([`listener`]), deciding who may try
+//! ([`admission`]), logging them in ([`handshake`]) and serving their commands
+//! ([`session`], with `backends` for the session's backend connections, `relay` for
+//! moving response bytes and `change_user`).
 //!
 //! Nothing here decides where a statement goes or which server a connection comes from:
 //! sessions ask the backend pool, which owns that choice.
 
 pub mod admission;
+mod backends;
+mod change_user;
 pub mod handshake;
 pub mod listener;
 mod relay;

@@ -1,8 +1,8 @@
-//! A logged-in client's life: the command loop. Each command goes, as the bytes the client
-//! sent, to the backend connection the router picks — the primary (the user's default
-//! hostgroup, the writer) or a reader — and the response comes back through `relay`.
-//! The session keeps what the router needs to know (transaction open, state left on the
-//! primary) and replays schema and character set onto its reader connection.
+//! A client's life after its login: admission, the final OK, the command loop, the end.
+//! Each command goes, as the bytes the client sent, to the backend connection the router
+//! picks (see `backends`: the primary — the user's default hostgroup, the writer — or a
+//! reader), and the response comes back through `relay`. COM_CHANGE_USER re-runs the login
+//! (`change_user`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,21 +12,15 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendConn, Login};
-use crate::connection::{Connection, RawPacket, ReadError, Request};
-use crate::protocol::auth::NATIVE_PASSWORD;
+use crate::connection::{Connection, ReadError, Request};
 use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
-use crate::protocol::handshake::ChangeUser;
 use crate::protocol::packets::{ErrPacket, OkPacket};
-use crate::protocol::response::{Outcome, ResponseTracker};
-use crate::router::{classify, SessionRouting, Statement, Target};
+use crate::router::SessionRouting;
 use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
-use super::handshake::{
-    self, access_denied, check_credentials, send_err, HandshakeError, LoggedIn, TlsInfo,
-};
-use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
+use super::handshake::{self, send_err, HandshakeError, LoggedIn, TlsInfo};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
 
@@ -174,10 +168,10 @@ pub(super) async fn refuse_too_many(
 }
 
 /// A user's share of its `max_connections`, held while the session is logged in as it.
-struct UserSlot(Arc<UserEntry>);
+pub(super) struct UserSlot(Arc<UserEntry>);
 
 impl UserSlot {
-    fn acquire(user: &Arc<UserEntry>) -> Option<UserSlot> {
+    pub(super) fn acquire(user: &Arc<UserEntry>) -> Option<UserSlot> {
         let before = user.connections.fetch_add(1, Ordering::Relaxed);
         let slot = UserSlot(user.clone());
         (before < user.config.max_connections).then_some(slot)
@@ -190,39 +184,39 @@ impl Drop for UserSlot {
     }
 }
 
-struct Session {
-    frontend: Arc<Frontend>,
-    client: Connection,
-    peer: SocketAddr,
-    user: Arc<UserEntry>,
-    user_slot: UserSlot,
-    login: Login,
-    capabilities: u32,
-    scramble: [u8; 20],
+pub(super) struct Session {
+    pub(super) frontend: Arc<Frontend>,
+    pub(super) client: Connection,
+    pub(super) peer: SocketAddr,
+    pub(super) user: Arc<UserEntry>,
+    pub(super) user_slot: UserSlot,
+    pub(super) login: Login,
+    pub(super) capabilities: u32,
+    pub(super) scramble: [u8; 20],
     /// The connection to the user's default hostgroup (the writer, for split users).
-    primary: Option<BackendConn>,
+    pub(super) primary: Option<BackendConn>,
     /// The connection to the readers, with the session state replayed on it so far.
-    reader: Option<(BackendConn, Replayed)>,
-    routing: SessionRouting,
+    pub(super) reader: Option<(BackendConn, Replayed)>,
+    pub(super) routing: SessionRouting,
     /// The last `SET NAMES` that succeeded, to replay on reader connections.
-    names: Option<Vec<u8>>,
+    pub(super) names: Option<Vec<u8>>,
     /// For read-your-writes: the GTID of this session's last committed write.
-    last_write_gtid: Option<String>,
-    tls: Option<TlsInfo>,
+    pub(super) last_write_gtid: Option<String>,
+    pub(super) tls: Option<TlsInfo>,
     /// This connection's share of its address's connection cap.
-    _address_slot: AddressSlot,
+    pub(super) _address_slot: AddressSlot,
 }
 
 /// Session state applied to a reader connection (its schema is on the connection itself).
 #[derive(Debug, Default)]
-struct Replayed {
-    names: Option<Vec<u8>>,
+pub(super) struct Replayed {
+    pub(super) names: Option<Vec<u8>>,
     /// The last write GTID this reader was seen to have applied.
-    applied_gtid: Option<String>,
+    pub(super) applied_gtid: Option<String>,
 }
 
 /// Why a command could not be completed.
-enum Failure {
+pub(super) enum Failure {
     /// The client is gone or broke the protocol: the session ends.
     Client,
     /// The backend connection failed; the client was told, the session goes on.
@@ -377,477 +371,21 @@ impl Session {
         }
     }
 
-    /// Sends the command to the backend the router picks and relays the response.
-    async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
-        let statement = if cmd == command::QUERY {
-            classify(&packet.first_frame()[1..])
-        } else {
-            Statement::Write
-        };
-        let mut target = match cmd {
-            command::QUERY => self.routing.route(statement),
-            _ => Target::Primary,
-        };
-        if target == Target::Reader
-            && !(self.ensure_reader().await? && self.reader_has_our_writes().await)
-        {
-            if !self.routing.fallback_to_writer {
-                let hostgroup = self.routing.reader_hostgroup.unwrap_or_default();
-                let message = format!("no reader of hostgroup {hostgroup} can serve this read");
-                self.send_packet_err(1, &ErrPacket::new(error::NO_BACKEND, message))
-                    .await?;
-                return Err(Failure::Backend);
-            }
-            target = Target::Primary;
-        }
-        if target == Target::Primary {
-            self.ensure_primary().await?;
-        }
-        let backend = self.backend(target);
-        if let Err(e) = backend.conn.write_wire(&packet.wire).await {
-            return self.backend_lost(target, 1, &e.to_string()).await;
-        }
-        self.relay_response(target, cmd, statement, &packet.first_frame()[1..])
-            .await
-    }
-
-    /// A request too large to hold (see `connection::STREAM_ABOVE`): streamed to the
-    /// primary as it arrives. Whatever goes wrong midway leaves both connections
-    /// mid-packet, so the session ends.
-    async fn forward_large(&mut self, seq: u8, cmd: u8) -> Result<(), Failure> {
-        if seq != 0 {
-            self.send_error(
-                1,
-                error::NET_PACKETS_OUT_OF_ORDER,
-                "Got packets out of order",
-            )
-            .await;
-            return Err(Failure::Client);
-        }
-        if matches!(cmd, command::QUIT | command::CHANGE_USER) || is_refused(cmd) {
-            let message = format!("Command {cmd:#04x} with a payload this large is not accepted");
-            self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
-            return Err(Failure::Client);
-        }
-        if self.ensure_primary().await.is_err() {
-            return Err(Failure::Client);
-        }
-        let max = self.frontend.shared.load().proxy.max_allowed_packet;
-        let primary = self.primary.as_mut().expect("ensured");
-        match stream_packet(&mut self.client, &mut primary.conn, max).await {
-            Ok(_) => {
-                self.relay_response(Target::Primary, cmd, Statement::Write, &[])
-                    .await
-            }
-            Err(e) => {
-                // the backend holds part of a packet: it cannot be used again
-                self.primary = None;
-                match e {
-                    StreamError::TooLarge { next_seq } => {
-                        let message = "Got a packet bigger than 'max_allowed_packet' bytes";
-                        self.send_error(next_seq, error::NET_PACKET_TOO_LARGE, message)
-                            .await;
-                    }
-                    StreamError::Backend(why) => {
-                        let message = format!("Lost connection to backend during query: {why}");
-                        self.send_error(1, error::LOST_BACKEND, &message).await;
-                    }
-                    StreamError::Client => {}
-                }
-                Err(Failure::Client)
-            }
-        }
-    }
-
-    /// The session's connection for `target`, which must be there.
-    fn backend(&mut self, target: Target) -> &mut BackendConn {
-        match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
-        }
-        .expect("ensured")
-    }
-
-    /// Relays the response to a request already sent to `target`, then learns from it.
-    /// `body` is the request after its command byte (empty for streamed requests).
-    async fn relay_response(
-        &mut self,
-        target: Target,
-        cmd: u8,
-        statement: Statement,
-        body: &[u8],
-    ) -> Result<(), Failure> {
-        let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
-            return Ok(());
-        };
-        let shared = self.frontend.shared.clone();
-        let max = shared.load().proxy.max_allowed_packet;
-        let backend = match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
-        }
-        .expect("ensured");
-        let mut eviction = Eviction::new(&shared, backend.server.address());
-        let relayed = relay(
-            &mut self.client,
-            &mut backend.conn,
-            &mut tracker,
-            max,
-            &mut eviction,
-        )
-        .await;
-        backend.conn.shrink_buffers();
-        match relayed {
-            Ok(outcome) => {
-                if target == Target::Primary {
-                    self.after_primary(cmd, statement, body, outcome).await;
-                    if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
-                        self.note_write_gtid().await;
-                    }
-                }
-                Ok(())
-            }
-            Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Backend(why)) => {
-                self.backend_lost(target, tracker.next_seq(), &why).await
-            }
-        }
-    }
-
-    /// Learns from a statement that ran on the primary: transaction state, schema,
-    /// character set, resets.
-    async fn after_primary(
-        &mut self,
-        cmd: u8,
-        statement: Statement,
-        body: &[u8],
-        outcome: Outcome,
-    ) {
-        if outcome.error {
-            return;
-        }
-        self.routing.after(statement, outcome.status);
-        match cmd {
-            command::INIT_DB => {
-                let name = String::from_utf8_lossy(body).into_owned();
-                if let Some(primary) = self.primary.as_mut() {
-                    primary.schema = Some(name.clone());
-                }
-                self.login.database = Some(name);
-            }
-            command::RESET_CONNECTION => self.reset_routing().await,
-            command::QUERY if statement == Statement::SetNames => {
-                self.names = Some(body.to_vec());
-            }
-            _ => {}
-        }
-    }
-
-    /// After a write that committed (autocommit, or the COMMIT itself), remembers its GTID
-    /// for read-your-writes. Inside a transaction nothing is committed yet.
-    async fn note_write_gtid(&mut self) {
-        if self.routing.in_transaction {
-            return;
-        }
-        let Some(primary) = self.primary.as_mut() else {
-            return;
-        };
-        match primary.query_text("SELECT @@last_gtid").await {
-            Ok(Ok(result)) => {
-                if let Some(gtid) = result
-                    .rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
-                {
-                    if !gtid.is_empty() {
-                        self.last_write_gtid = Some(gtid);
-                    }
-                }
-            }
-            other => tracing::warn!(peer = %self.peer, ?other, "cannot read @@last_gtid"),
-        }
-    }
-
-    /// For read-your-writes: whether the reader has applied this session's last write,
-    /// waiting up to `causal_read_wait_ms` for it. Always true for other users.
-    async fn reader_has_our_writes(&mut self) -> bool {
-        if !self.user.config.causal_reads {
-            return true;
-        }
-        let Some(gtid) = &self.last_write_gtid else {
-            return true;
-        };
-        let Some((reader, replayed)) = self.reader.as_mut() else {
-            return false;
-        };
-        if replayed.applied_gtid.as_ref() == Some(gtid) {
-            return true;
-        }
-        let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
-        // GTIDs are digits and dashes (and commas between domains): safe to inline
-        if !gtid
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
-        {
-            return false;
-        }
-        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {wait})");
-        match reader.query_text(&sql).await {
-            Ok(Ok(result))
-                if result
-                    .rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
-                    .as_deref()
-                    == Some("0") =>
-            {
-                replayed.applied_gtid = Some(gtid.clone());
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, error = %e, "reader failed during a causal wait");
-                self.reader = None;
-                false
-            }
-        }
-    }
-
-    /// Back to a clean session: no pin, no transaction, no replayed state.
-    async fn reset_routing(&mut self) {
-        self.routing = routing_for(&self.frontend, &self.user);
-        self.names = None;
-        if let Some((reader, _)) = self.reader.take() {
-            self.release(reader).await;
-        }
-    }
-
-    /// Makes sure the session has a primary connection to a server that is still in its
-    /// hostgroup, connecting anew after a loss or a failover. A failure is reported to the
-    /// client.
-    async fn ensure_primary(&mut self) -> Result<(), Failure> {
-        let hostgroup = self.user.config.default_hostgroup;
-        if let Some(primary) = &self.primary {
-            let address = primary.server.address();
-            // An open transaction finishes where it began (or fails with its server).
-            if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, &address) {
-                return Ok(());
-            }
-            // The server left the hostgroup (a new writer was elected): statements must
-            // not go on reaching it. Whatever the session set on it stays behind.
-            tracing::info!(peer = %self.peer, server = %address, hostgroup, "leaving a server that left the hostgroup");
-            let old = self.primary.take().expect("checked");
-            self.release(old).await;
-        }
-        match self
-            .frontend
-            .pool
-            .acquire(&self.frontend.shared, hostgroup, &self.login)
-            .await
-        {
-            Ok(b) => {
-                self.primary = Some(b);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, hostgroup, error = %e, "no backend");
-                self.send_packet_err(1, &e.to_err_packet()).await?;
-                Err(Failure::Backend)
-            }
-        }
-    }
-
-    /// Makes sure the session has a reader connection in step with its state. Returns
-    /// false when no reader can serve and the read should go to the primary instead.
-    async fn ensure_reader(&mut self) -> Result<bool, Failure> {
-        let Some(hostgroup) = self.routing.reader_hostgroup else {
-            return Ok(false);
-        };
-        let shared = self.frontend.shared.clone();
-        if let Some((reader, _)) = &self.reader {
-            if !shared.is_member(hostgroup, &reader.server.address()) {
-                let (old, _) = self.reader.take().expect("checked");
-                self.release(old).await;
-            }
-        }
-        if self.reader.is_none() {
-            match self
-                .frontend
-                .pool
-                .acquire(&shared, hostgroup, &self.login)
-                .await
-            {
-                Ok(b) => {
-                    self.reader = Some((b, Replayed::default()));
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no reader; reading from the primary");
-                    return Ok(false);
-                }
-            }
-        }
-        match self.replay_on_reader().await {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                tracing::warn!(peer = %self.peer, error = %why, "reader connection failed; reading from the primary");
-                self.reader = None;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Brings the reader connection's schema and character set in line with the session's.
-    async fn replay_on_reader(&mut self) -> Result<(), String> {
-        let (reader, replayed) = self.reader.as_mut().expect("ensured");
-        if reader.schema != self.login.database {
-            if let Some(schema) = &self.login.database {
-                reader.run(command::INIT_DB, schema.as_bytes()).await?;
-            }
-            reader.schema = self.login.database.clone();
-        }
-        if replayed.names != self.names {
-            if let Some(names) = &self.names {
-                reader.run(command::QUERY, names).await?;
-            }
-            replayed.names = self.names.clone();
-        }
-        Ok(())
-    }
-
-    /// Tells the client its statement died with the backend connection, and forgets the
-    /// connection; the next command gets a new one.
-    async fn backend_lost(&mut self, target: Target, seq: u8, why: &str) -> Result<(), Failure> {
-        let backend = match target {
-            Target::Primary => {
-                self.routing.in_transaction = false;
-                self.primary.take()
-            }
-            Target::Reader => self.reader.take().map(|(b, _)| b),
-        };
-        let Some(backend) = backend else {
-            return Err(Failure::Backend);
-        };
-        let message = format!(
-            "Lost connection to backend {} (hostgroup {}) during query: {why}",
-            backend.server.address(),
-            backend.server.hostgroup
-        );
-        tracing::warn!(peer = %self.peer, "{message}");
-        drop(backend);
-        self.send_packet_err(seq, &ErrPacket::new(error::LOST_BACKEND, message))
-            .await?;
-        Err(Failure::Backend)
-    }
-
-    /// COM_CHANGE_USER: authenticate the new user here, then give the session a backend
-    /// connection logged in as that user (the old one is released, which resets its state
-    /// as the command requires).
-    async fn change_user(&mut self, packet: RawPacket) -> Result<(), Failure> {
-        let packet = packet.into_packet();
-        let request = match ChangeUser::decode(&packet.payload[1..], self.capabilities) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::info!(peer = %self.peer, error = %e, "malformed COM_CHANGE_USER");
-                self.send_error(1, error::HANDSHAKE_ERROR, "Bad handshake")
-                    .await;
-                return Err(Failure::Client);
-            }
-        };
-        let mut seq = 1;
-        let mut proof = request.auth_response.clone();
-        if request
-            .auth_plugin
-            .as_deref()
-            .is_some_and(|p| p != NATIVE_PASSWORD)
-        {
-            let reply = handshake::auth_switch(&mut self.client, seq, &self.scramble)
-                .await
-                .map_err(|_| Failure::Client)?;
-            proof = reply.payload.to_vec();
-            seq = reply.last_seq.wrapping_add(1);
-        }
-        let runtime = self.frontend.shared.load();
-        let user = runtime.users.get(&request.username).cloned();
-        let checked = check_credentials(
-            user.as_deref(),
-            self.peer,
-            self.tls.as_ref(),
-            &self.scramble,
-            &proof,
-        );
-        let key = match checked {
-            Ok(key) => key,
-            Err(reason) => {
-                tracing::info!(peer = %self.peer, user = %request.username, reason, "COM_CHANGE_USER refused");
-                let message = access_denied(&request.username, self.peer, !proof.is_empty());
-                self.send_error(seq, error::ACCESS_DENIED, &message).await;
-                return Err(Failure::Client);
-            }
-        };
-        let user = user.expect("credentials checked");
-        let Some(user_slot) = UserSlot::acquire(&user) else {
-            self.send_error(
-                seq,
-                error::USER_LIMIT_REACHED,
-                "User has exceeded the 'max_user_connections' resource",
-            )
-            .await;
-            return Err(Failure::Client);
-        };
-        if let Some(old) = self.primary.take() {
-            self.release(old).await;
-        }
-        let mut login = self.login.clone();
-        login.user = request.username.clone();
-        login.key = key;
-        login.database = request
-            .database
-            .clone()
-            .or_else(|| user.config.default_schema.clone());
-        if let Some(charset) = request.charset {
-            login.charset = charset as u8;
-        }
-        self.login = login;
-        self.user = user;
-        self.user_slot = user_slot;
-        self.reset_routing().await;
-        match self
-            .frontend
-            .pool
-            .acquire(
-                &self.frontend.shared,
-                self.user.config.default_hostgroup,
-                &self.login,
-            )
-            .await
-        {
-            Ok(b) => self.primary = Some(b),
-            Err(e) => {
-                self.send_packet_err(seq, &e.to_err_packet()).await?;
-                return Err(Failure::Backend);
-            }
-        }
-        let ok = OkPacket {
-            affected_rows: 0,
-            last_insert_id: 0,
-            status: status::AUTOCOMMIT,
-            warnings: 0,
-        };
-        ok.encode(self.client.write_buffer(), seq);
-        self.client.flush().await.map_err(|_| Failure::Client)
-    }
-
     /// Hands a backend connection back to the pool (which resets it for the next user).
-    async fn release(&self, conn: BackendConn) {
+    pub(super) async fn release(&self, conn: BackendConn) {
         let settings = self.frontend.shared.load().pool.clone();
         self.frontend.pool.release(conn, &settings).await;
     }
 
-    async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {
+    pub(super) async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {
         send_err(&mut self.client, seq, self.capabilities, code, message).await;
     }
 
-    async fn send_packet_err(&mut self, seq: u8, err: &ErrPacket) -> Result<(), Failure> {
+    pub(super) async fn send_packet_err(
+        &mut self,
+        seq: u8,
+        err: &ErrPacket,
+    ) -> Result<(), Failure> {
         err.encode(self.client.write_buffer(), seq, self.capabilities);
         self.client.flush().await.map_err(|_| Failure::Client)
     }
@@ -863,17 +401,8 @@ impl Session {
     }
 }
 
-/// Whether a command may have written (and so moves the session's last write GTID).
-fn writes(cmd: u8, statement: Statement) -> bool {
-    match cmd {
-        command::QUERY => statement != Statement::Read && statement != Statement::SetNames,
-        command::STMT_EXECUTE => true,
-        _ => false,
-    }
-}
-
 /// The routing state a fresh session of `user` starts with.
-fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
+pub(super) fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
     SessionRouting::for_user(
         &frontend.shared.load().galera,
         user.config.default_hostgroup,
@@ -884,7 +413,7 @@ fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
 
 /// Commands that must not pass through a proxy: replication streams, server shutdown,
 /// and the obsolete internal ones.
-fn is_refused(cmd: u8) -> bool {
+pub(super) fn is_refused(cmd: u8) -> bool {
     matches!(
         cmd,
         command::SLEEP

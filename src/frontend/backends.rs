@@ -1,0 +1,392 @@
+//! The session's backend connections: which one serves a statement (the router decides),
+//! keeping the reader in step with the session (schema, character set, read-your-writes),
+//! following the writer when it changes, relaying the response, and losing a connection
+//! cleanly.
+
+use crate::backend::BackendConn;
+use crate::connection::RawPacket;
+use crate::protocol::constants::{command, error};
+use crate::protocol::packets::ErrPacket;
+use crate::protocol::response::{Outcome, ResponseTracker};
+use crate::router::{classify, Statement, Target};
+
+use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
+use super::session::{is_refused, routing_for, Failure, Replayed, Session};
+
+impl Session {
+    /// Sends the command to the backend the router picks and relays the response.
+    pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
+        let statement = if cmd == command::QUERY {
+            classify(&packet.first_frame()[1..])
+        } else {
+            Statement::Write
+        };
+        let mut target = match cmd {
+            command::QUERY => self.routing.route(statement),
+            _ => Target::Primary,
+        };
+        if target == Target::Reader
+            && !(self.ensure_reader().await? && self.reader_has_our_writes().await)
+        {
+            if !self.routing.fallback_to_writer {
+                let hostgroup = self.routing.reader_hostgroup.unwrap_or_default();
+                let message = format!("no reader of hostgroup {hostgroup} can serve this read");
+                self.send_packet_err(1, &ErrPacket::new(error::NO_BACKEND, message))
+                    .await?;
+                return Err(Failure::Backend);
+            }
+            target = Target::Primary;
+        }
+        if target == Target::Primary {
+            self.ensure_primary().await?;
+        }
+        let backend = self.backend(target);
+        if let Err(e) = backend.conn.write_wire(&packet.wire).await {
+            return self.backend_lost(target, 1, &e.to_string()).await;
+        }
+        self.relay_response(target, cmd, statement, &packet.first_frame()[1..])
+            .await
+    }
+
+    /// A request too large to hold (see `connection::STREAM_ABOVE`): streamed to the
+    /// primary as it arrives. Whatever goes wrong midway leaves both connections
+    /// mid-packet, so the session ends.
+    pub(super) async fn forward_large(&mut self, seq: u8, cmd: u8) -> Result<(), Failure> {
+        if seq != 0 {
+            self.send_error(
+                1,
+                error::NET_PACKETS_OUT_OF_ORDER,
+                "Got packets out of order",
+            )
+            .await;
+            return Err(Failure::Client);
+        }
+        if matches!(cmd, command::QUIT | command::CHANGE_USER) || is_refused(cmd) {
+            let message = format!("Command {cmd:#04x} with a payload this large is not accepted");
+            self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
+            return Err(Failure::Client);
+        }
+        if self.ensure_primary().await.is_err() {
+            return Err(Failure::Client);
+        }
+        let max = self.frontend.shared.load().proxy.max_allowed_packet;
+        let primary = self.primary.as_mut().expect("ensured");
+        match stream_packet(&mut self.client, &mut primary.conn, max).await {
+            Ok(_) => {
+                self.relay_response(Target::Primary, cmd, Statement::Write, &[])
+                    .await
+            }
+            Err(e) => {
+                // the backend holds part of a packet: it cannot be used again
+                self.primary = None;
+                match e {
+                    StreamError::TooLarge { next_seq } => {
+                        let message = "Got a packet bigger than 'max_allowed_packet' bytes";
+                        self.send_error(next_seq, error::NET_PACKET_TOO_LARGE, message)
+                            .await;
+                    }
+                    StreamError::Backend(why) => {
+                        let message = format!("Lost connection to backend during query: {why}");
+                        self.send_error(1, error::LOST_BACKEND, &message).await;
+                    }
+                    StreamError::Client => {}
+                }
+                Err(Failure::Client)
+            }
+        }
+    }
+
+    /// The session's connection for `target`, which must be there.
+    fn backend(&mut self, target: Target) -> &mut BackendConn {
+        match target {
+            Target::Primary => self.primary.as_mut(),
+            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
+        }
+        .expect("ensured")
+    }
+
+    /// Relays the response to a request already sent to `target`, then learns from it.
+    /// `body` is the request after its command byte (empty for streamed requests).
+    async fn relay_response(
+        &mut self,
+        target: Target,
+        cmd: u8,
+        statement: Statement,
+        body: &[u8],
+    ) -> Result<(), Failure> {
+        let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
+            return Ok(());
+        };
+        let shared = self.frontend.shared.clone();
+        let max = shared.load().proxy.max_allowed_packet;
+        let backend = match target {
+            Target::Primary => self.primary.as_mut(),
+            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
+        }
+        .expect("ensured");
+        let mut eviction = Eviction::new(&shared, backend.server.address());
+        let relayed = relay(
+            &mut self.client,
+            &mut backend.conn,
+            &mut tracker,
+            max,
+            &mut eviction,
+        )
+        .await;
+        backend.conn.shrink_buffers();
+        match relayed {
+            Ok(outcome) => {
+                if target == Target::Primary {
+                    self.after_primary(cmd, statement, body, outcome).await;
+                    if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
+                        self.note_write_gtid().await;
+                    }
+                }
+                Ok(())
+            }
+            Err(RelayError::Client) => Err(Failure::Client),
+            Err(RelayError::Backend(why)) => {
+                self.backend_lost(target, tracker.next_seq(), &why).await
+            }
+        }
+    }
+
+    /// Learns from a statement that ran on the primary: transaction state, schema,
+    /// character set, resets.
+    async fn after_primary(
+        &mut self,
+        cmd: u8,
+        statement: Statement,
+        body: &[u8],
+        outcome: Outcome,
+    ) {
+        if outcome.error {
+            return;
+        }
+        self.routing.after(statement, outcome.status);
+        match cmd {
+            command::INIT_DB => {
+                let name = String::from_utf8_lossy(body).into_owned();
+                if let Some(primary) = self.primary.as_mut() {
+                    primary.schema = Some(name.clone());
+                }
+                self.login.database = Some(name);
+            }
+            command::RESET_CONNECTION => self.reset_routing().await,
+            command::QUERY if statement == Statement::SetNames => {
+                self.names = Some(body.to_vec());
+            }
+            _ => {}
+        }
+    }
+
+    /// After a write that committed (autocommit, or the COMMIT itself), remembers its GTID
+    /// for read-your-writes. Inside a transaction nothing is committed yet.
+    async fn note_write_gtid(&mut self) {
+        if self.routing.in_transaction {
+            return;
+        }
+        let Some(primary) = self.primary.as_mut() else {
+            return;
+        };
+        match primary.query_text("SELECT @@last_gtid").await {
+            Ok(Ok(result)) => {
+                if let Some(gtid) = result
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                {
+                    if !gtid.is_empty() {
+                        self.last_write_gtid = Some(gtid);
+                    }
+                }
+            }
+            other => tracing::warn!(peer = %self.peer, ?other, "cannot read @@last_gtid"),
+        }
+    }
+
+    /// For read-your-writes: whether the reader has applied this session's last write,
+    /// waiting up to `causal_read_wait_ms` for it. Always true for other users.
+    async fn reader_has_our_writes(&mut self) -> bool {
+        if !self.user.config.causal_reads {
+            return true;
+        }
+        let Some(gtid) = &self.last_write_gtid else {
+            return true;
+        };
+        let Some((reader, replayed)) = self.reader.as_mut() else {
+            return false;
+        };
+        if replayed.applied_gtid.as_ref() == Some(gtid) {
+            return true;
+        }
+        let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
+        // GTIDs are digits and dashes (and commas between domains): safe to inline
+        if !gtid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        {
+            return false;
+        }
+        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {wait})");
+        match reader.query_text(&sql).await {
+            Ok(Ok(result))
+                if result
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .as_deref()
+                    == Some("0") =>
+            {
+                replayed.applied_gtid = Some(gtid.clone());
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "reader failed during a causal wait");
+                self.reader = None;
+                false
+            }
+        }
+    }
+
+    /// Back to a clean session: no pin, no transaction, no replayed state.
+    pub(super) async fn reset_routing(&mut self) {
+        self.routing = routing_for(&self.frontend, &self.user);
+        self.names = None;
+        if let Some((reader, _)) = self.reader.take() {
+            self.release(reader).await;
+        }
+    }
+
+    /// Makes sure the session has a primary connection to a server that is still in its
+    /// hostgroup, connecting anew after a loss or a failover. A failure is reported to the
+    /// client.
+    pub(super) async fn ensure_primary(&mut self) -> Result<(), Failure> {
+        let hostgroup = self.user.config.default_hostgroup;
+        if let Some(primary) = &self.primary {
+            let address = primary.server.address();
+            // An open transaction finishes where it began (or fails with its server).
+            if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, &address) {
+                return Ok(());
+            }
+            // The server left the hostgroup (a new writer was elected): statements must
+            // not go on reaching it. Whatever the session set on it stays behind.
+            tracing::info!(peer = %self.peer, server = %address, hostgroup, "leaving a server that left the hostgroup");
+            let old = self.primary.take().expect("checked");
+            self.release(old).await;
+        }
+        match self
+            .frontend
+            .pool
+            .acquire(&self.frontend.shared, hostgroup, &self.login)
+            .await
+        {
+            Ok(b) => {
+                self.primary = Some(b);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, hostgroup, error = %e, "no backend");
+                self.send_packet_err(1, &e.to_err_packet()).await?;
+                Err(Failure::Backend)
+            }
+        }
+    }
+
+    /// Makes sure the session has a reader connection in step with its state. Returns
+    /// false when no reader can serve and the read should go to the primary instead.
+    async fn ensure_reader(&mut self) -> Result<bool, Failure> {
+        let Some(hostgroup) = self.routing.reader_hostgroup else {
+            return Ok(false);
+        };
+        let shared = self.frontend.shared.clone();
+        if let Some((reader, _)) = &self.reader {
+            if !shared.is_member(hostgroup, &reader.server.address()) {
+                let (old, _) = self.reader.take().expect("checked");
+                self.release(old).await;
+            }
+        }
+        if self.reader.is_none() {
+            match self
+                .frontend
+                .pool
+                .acquire(&shared, hostgroup, &self.login)
+                .await
+            {
+                Ok(b) => {
+                    self.reader = Some((b, Replayed::default()));
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no reader; reading from the primary");
+                    return Ok(false);
+                }
+            }
+        }
+        match self.replay_on_reader().await {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                tracing::warn!(peer = %self.peer, error = %why, "reader connection failed; reading from the primary");
+                self.reader = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Brings the reader connection's schema and character set in line with the session's.
+    async fn replay_on_reader(&mut self) -> Result<(), String> {
+        let (reader, replayed) = self.reader.as_mut().expect("ensured");
+        if reader.schema != self.login.database {
+            if let Some(schema) = &self.login.database {
+                reader.run(command::INIT_DB, schema.as_bytes()).await?;
+            }
+            reader.schema = self.login.database.clone();
+        }
+        if replayed.names != self.names {
+            if let Some(names) = &self.names {
+                reader.run(command::QUERY, names).await?;
+            }
+            replayed.names = self.names.clone();
+        }
+        Ok(())
+    }
+
+    /// Tells the client its statement died with the backend connection, and forgets the
+    /// connection; the next command gets a new one.
+    pub(super) async fn backend_lost(
+        &mut self,
+        target: Target,
+        seq: u8,
+        why: &str,
+    ) -> Result<(), Failure> {
+        let backend = match target {
+            Target::Primary => {
+                self.routing.in_transaction = false;
+                self.primary.take()
+            }
+            Target::Reader => self.reader.take().map(|(b, _)| b),
+        };
+        let Some(backend) = backend else {
+            return Err(Failure::Backend);
+        };
+        let message = format!(
+            "Lost connection to backend {} (hostgroup {}) during query: {why}",
+            backend.server.address(),
+            backend.server.hostgroup
+        );
+        tracing::warn!(peer = %self.peer, "{message}");
+        drop(backend);
+        self.send_packet_err(seq, &ErrPacket::new(error::LOST_BACKEND, message))
+            .await?;
+        Err(Failure::Backend)
+    }
+}
+
+/// Whether a command may have written (and so moves the session's last write GTID).
+fn writes(cmd: u8, statement: Statement) -> bool {
+    match cmd {
+        command::QUERY => statement != Statement::Read && statement != Statement::SetNames,
+        command::STMT_EXECUTE => true,
+        _ => false,
+    }
+}
