@@ -42,11 +42,14 @@ pub struct ServerTarget {
     pub status: ServerStatus,
     /// Backend connections open to this server (shared across snapshots).
     pub connections: Arc<AtomicU32>,
+    /// `host:port`, made once: sessions compare it on every statement.
+    pub address: String,
 }
 
 impl ServerTarget {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    /// `host:port`, the server's identity across hostgroups and snapshots.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -123,6 +126,7 @@ impl Runtime {
                 priority: s.priority,
                 status: s.status,
                 connections,
+                address: format!("{}:{}", s.host, s.port),
             });
             grouped.entry(s.hostgroup).or_default().push(target.clone());
             servers_in_order.push(target);

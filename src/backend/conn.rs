@@ -124,7 +124,7 @@ pub(super) struct PoolKey {
 impl PoolKey {
     pub(super) fn new(server: &ServerTarget, login: &Login) -> PoolKey {
         PoolKey {
-            address: server.address(),
+            address: server.address().to_string(),
             user: login.user.clone(),
             capabilities: login.client_capabilities & MIRRORED,
             charset: login.charset,
@@ -154,7 +154,7 @@ impl BackendConn {
         let packets = self.exchange(command::QUERY, sql.as_bytes()).await?;
         let slices: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
         decode_result(&slices)
-            .map_err(|e| BackendError::Protocol(self.server.address(), e.to_string()))
+            .map_err(|e| BackendError::Protocol(self.server.address().to_string(), e.to_string()))
     }
 
     /// Runs a command of the proxy's own (replaying session state) whose answer is OK or
@@ -171,7 +171,7 @@ impl BackendConn {
 
     /// Sends one command and collects the payloads of its whole response.
     async fn exchange(&mut self, cmd: u8, body: &[u8]) -> Result<Vec<bytes::Bytes>, BackendError> {
-        let address = self.server.address();
+        let address = self.server.address().to_string();
         let mut payload = Vec::with_capacity(body.len() + 1);
         payload.push(cmd);
         payload.extend_from_slice(body);
@@ -209,7 +209,7 @@ impl BackendConn {
         tls: Option<&Arc<ClientConfig>>,
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
-        let address = slot.0.address();
+        let address = slot.0.address().to_string();
         match tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await {
             Ok(Ok((conn, thread_id))) => Ok(BackendConn {
                 conn,
@@ -231,7 +231,7 @@ async fn handshake(
     login: &Login,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<(Connection, u32), BackendError> {
-    let address = server.address();
+    let address = server.address().to_string();
     let protocol = |what: String| BackendError::Protocol(address.clone(), what);
     let tcp = TcpStream::connect((server.host.as_str(), server.port))
         .await
@@ -355,7 +355,7 @@ async fn upgrade(
     server: &ServerTarget,
     config: &Arc<ClientConfig>,
 ) -> Result<Connection, BackendError> {
-    let address = server.address();
+    let address = server.address().to_string();
     let (stream, pending) = conn.into_parts();
     let Stream::Tcp(tcp) = stream else {
         return Err(BackendError::Tls(address, "already TLS".into()));

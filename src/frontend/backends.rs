@@ -40,7 +40,7 @@ impl Session {
         if target == Target::Primary {
             self.ensure_primary().await?;
         }
-        let backend = self.backend(target);
+        let backend = connection_for(&mut self.primary, &mut self.reader, target);
         if let Err(e) = backend.conn.write_wire(&packet.wire).await {
             return self.backend_lost(target, 1, &e.to_string()).await;
         }
@@ -96,15 +96,6 @@ impl Session {
         }
     }
 
-    /// The session's connection for `target`, which must be there.
-    fn backend(&mut self, target: Target) -> &mut BackendConn {
-        match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
-        }
-        .expect("ensured")
-    }
-
     /// Relays the response to a request already sent to `target`, then learns from it.
     /// `body` is the request after its command byte (empty for streamed requests).
     async fn relay_response(
@@ -119,11 +110,7 @@ impl Session {
         };
         let shared = self.frontend.shared.clone();
         let max = shared.load().proxy.max_allowed_packet;
-        let backend = match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Reader => self.reader.as_mut().map(|(b, _)| b),
-        }
-        .expect("ensured");
+        let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let mut eviction = Eviction::new(&shared, backend.server.address());
         let relayed = relay(
             &mut self.client,
@@ -267,7 +254,7 @@ impl Session {
         if let Some(primary) = &self.primary {
             let address = primary.server.address();
             // An open transaction finishes where it began (or fails with its server).
-            if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, &address) {
+            if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, address) {
                 return Ok(());
             }
             // The server left the hostgroup (a new writer was elected): statements must
@@ -302,7 +289,7 @@ impl Session {
         };
         let shared = self.frontend.shared.clone();
         if let Some((reader, _)) = &self.reader {
-            if !shared.is_member(hostgroup, &reader.server.address()) {
+            if !shared.is_member(hostgroup, reader.server.address()) {
                 let (old, _) = self.reader.take().expect("checked");
                 self.release(old).await;
             }
@@ -389,4 +376,18 @@ fn writes(cmd: u8, statement: Statement) -> bool {
         command::STMT_EXECUTE => true,
         _ => false,
     }
+}
+
+/// The session's connection for `target`, which must be there. A function of the two
+/// fields rather than a method, so the client connection can be borrowed beside it.
+fn connection_for<'a>(
+    primary: &'a mut Option<BackendConn>,
+    reader: &'a mut Option<(BackendConn, Replayed)>,
+    target: Target,
+) -> &'a mut BackendConn {
+    match target {
+        Target::Primary => primary.as_mut(),
+        Target::Reader => reader.as_mut().map(|(b, _)| b),
+    }
+    .expect("ensured")
 }

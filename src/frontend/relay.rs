@@ -13,12 +13,12 @@ use crate::runtime::Shared;
 /// that a statement in flight there ends with an error instead of hanging.
 pub(super) struct Eviction<'a> {
     shared: &'a Shared,
-    address: String,
+    address: &'a str,
     generation: watch::Receiver<u64>,
 }
 
 impl<'a> Eviction<'a> {
-    pub(super) fn new(shared: &'a Shared, address: String) -> Self {
+    pub(super) fn new(shared: &'a Shared, address: &'a str) -> Self {
         Eviction {
             generation: shared.generation(),
             shared,
@@ -31,7 +31,7 @@ impl<'a> Eviction<'a> {
             if self.generation.changed().await.is_err() {
                 return std::future::pending().await;
             }
-            if self.shared.is_unreachable(&self.address) {
+            if self.shared.is_unreachable(self.address) {
                 return;
             }
         }

@@ -297,8 +297,13 @@ impl Session {
     async fn command_loop(&mut self) {
         let mut shutdown = self.frontend.shutdown_signal();
         loop {
-            let max = self.frontend.shared.load().proxy.max_allowed_packet;
-            let idle = Duration::from_millis(self.frontend.shared.load().proxy.idle_timeout_ms);
+            let (max, idle) = {
+                let proxy = &self.frontend.shared.load().proxy;
+                (
+                    proxy.max_allowed_packet,
+                    Duration::from_millis(proxy.idle_timeout_ms),
+                )
+            };
             let read = tokio::select! {
                 read = self.client.read_request(max) => Ok(read),
                 _ = shutdown.wait_for(|stop| *stop) => Err(false),

@@ -224,7 +224,7 @@ pub fn place(
             .any(|g| s.hostgroup == g.writer_hostgroup || s.hostgroup == g.backup_writer_hostgroup)
     };
     for s in servers.iter().filter(|s| !is_galera_member(s)) {
-        match health.get(&s.address()) {
+        match health.get(s.address()) {
             Some(h) if h.healthy => groups.entry(s.hostgroup).or_default().push(s.clone()),
             Some(h) => out
                 .unavailable
@@ -265,7 +265,7 @@ fn place_galera(
         }
     }
     let status = |s: &ServerTarget| -> Option<GaleraStatus> {
-        let h = health.get(&s.address())?;
+        let h = health.get(s.address())?;
         match (&h.last, h.healthy) {
             (Observation::Galera(st), true) => Some(st.clone()),
             _ => None,
@@ -282,7 +282,7 @@ fn place_galera(
         .get(&g.writer_hostgroup)
         .into_iter()
         .flatten()
-        .filter_map(|addr| writable.iter().copied().find(|s| &s.address() == addr))
+        .filter_map(|addr| writable.iter().copied().find(|s| s.address() == addr))
         .take(g.max_writers as usize)
         .collect();
     let mut ranked = writable.clone();
@@ -298,7 +298,7 @@ fn place_galera(
 
     for s in &nodes {
         let usable = status(s).is_some_and(|st| !st.read_only);
-        if let (false, Some(h)) = (usable, health.get(&s.address())) {
+        if let (false, Some(h)) = (usable, health.get(s.address())) {
             out.unavailable
                 .entry(g.writer_hostgroup)
                 .or_default()
@@ -342,7 +342,7 @@ fn place_galera(
     }
     out.writers.insert(
         g.writer_hostgroup,
-        writers.iter().map(|w| w.address()).collect(),
+        writers.iter().map(|w| w.address().to_string()).collect(),
     );
 }
 
@@ -374,6 +374,7 @@ mod tests {
             priority,
             status: ServerStatus::Online,
             connections: Arc::new(AtomicU32::new(0)),
+            address: format!("127.0.0.1:{port}"),
         })
     }
 

@@ -76,7 +76,7 @@ impl Monitor {
 
         let mut checks = JoinSet::new();
         for server in servers.iter().cloned() {
-            let mut conn = self.connections.remove(&server.address());
+            let mut conn = self.connections.remove(server.address());
             let login = login.clone();
             let tls = runtime.backend_tls.clone();
             checks.spawn(async move {
@@ -89,7 +89,7 @@ impl Monitor {
             let Ok((server, conn, seen)) = done else {
                 continue;
             };
-            let address = server.address();
+            let address = server.address().to_string();
             if let Some(conn) = conn {
                 self.connections.insert(address.clone(), conn);
             }
@@ -97,7 +97,7 @@ impl Monitor {
         }
         // forget servers that left the configuration
         self.health
-            .retain(|address, _| servers.iter().any(|s| &s.address() == address));
+            .retain(|address, _| servers.iter().any(|s| s.address() == address));
 
         let membership = place(
             &runtime.servers().cloned().collect::<Vec<_>>(),
@@ -125,7 +125,7 @@ impl Monitor {
     /// Records one observation; returns whether membership may have changed.
     fn record(&mut self, server: &ServerTarget, seen: Observation, runtime: &Runtime) -> bool {
         let settings = runtime.monitor.as_ref().expect("monitor configured");
-        let address = server.address();
+        let address = server.address().to_string();
         let max_lag = server.max_replication_lag;
         match self.health.get_mut(&address) {
             None => {
