@@ -173,10 +173,19 @@ fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
         thread::sleep(Duration::from_secs(1));
         let killed_at = Instant::now();
         signal(writer, "KILL");
-        eventually(Duration::from_secs(40), "both loops writing again", || {
-            through_proxy.acked_after(killed_at + Duration::from_secs(1)) > 20
-                && straight.acked_after(killed_at + Duration::from_secs(1)) > 20
-        });
+        let resumed = |l: &WriteLoop| l.acked_after(killed_at + Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while resumed(&through_proxy) <= 20 || resumed(&straight) <= 20 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: writes did not resume after killing {writer}: through the proxy {}, direct {}; node3 says {}; proxy log:\n{}",
+                resumed(&through_proxy),
+                resumed(&straight),
+                on_node(13308, "SHOW STATUS LIKE 'wsrep_cluster_status'"),
+                proxy.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
         let settle = Instant::now();
         eventually(
             Duration::from_secs(10),
