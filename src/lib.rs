@@ -8,6 +8,7 @@ pub mod frontend;
 pub mod monitor;
 pub mod protocol;
 pub mod router;
+pub mod rules;
 pub mod runtime;
 pub mod server;
 pub mod tls;
