@@ -11,10 +11,12 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 
 use crate::config::{
-    Config, GaleraHostgroups, Monitor, PoolSettings, ProxySection, ServerStatus, Throttle, User,
+    Config, Firewall as FirewallSettings, GaleraHostgroups, Monitor, PoolSettings, ProxySection,
+    QueryLogMode, ServerStatus, Throttle, User,
 };
 use crate::monitor::health::Membership;
 use crate::protocol::auth::{PasswordHash, ProvenKey};
+use crate::rules::{Firewall, QueryLog, QueryRules};
 use crate::tls::{self, TlsError};
 
 /// A user as the frontend needs it: the configured entry with its hash already parsed.
@@ -64,6 +66,13 @@ pub struct Runtime {
     pub backend_tls: Option<Arc<ClientConfig>>,
     pub galera: Vec<GaleraHostgroups>,
     pub monitor: Option<MonitorSettings>,
+    /// The active query rules, compiled.
+    pub rules: Arc<QueryRules>,
+    /// The firewall's settings and its allow list (re-read from its file on reload).
+    pub firewall_settings: FirewallSettings,
+    pub firewall: Arc<Firewall>,
+    /// The query log, when on (kept across reloads that leave its settings alone).
+    pub query_log: Option<Arc<QueryLog>>,
     servers_in_order: Vec<Arc<ServerTarget>>,
 }
 
@@ -142,7 +151,18 @@ impl Runtime {
             }),
             None => None,
         };
+        let firewall =
+            Firewall::load(&config.firewall.allowlist).map_err(|message| TlsError::File {
+                key: "firewall.allowlist",
+                path: config.firewall.allowlist.display().to_string(),
+                message,
+            })?;
+        let query_log = query_log(config, previous)?;
         Ok(Runtime {
+            rules: Arc::new(QueryRules::compile(&config.query_rules).expect("validated")),
+            firewall_settings: config.firewall.clone(),
+            firewall: Arc::new(firewall),
+            query_log,
             proxy: config.proxy.clone(),
             throttle: config.throttle.clone(),
             pool: config.pool.clone(),
@@ -245,6 +265,29 @@ impl UserEntry {
 }
 
 /// Reads the monitor's password file into a login key; the cleartext is dropped at once.
+/// The query log of `config`: the previous one when its settings did not change.
+fn query_log(
+    config: &Config,
+    previous: Option<&Runtime>,
+) -> Result<Option<Arc<QueryLog>>, TlsError> {
+    let settings = &config.query_log;
+    if settings.mode == QueryLogMode::Off {
+        return Ok(None);
+    }
+    if let Some(log) = previous.and_then(|p| p.query_log.as_ref()) {
+        if log.settings() == settings {
+            return Ok(Some(log.clone()));
+        }
+    }
+    QueryLog::open(settings)
+        .map(|log| Some(Arc::new(log)))
+        .map_err(|e| TlsError::File {
+            key: "query_log.path",
+            path: settings.path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
 fn read_password_file(path: &std::path::Path) -> Result<ProvenKey, TlsError> {
     let text = std::fs::read_to_string(path).map_err(|e| TlsError::File {
         key: "monitor.password_file",
@@ -335,6 +378,10 @@ impl Shared {
     /// Rebuilds the snapshot from a new configuration and swaps it in; on error the old
     /// snapshot stays.
     pub fn reload(&self, config: &Config) -> Result<(), TlsError> {
+        // what was learned but not yet written must not be lost when the file is re-read
+        if let Err(e) = self.current.load().firewall.flush() {
+            tracing::warn!(error = %e, "cannot write the firewall allow list");
+        }
         let next = Runtime::build(config, Some(&self.current.load()))?;
         self.current.store(Arc::new(next));
         Ok(())

@@ -8,8 +8,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    BackendTls, Config, FrontendTls, GaleraHostgroups, Hostgroup, Monitor, PoolSettings,
-    ProxySection, Server, ServerStatus, Throttle, User,
+    BackendTls, Config, Firewall, FirewallMode, FrontendTls, GaleraHostgroups, Hostgroup, Monitor,
+    PoolSettings, ProxySection, QueryLog, QueryLogMode, QueryRule, Server, ServerStatus, Throttle,
+    User,
 };
 
 /// Why a configuration cannot be used.
@@ -90,5 +91,7 @@ impl Config {
                 resolve(ca);
             }
         }
+        resolve(&mut self.firewall.allowlist);
+        resolve(&mut self.query_log.path);
     }
 }

@@ -32,6 +32,142 @@ pub struct Config {
     pub servers: Vec<Server>,
     #[serde(default)]
     pub users: Vec<User>,
+    /// Query rules (ProxySQL's `mysql_query_rules`), walked in `rule_id` order.
+    #[serde(default)]
+    pub query_rules: Vec<QueryRule>,
+    #[serde(default)]
+    pub firewall: Firewall,
+    #[serde(default)]
+    pub query_log: QueryLog,
+}
+
+/// One query rule: what it matches (every given field must match) and what it does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRule {
+    pub rule_id: u32,
+    #[serde(default = "yes")]
+    pub active: bool,
+    pub username: Option<String>,
+    /// The session's current schema.
+    pub schemaname: Option<String>,
+    /// The client's address: one address or a CIDR network.
+    pub client_addr: Option<String>,
+    /// The digest's hash as logged: "0x" and hex digits.
+    pub digest: Option<String>,
+    /// A regular expression over the digest text.
+    pub match_digest: Option<String>,
+    /// A regular expression over the statement as sent (or as rewritten by an earlier rule).
+    pub match_pattern: Option<String>,
+    /// Match statements that do NOT match `match_pattern`.
+    #[serde(default)]
+    pub negate_match_pattern: bool,
+    /// Regular expressions ignore case unless this is set (ProxySQL's CASELESS default).
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// Statement kinds: select, locking_select, insert, update, delete, replace, ddl,
+    /// transaction, set, use, show, call, other.
+    #[serde(default)]
+    pub statement_kind: Vec<crate::rules::Kind>,
+    /// true: match only statements with an injection shape; false: only those without.
+    pub sql_injection: Option<bool>,
+    /// The rule is considered only while the walk's flag equals this (starts at 0).
+    #[serde(default)]
+    pub flag_in: u32,
+    /// On a match, the walk goes on with this flag.
+    pub flag_out: Option<u32>,
+    /// Send matching statements to this hostgroup.
+    pub destination_hostgroup: Option<u32>,
+    /// Rewrite: what replaces each `match_pattern` match (`$1` for capture groups).
+    pub replace_pattern: Option<String>,
+    /// Refuse matching statements with this message.
+    pub error_msg: Option<String>,
+    /// The error code of a refusal (default 1148).
+    pub error_code: Option<u16>,
+    /// Write matching statements to the query log.
+    #[serde(default)]
+    pub log: bool,
+    /// Kill a matching statement on its backend after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Stop the walk at this rule when it matches.
+    #[serde(default)]
+    pub apply: bool,
+    pub comment: Option<String>,
+}
+
+/// What the firewall does with statement shapes it has not learned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirewallMode {
+    /// Nothing: no learning, no blocking.
+    #[default]
+    Off,
+    /// Learn every new digest into the allow list, and log it as one that protect mode
+    /// would block.
+    Detect,
+    /// Only digests on the allow list pass; others are refused.
+    Protect,
+}
+
+/// The digest firewall: per user (`users[].firewall`), or this default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Firewall {
+    pub mode: FirewallMode,
+    /// The learned allow list: one `user<TAB>digest<TAB>digest text` line per entry,
+    /// written atomically, editable (re-read on reload). Relative to the config file.
+    pub allowlist: PathBuf,
+    /// Newly learned digests are written out this often.
+    pub flush_interval_ms: u64,
+    /// The error code a blocked statement gets.
+    pub error_code: u16,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Firewall {
+            mode: FirewallMode::Off,
+            allowlist: PathBuf::from("firewall-allowlist.tsv"),
+            flush_interval_ms: 1000,
+            error_code: 1148,
+        }
+    }
+}
+
+/// The query log: one JSON line per statement (digest text only, never values).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLog {
+    /// "off", "all" (every statement) or "rules" (only those a rule with `log` matched,
+    /// and refused ones).
+    pub mode: QueryLogMode,
+    /// Where the lines go, relative to the config file.
+    pub path: PathBuf,
+    /// The file is rotated (`.1`, `.2`, …) when it grows past this.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+/// Which statements the query log records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryLogMode {
+    #[default]
+    Off,
+    All,
+    Rules,
+}
+
+impl Default for QueryLog {
+    fn default() -> Self {
+        QueryLog {
+            mode: QueryLogMode::Off,
+            path: PathBuf::from("queries.log"),
+            max_bytes: 100 << 20,
+            keep: 5,
+        }
+    }
 }
 
 /// The client-facing listener and its limits.
@@ -295,6 +431,8 @@ pub struct User {
     /// `proxy.causal_read_wait_ms`), else to the writer.
     #[serde(default)]
     pub causal_reads: bool,
+    /// This user's firewall mode; unset: `firewall.mode`.
+    pub firewall: Option<FirewallMode>,
 }
 
 fn yes() -> bool {

@@ -15,7 +15,37 @@ pub(super) fn validate(config: &Config) -> Result<(), Failure> {
     users(config, &hostgroups)?;
     galera(config, &hostgroups)?;
     monitor(config)?;
+    query_rules(config, &hostgroups)?;
     tls_files(config)
+}
+
+fn query_rules(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
+    let mut ids = HashSet::new();
+    for (i, rule) in config.query_rules.iter().enumerate() {
+        if !ids.insert(rule.rule_id) {
+            return fail(
+                format!("query_rules[{i}].rule_id"),
+                format!("rule {} is defined twice", rule.rule_id),
+            );
+        }
+        if let Some(hg) = rule.destination_hostgroup {
+            let managed = config.galera_hostgroups.iter().any(|g| {
+                [
+                    g.writer_hostgroup,
+                    g.backup_writer_hostgroup,
+                    g.reader_hostgroup,
+                ]
+                .contains(&hg)
+            });
+            if !hostgroups.contains(&hg) && !managed {
+                return fail(
+                    format!("query_rules[{i}].destination_hostgroup"),
+                    format!("hostgroup {hg} is not declared and has no servers"),
+                );
+            }
+        }
+    }
+    crate::rules::QueryRules::compile(&config.query_rules).map(|_| ())
 }
 
 fn galera(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {

@@ -3,49 +3,155 @@
 //! following the writer when it changes, relaying the response, and losing a connection
 //! cleanly.
 
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
 use crate::backend::BackendConn;
+use crate::config::FirewallMode;
 use crate::connection::RawPacket;
 use crate::protocol::constants::{command, error};
+use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
-use crate::router::{classify, Statement, Target};
+use crate::router::{Statement, Target};
 
+use super::inspect::{Plan, Ran};
 use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
 use super::session::{is_refused, routing_for, Failure, Replayed, Session};
 
 impl Session {
-    /// Sends the command to the backend the router picks and relays the response.
+    /// Inspects the statement (rules, firewall), sends it to the backend the rules or the
+    /// router pick, relays the response, and accounts for it.
     pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
-        let statement = if cmd == command::QUERY {
-            classify(&packet.first_frame()[1..])
+        let started = Instant::now();
+        let runtime = self.frontend.shared.load();
+        let inspected = matches!(cmd, command::QUERY | command::STMT_PREPARE);
+        let plan = if inspected {
+            self.inspect(&runtime, &packet.first_frame()[1..])
         } else {
-            Statement::Write
+            Plan::default()
         };
-        let mut target = match cmd {
-            command::QUERY => self.routing.route(statement),
-            _ => Target::Primary,
+        if let Some(refusal) = plan.refusal(&runtime, &self.user.config.name) {
+            self.account(&runtime, &plan, refused(started));
+            return self.send_packet_err(1, &refusal).await;
+        }
+        let statement = match cmd {
+            command::QUERY => Statement::of(&plan.analysis),
+            _ => Statement::Write,
         };
-        if target == Target::Reader
-            && !(self.ensure_reader().await? && self.reader_has_our_writes().await)
-        {
-            if !self.routing.fallback_to_writer {
-                let hostgroup = self.routing.reader_hostgroup.unwrap_or_default();
-                let message = format!("no reader of hostgroup {hostgroup} can serve this read");
-                self.send_packet_err(1, &ErrPacket::new(error::NO_BACKEND, message))
-                    .await?;
-                return Err(Failure::Backend);
-            }
-            target = Target::Primary;
-        }
-        if target == Target::Primary {
-            self.ensure_primary().await?;
-        }
+        let Some((target, hostgroup)) =
+            self.choose(cmd, statement, plan.decision.hostgroup).await?
+        else {
+            self.account(&runtime, &plan, refused(started));
+            return Ok(());
+        };
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        if let Err(e) = backend.conn.write_wire(&packet.wire).await {
+        let server = backend.server.clone();
+        let sent = match &plan.decision.rewritten {
+            Some(text) => backend.conn.write_wire(&rewritten(cmd, text)).await,
+            None => backend.conn.write_wire(&packet.wire).await,
+        };
+        if let Err(e) = sent {
             return self.backend_lost(target, 1, &e.to_string()).await;
         }
-        self.relay_response(target, cmd, statement, &packet.first_frame()[1..])
-            .await
+        let watchdog = plan
+            .decision
+            .timeout_ms
+            .map(|ms| self.kill_after(target, Duration::from_millis(ms)));
+        let body = &packet.first_frame()[1..];
+        let result = self.relay_response(target, cmd, statement, body).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        let ran = Ran {
+            hostgroup: Some(hostgroup),
+            server: Some(server.address()),
+            duration: started.elapsed(),
+            error: !matches!(result, Ok(true)),
+        };
+        if inspected {
+            self.account(&runtime, &plan, ran);
+        }
+        result.map(|_| ())
+    }
+
+    /// Picks the connection for a statement and makes sure it is there: the rules'
+    /// hostgroup if they named one (unless a transaction holds the session), else the
+    /// router's choice. `None` when the client was already told why there is none.
+    async fn choose(
+        &mut self,
+        cmd: u8,
+        statement: Statement,
+        ruled: Option<u32>,
+    ) -> Result<Option<(Target, u32)>, Failure> {
+        let primary_hostgroup = self.user.config.default_hostgroup;
+        let held = self.routing.in_transaction && self.routing.transaction_persistent;
+        let wanted = match ruled {
+            Some(hg) if hg != primary_hostgroup && !held => Some((hg, true)),
+            Some(_) => None,
+            None if cmd == command::QUERY && self.routing.route(statement) == Target::Reader => {
+                self.routing.reader_hostgroup.map(|hg| (hg, false))
+            }
+            None => None,
+        };
+        if let Some((hostgroup, by_rule)) = wanted {
+            match self.ensure_reader(hostgroup).await {
+                Ok(()) if self.reader_has_our_writes().await => {
+                    return Ok(Some((Target::Reader, hostgroup)));
+                }
+                Ok(()) => {}
+                Err(err) if by_rule => {
+                    self.send_packet_err(1, &err).await?;
+                    return Ok(None);
+                }
+                Err(_) if !self.routing.fallback_to_writer => {
+                    let message = format!("no reader of hostgroup {hostgroup} can serve this read");
+                    self.send_packet_err(1, &ErrPacket::new(error::NO_BACKEND, message))
+                        .await?;
+                    return Ok(None);
+                }
+                Err(_) => {}
+            }
+        }
+        match self.ensure_primary().await {
+            Ok(()) => Ok(Some((Target::Primary, primary_hostgroup))),
+            Err(Failure::Backend) => Ok(None),
+            Err(Failure::Client) => Err(Failure::Client),
+        }
+    }
+
+    /// Starts a watchdog that kills the running statement (`KILL QUERY`, from a connection
+    /// of the same user) once `limit` has passed; aborted when the statement ends first.
+    fn kill_after(&self, target: Target, limit: Duration) -> tokio::task::JoinHandle<()> {
+        let backend = match target {
+            Target::Primary => self.primary.as_ref(),
+            Target::Reader => self.reader.as_ref().map(|(b, _)| b),
+        }
+        .expect("ensured");
+        let (server, thread_id, login) = (
+            backend.server.clone(),
+            backend.thread_id,
+            self.login.clone(),
+        );
+        let runtime = self.frontend.shared.load();
+        let tls = server.tls.then(|| runtime.backend_tls.clone()).flatten();
+        let connect_timeout = Duration::from_millis(runtime.proxy.connect_timeout_ms);
+        let peer = self.peer;
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            tracing::info!(%peer, server = %server.address(), thread_id, ?limit, "statement over its rule's timeout: killing it");
+            let killed = async {
+                let mut conn = BackendConn::connect(&server, &login, tls.as_ref(), connect_timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.run(command::QUERY, format!("KILL QUERY {thread_id}").as_bytes())
+                    .await
+            };
+            if let Err(e) = killed.await {
+                tracing::warn!(%peer, server = %server.address(), error = %e, "cannot kill a statement over its timeout");
+            }
+        })
     }
 
     /// A request too large to hold (see `connection::STREAM_ABOVE`): streamed to the
@@ -66,16 +172,31 @@ impl Session {
             self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
             return Err(Failure::Client);
         }
+        let runtime = self.frontend.shared.load();
+        let mode = self
+            .user
+            .config
+            .firewall
+            .unwrap_or(runtime.firewall_settings.mode);
+        if mode == FirewallMode::Protect {
+            // a statement this large is not held in memory, so it cannot be inspected
+            let message = format!(
+                "Statement refused by the firewall: statements over {} bytes cannot be inspected",
+                crate::connection::STREAM_ABOVE
+            );
+            self.send_error(1, error::NOT_ALLOWED, &message).await;
+            return Err(Failure::Client);
+        }
         if self.ensure_primary().await.is_err() {
             return Err(Failure::Client);
         }
-        let max = self.frontend.shared.load().proxy.max_allowed_packet;
+        let max = runtime.proxy.max_allowed_packet;
         let primary = self.primary.as_mut().expect("ensured");
         match stream_packet(&mut self.client, &mut primary.conn, max).await {
-            Ok(_) => {
-                self.relay_response(Target::Primary, cmd, Statement::Write, &[])
-                    .await
-            }
+            Ok(_) => self
+                .relay_response(Target::Primary, cmd, Statement::Write, &[])
+                .await
+                .map(|_| ()),
             Err(e) => {
                 // the backend holds part of a packet: it cannot be used again
                 self.primary = None;
@@ -97,16 +218,17 @@ impl Session {
     }
 
     /// Relays the response to a request already sent to `target`, then learns from it.
-    /// `body` is the request after its command byte (empty for streamed requests).
+    /// `body` is the request after its command byte (empty for streamed requests). True
+    /// when the response was not an error.
     async fn relay_response(
         &mut self,
         target: Target,
         cmd: u8,
         statement: Statement,
         body: &[u8],
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
-            return Ok(());
+            return Ok(true);
         };
         let shared = self.frontend.shared.clone();
         let max = shared.load().proxy.max_allowed_packet;
@@ -129,12 +251,13 @@ impl Session {
                         self.note_write_gtid().await;
                     }
                 }
-                Ok(())
+                Ok(!outcome.error)
             }
             Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Backend(why)) => {
-                self.backend_lost(target, tracker.next_seq(), &why).await
-            }
+            Err(RelayError::Backend(why)) => self
+                .backend_lost(target, tracker.next_seq(), &why)
+                .await
+                .map(|_| false),
         }
     }
 
@@ -281,15 +404,15 @@ impl Session {
         }
     }
 
-    /// Makes sure the session has a reader connection in step with its state. Returns
-    /// false when no reader can serve and the read should go to the primary instead.
-    async fn ensure_reader(&mut self) -> Result<bool, Failure> {
-        let Some(hostgroup) = self.routing.reader_hostgroup else {
-            return Ok(false);
-        };
+    /// Makes sure the session has a connection to `hostgroup` (the readers, or a
+    /// hostgroup a rule chose) in step with the session's schema and character set. The
+    /// error says why there is none.
+    async fn ensure_reader(&mut self, hostgroup: u32) -> Result<(), ErrPacket> {
         let shared = self.frontend.shared.clone();
-        if let Some((reader, _)) = &self.reader {
-            if !shared.is_member(hostgroup, reader.server.address()) {
+        if let Some((reader, replayed)) = &self.reader {
+            if replayed.hostgroup != hostgroup
+                || !shared.is_member(hostgroup, reader.server.address())
+            {
                 let (old, _) = self.reader.take().expect("checked");
                 self.release(old).await;
             }
@@ -302,22 +425,26 @@ impl Session {
                 .await
             {
                 Ok(b) => {
-                    self.reader = Some((b, Replayed::default()));
+                    let replayed = Replayed {
+                        hostgroup,
+                        ..Replayed::default()
+                    };
+                    self.reader = Some((b, replayed));
                 }
                 Err(e) => {
-                    tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no reader; reading from the primary");
-                    return Ok(false);
+                    tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no connection to the hostgroup");
+                    return Err(e.to_err_packet());
                 }
             }
         }
-        match self.replay_on_reader().await {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                tracing::warn!(peer = %self.peer, error = %why, "reader connection failed; reading from the primary");
-                self.reader = None;
-                Ok(false)
-            }
-        }
+        self.replay_on_reader().await.map_err(|why| {
+            tracing::warn!(peer = %self.peer, hostgroup, error = %why, "reader connection failed");
+            self.reader = None;
+            ErrPacket::new(
+                error::LOST_BACKEND,
+                format!("Lost connection to hostgroup {hostgroup}: {why}"),
+            )
+        })
     }
 
     /// Brings the reader connection's schema and character set in line with the session's.
@@ -367,6 +494,26 @@ impl Session {
             .await?;
         Err(Failure::Backend)
     }
+}
+
+/// The accounting of a statement that never reached a backend.
+fn refused(started: Instant) -> Ran<'static> {
+    Ran {
+        hostgroup: None,
+        server: None,
+        duration: started.elapsed(),
+        error: true,
+    }
+}
+
+/// A command packet carrying `text` in place of what the client sent.
+fn rewritten(cmd: u8, text: &[u8]) -> BytesMut {
+    let mut payload = Vec::with_capacity(text.len() + 1);
+    payload.push(cmd);
+    payload.extend_from_slice(text);
+    let mut wire = BytesMut::with_capacity(payload.len() + 8);
+    encode_packet(&mut wire, 0, &payload);
+    wire
 }
 
 /// Whether a command may have written (and so moves the session's last write GTID).

@@ -10,6 +10,7 @@ pub mod admission;
 mod backends;
 mod change_user;
 pub mod handshake;
+mod inspect;
 pub mod listener;
 mod relay;
 pub mod session;
@@ -21,8 +22,12 @@ use tokio::sync::watch;
 
 use crate::backend::Pool;
 use crate::connlog::ConnectionLog;
+use crate::rules::DigestStats;
 use crate::runtime::Shared;
 use admission::Admission;
+
+/// Digests tracked at most; executions of shapes beyond this are counted as dropped.
+const MAX_DIGESTS: u64 = 100_000;
 
 /// What every client task shares.
 pub struct Frontend {
@@ -30,6 +35,8 @@ pub struct Frontend {
     pub pool: Pool,
     pub admission: Admission,
     pub connlog: ConnectionLog,
+    /// Per-digest statistics, kept across reloads.
+    pub digests: DigestStats,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     shutdown: watch::Receiver<bool>,
@@ -47,6 +54,7 @@ impl Frontend {
             pool,
             admission: Admission::default(),
             connlog,
+            digests: DigestStats::new(MAX_DIGESTS),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             shutdown,

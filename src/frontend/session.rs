@@ -17,6 +17,7 @@ use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::router::SessionRouting;
+use crate::rules::Analyzer;
 use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
@@ -203,6 +204,8 @@ pub(super) struct Session {
     /// For read-your-writes: the GTID of this session's last committed write.
     pub(super) last_write_gtid: Option<String>,
     pub(super) tls: Option<TlsInfo>,
+    /// Analyses statements; its buffer is reused from one statement to the next.
+    pub(super) analyzer: Analyzer,
     /// This connection's share of its address's connection cap.
     pub(super) _address_slot: AddressSlot,
 }
@@ -210,6 +213,8 @@ pub(super) struct Session {
 /// Session state applied to a reader connection (its schema is on the connection itself).
 #[derive(Debug, Default)]
 pub(super) struct Replayed {
+    /// The hostgroup the connection was taken for.
+    pub(super) hostgroup: u32,
     pub(super) names: Option<Vec<u8>>,
     /// The last write GTID this reader was seen to have applied.
     pub(super) applied_gtid: Option<String>,
@@ -290,6 +295,7 @@ impl Session {
             names: None,
             last_write_gtid: None,
             tls: li.tls,
+            analyzer: Analyzer::default(),
             _address_slot: address_slot,
         })
     }

@@ -108,6 +108,8 @@ pub mod error {
     pub const LOST_BACKEND: Code = (2013, "HY000");
     /// No backend of the hostgroup could be reached (ProxySQL uses the same code).
     pub const NO_BACKEND: Code = (9001, "HY000");
+    /// A statement refused by a query rule or the firewall (ProxySQL uses 1148 too).
+    pub const NOT_ALLOWED: Code = (1148, "42000");
 }
 
 /// The character set the proxy announces in its greeting: utf8mb4_general_ci.

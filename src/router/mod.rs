@@ -3,7 +3,7 @@
 
 pub mod classify;
 
-pub use classify::{classify, Statement};
+pub use classify::Statement;
 
 use crate::config::GaleraHostgroups;
 

@@ -66,6 +66,9 @@ pub struct Features {
     pub temporary_table: bool,
     /// `SET NAMES …` and nothing else.
     pub set_names_only: bool,
+    /// A statement that leaves state on its connection: `LOCK TABLES`, `PREPARE`,
+    /// `HANDLER`.
+    pub session_statement: bool,
     /// `… OR 1=1`, `… OR 'a'='a'`, `… OR TRUE`: a condition that is always true.
     pub tautology: bool,
     /// `UNION [ALL] SELECT`.
@@ -319,6 +322,12 @@ impl<'a> Pass<'a> {
         self.leading_seen = true;
         let kind = leading_kind(text, rest, self.sql);
         self.analysis.kind = kind;
+        if [&b"LOCK"[..], b"PREPARE", b"HANDLER"]
+            .iter()
+            .any(|k| eq(text, k))
+        {
+            self.analysis.features.session_statement = true;
+        }
         match kind {
             Kind::Update => self.table_after(rest),
             Kind::Set => self.analysis.features.set_names_only = set_names_only(rest, self.sql),

@@ -1,8 +1,19 @@
-//! What the proxy knows about a statement's text and what it does about it: the tokenizer,
-//! digests and classification.
+//! What the proxy knows about a statement's text and what it does about it: the tokenizer
+//! and analysis (digest, kind, tables), query rules, the digest firewall, injection shapes
+//! and the query log.
 
 pub mod analysis;
+pub mod engine;
+pub mod firewall;
+pub mod injection;
 pub mod keywords;
+pub mod querylog;
+pub mod stats;
 pub mod tokens;
 
 pub use analysis::{Analysis, Analyzer, Features, Kind};
+pub use engine::{format_digest, parse_digest, Decision, Query, QueryRules};
+pub use firewall::{Firewall, Verdict};
+pub use injection::Suspicion;
+pub use querylog::QueryLog;
+pub use stats::DigestStats;

@@ -1,0 +1,162 @@
+//! What the session does with a statement's text before it goes anywhere: analyse it once,
+//! walk the query rules, ask the firewall, look for injection shapes; and afterwards,
+//! count it in the digest statistics and write the query log line.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{FirewallMode, QueryLogMode};
+use crate::protocol::constants::capability::MULTI_STATEMENTS;
+use crate::protocol::packets::ErrPacket;
+use crate::rules::stats::Execution;
+use crate::rules::{format_digest, Analysis, Decision, Query, Suspicion, Verdict};
+use crate::runtime::Runtime;
+
+use super::session::Session;
+
+/// What the inspection of one statement decided.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    pub analysis: Analysis,
+    pub decision: Decision,
+    pub verdict: Option<Verdict>,
+    pub suspicion: Suspicion,
+}
+
+impl Plan {
+    /// The refusal to send instead of running the statement, if any.
+    pub(super) fn refusal(&self, runtime: &Runtime, user: &str) -> Option<ErrPacket> {
+        if let Some((code, message)) = &self.decision.deny {
+            return Some(ErrPacket {
+                code: *code,
+                sql_state: "HY000".into(),
+                message: message.clone(),
+            });
+        }
+        (self.verdict == Some(Verdict::Blocked)).then(|| ErrPacket {
+            code: runtime.firewall_settings.error_code,
+            sql_state: "HY000".into(),
+            message: format!(
+                "Statement refused by the firewall: digest {} is not on the allow list of user '{user}'",
+                format_digest(self.analysis.digest)
+            ),
+        })
+    }
+}
+
+/// How a statement ended, for statistics and the query log.
+pub(super) struct Ran<'a> {
+    pub hostgroup: Option<u32>,
+    pub server: Option<&'a str>,
+    pub duration: Duration,
+    pub error: bool,
+}
+
+impl Session {
+    /// Analyses a statement (COM_QUERY or COM_STMT_PREPARE text) and decides about it.
+    pub(super) fn inspect(&mut self, runtime: &Runtime, sql: &[u8]) -> Plan {
+        let analysis = self.analyzer.analyze(sql);
+        let multi = self.capabilities & MULTI_STATEMENTS != 0;
+        let digests = &self.frontend.digests;
+        let suspicion = Suspicion::of(&analysis, multi, || digests.known(analysis.digest));
+        let digest_text = self.analyzer.digest_text();
+        if suspicion.any() {
+            tracing::warn!(
+                peer = %self.peer,
+                user = %self.user.config.name,
+                digest = %format_digest(analysis.digest),
+                digest_text = %String::from_utf8_lossy(digest_text),
+                reasons = ?suspicion.reasons(),
+                "statement with an injection shape"
+            );
+        }
+        let decision = runtime.rules.evaluate(&Query {
+            user: &self.user.config.name,
+            schema: self.login.database.as_deref(),
+            client: self.peer.ip(),
+            sql,
+            digest_text,
+            analysis: &analysis,
+            suspicious: suspicion.any(),
+        });
+        let mode = self
+            .user
+            .config
+            .firewall
+            .unwrap_or(runtime.firewall_settings.mode);
+        let verdict = (mode != FirewallMode::Off).then(|| {
+            runtime
+                .firewall
+                .check(mode, &self.user.config.name, analysis.digest, digest_text)
+        });
+        if verdict == Some(Verdict::Learned) {
+            tracing::info!(
+                user = %self.user.config.name,
+                digest = %format_digest(analysis.digest),
+                digest_text = %String::from_utf8_lossy(digest_text),
+                "firewall learned a new statement shape (protect mode would refuse it)"
+            );
+        }
+        Plan {
+            analysis,
+            decision,
+            verdict,
+            suspicion,
+        }
+    }
+
+    /// Counts a statement in the digest statistics and writes its query log line.
+    pub(super) fn account(&self, runtime: &Runtime, plan: &Plan, ran: Ran<'_>) {
+        let schema = self.login.database.as_deref().unwrap_or_default();
+        if let Some(hostgroup) = ran.hostgroup {
+            let execution = Execution {
+                user: &self.user.config.name,
+                schema,
+                hostgroup,
+                duration: ran.duration,
+                error: ran.error,
+            };
+            let text = || self.analyzer.digest_text().to_vec();
+            self.frontend
+                .digests
+                .record(plan.analysis.digest, text, execution);
+        }
+        let Some(log) = &runtime.query_log else {
+            return;
+        };
+        let refused = ran.hostgroup.is_none();
+        let wanted = match log.settings().mode {
+            QueryLogMode::All => true,
+            QueryLogMode::Rules => plan.decision.log || refused || plan.suspicion.any(),
+            QueryLogMode::Off => false,
+        };
+        if wanted {
+            log.write(self.log_line(plan, &ran, schema));
+        }
+    }
+
+    fn log_line(&self, plan: &Plan, ran: &Ran<'_>, schema: &str) -> String {
+        serde_json::json!({
+            "time": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            "user": self.user.config.name,
+            "client": client(self.peer),
+            "schema": schema,
+            "kind": plan.analysis.kind.name(),
+            "digest": format_digest(plan.analysis.digest),
+            "digest_text": String::from_utf8_lossy(self.analyzer.digest_text()),
+            "hostgroup": ran.hostgroup,
+            "server": ran.server,
+            "duration_us": ran.duration.as_micros() as u64,
+            "error": ran.error,
+            "rule": plan.decision.last_rule,
+            "refused": ran.hostgroup.is_none(),
+            "firewall": plan.verdict.map(|v| format!("{v:?}").to_lowercase()),
+            "injection": plan.suspicion.reasons(),
+        })
+        .to_string()
+    }
+}
+
+fn client(peer: SocketAddr) -> String {
+    peer.to_string()
+}

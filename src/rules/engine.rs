@@ -1,0 +1,324 @@
+//! Query rules, ProxySQL's way: an ordered list, each matching on who sends what, each
+//! acting (route, rewrite, deny, log, time out) and either stopping the walk (`apply`) or
+//! handing on to the rules of another flag (`flag_out`). Compiled once per configuration
+//! snapshot; evaluating them allocates nothing unless a rule rewrites.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipnet::IpNet;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::analysis::{Analysis, Kind};
+use crate::config::QueryRule;
+
+/// The error code of a denial when the rule names none (ProxySQL's).
+pub const DEFAULT_DENY_CODE: u16 = 1148;
+
+/// A statement as the rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub user: &'a str,
+    pub schema: Option<&'a str>,
+    pub client: IpAddr,
+    pub sql: &'a [u8],
+    pub digest_text: &'a [u8],
+    pub analysis: &'a Analysis,
+    /// The statement shows an injection shape (see [`super::injection`]).
+    pub suspicious: bool,
+}
+
+/// What the matching rules decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Send the statement to this hostgroup.
+    pub hostgroup: Option<u32>,
+    /// Send this text instead of the client's.
+    pub rewritten: Option<Vec<u8>>,
+    /// Refuse the statement with this error code and message.
+    pub deny: Option<(u16, String)>,
+    /// Write the statement to the query log even when only logging of rule hits is on.
+    pub log: bool,
+    /// Kill the statement on its backend after this long.
+    pub timeout_ms: Option<u64>,
+    /// The last rule that matched (for logs).
+    pub last_rule: Option<u32>,
+}
+
+/// A rule ready to match.
+struct Compiled {
+    id: u32,
+    flag_in: u32,
+    flag_out: Option<u32>,
+    username: Option<String>,
+    schemaname: Option<String>,
+    client: Option<IpNet>,
+    digest: Option<u64>,
+    /// Index into the digest regex set.
+    match_digest: Option<usize>,
+    /// Index into the pattern regex set, and the regex itself (for text rewritten by an
+    /// earlier rule, and for replacing).
+    match_pattern: Option<(usize, Regex)>,
+    negate_pattern: bool,
+    kinds: Vec<Kind>,
+    sql_injection: Option<bool>,
+    destination_hostgroup: Option<u32>,
+    replace_pattern: Option<Vec<u8>>,
+    error: Option<(u16, String)>,
+    log: bool,
+    timeout_ms: Option<u64>,
+    apply: bool,
+}
+
+/// The active rules of one configuration snapshot, in `rule_id` order, with their hit
+/// counters.
+#[derive(Default)]
+pub struct QueryRules {
+    rules: Vec<Compiled>,
+    digest_set: Option<RegexSet>,
+    pattern_set: Option<RegexSet>,
+    hits: Vec<AtomicU64>,
+}
+
+impl std::fmt::Debug for QueryRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRules")
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+/// A rule that cannot be compiled: which key of which rule, and why.
+pub type RuleError = (String, String);
+
+fn regex(pattern: &str, case_sensitive: bool) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(!case_sensitive)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl QueryRules {
+    /// Compiles the active rules; `rules` are config entries (any order).
+    pub fn compile(rules: &[QueryRule]) -> Result<QueryRules, RuleError> {
+        let mut ordered: Vec<(usize, &QueryRule)> =
+            rules.iter().enumerate().filter(|(_, r)| r.active).collect();
+        ordered.sort_by_key(|(_, r)| r.rule_id);
+        let mut digest_patterns = Vec::new();
+        let mut text_patterns = Vec::new();
+        let mut compiled = Vec::with_capacity(ordered.len());
+        for (i, rule) in ordered {
+            let key = |field: &str| format!("query_rules[{i}].{field}");
+            compiled.push(compile_one(
+                rule,
+                &key,
+                &mut digest_patterns,
+                &mut text_patterns,
+            )?);
+        }
+        let set = |patterns: &[(String, bool)]| -> Option<RegexSet> {
+            if patterns.is_empty() {
+                return None;
+            }
+            // One set cannot mix case sensitivities: patterns carry their own flag.
+            let inline: Vec<String> = patterns
+                .iter()
+                .map(|(p, cs)| if *cs { p.clone() } else { format!("(?i:{p})") })
+                .collect();
+            Some(
+                RegexSetBuilder::new(inline)
+                    .build()
+                    .expect("each pattern compiled alone"),
+            )
+        };
+        Ok(QueryRules {
+            hits: compiled.iter().map(|_| AtomicU64::new(0)).collect(),
+            digest_set: set(&digest_patterns),
+            pattern_set: set(&text_patterns),
+            rules: compiled,
+        })
+    }
+
+    /// Whether there is nothing to evaluate.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Hits per rule id, in rule order.
+    pub fn hits(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.rules
+            .iter()
+            .zip(&self.hits)
+            .map(|(r, h)| (r.id, h.load(Ordering::Relaxed)))
+    }
+
+    /// Walks the rules for one statement.
+    pub fn evaluate(&self, query: &Query<'_>) -> Decision {
+        let mut decision = Decision::default();
+        if self.rules.is_empty() {
+            return decision;
+        }
+        let digest_hits = self
+            .digest_set
+            .as_ref()
+            .map(|s| s.matches(query.digest_text));
+        let mut pattern_hits = self.pattern_set.as_ref().map(|s| s.matches(query.sql));
+        let mut flag = 0;
+        for (rule, hits) in self.rules.iter().zip(&self.hits) {
+            if rule.flag_in != flag {
+                continue;
+            }
+            let text = decision.rewritten.as_deref().unwrap_or(query.sql);
+            let pattern_matched = rule
+                .match_pattern
+                .as_ref()
+                .map(|(i, re)| match &pattern_hits {
+                    Some(hits) if decision.rewritten.is_none() => hits.matched(*i),
+                    _ => re.is_match(text),
+                });
+            let digest_matched = rule
+                .match_digest
+                .map(|i| digest_hits.as_ref().is_some_and(|h| h.matched(i)));
+            if !rule.matches(query, digest_matched, pattern_matched) {
+                continue;
+            }
+            hits.fetch_add(1, Ordering::Relaxed);
+            decision.last_rule = Some(rule.id);
+            if let Some(out) = rule.flag_out {
+                flag = out;
+            }
+            if let (Some(replacement), Some((_, re))) = (&rule.replace_pattern, &rule.match_pattern)
+            {
+                let replaced = re.replace_all(text, replacement.as_slice()).into_owned();
+                decision.rewritten = Some(replaced);
+                pattern_hits = None;
+            }
+            decision.hostgroup = rule.destination_hostgroup.or(decision.hostgroup);
+            decision.timeout_ms = rule.timeout_ms.or(decision.timeout_ms);
+            decision.log |= rule.log;
+            if let Some(error) = &rule.error {
+                decision.deny = Some(error.clone());
+                return decision;
+            }
+            if rule.apply {
+                break;
+            }
+        }
+        decision
+    }
+}
+
+impl Compiled {
+    fn matches(&self, q: &Query<'_>, digest: Option<bool>, pattern: Option<bool>) -> bool {
+        self.username.as_deref().is_none_or(|u| u == q.user)
+            && self
+                .schemaname
+                .as_deref()
+                .is_none_or(|s| Some(s) == q.schema)
+            && self.client.is_none_or(|net| net.contains(&q.client))
+            && self.digest.is_none_or(|d| d == q.analysis.digest)
+            && (self.kinds.is_empty() || self.kinds.contains(&q.analysis.kind))
+            && self.sql_injection.is_none_or(|s| s == q.suspicious)
+            && digest.unwrap_or(true)
+            && pattern.is_none_or(|m| m != self.negate_pattern)
+    }
+}
+
+fn compile_one(
+    rule: &QueryRule,
+    key: &dyn Fn(&str) -> String,
+    digest_patterns: &mut Vec<(String, bool)>,
+    text_patterns: &mut Vec<(String, bool)>,
+) -> Result<Compiled, RuleError> {
+    let cs = rule.case_sensitive;
+    let match_digest = match &rule.match_digest {
+        Some(p) => {
+            regex(p, cs).map_err(|e| (key("match_digest"), e))?;
+            digest_patterns.push((p.clone(), cs));
+            Some(digest_patterns.len() - 1)
+        }
+        None => None,
+    };
+    let match_pattern = match &rule.match_pattern {
+        Some(p) => {
+            let re = regex(p, cs).map_err(|e| (key("match_pattern"), e))?;
+            text_patterns.push((p.clone(), cs));
+            Some((text_patterns.len() - 1, re))
+        }
+        None => None,
+    };
+    if rule.replace_pattern.is_some() && match_pattern.is_none() {
+        return Err((
+            key("replace_pattern"),
+            "needs match_pattern (the text it replaces)".into(),
+        ));
+    }
+    let client = match &rule.client_addr {
+        Some(a) => Some(parse_net(a).ok_or_else(|| {
+            (
+                key("client_addr"),
+                format!("{a:?} is not an address or CIDR network"),
+            )
+        })?),
+        None => None,
+    };
+    let digest = match &rule.digest {
+        Some(d) => Some(parse_digest(d).ok_or_else(|| {
+            (
+                key("digest"),
+                format!("{d:?} is not a digest (0x and up to 16 hex digits)"),
+            )
+        })?),
+        None => None,
+    };
+    let error = rule
+        .error_msg
+        .clone()
+        .map(|m| (rule.error_code.unwrap_or(DEFAULT_DENY_CODE), m));
+    if rule.error_code.is_some() && error.is_none() {
+        return Err((key("error_code"), "needs error_msg".into()));
+    }
+    Ok(Compiled {
+        id: rule.rule_id,
+        flag_in: rule.flag_in,
+        flag_out: rule.flag_out,
+        username: rule.username.clone(),
+        schemaname: rule.schemaname.clone(),
+        client,
+        digest,
+        match_digest,
+        match_pattern,
+        negate_pattern: rule.negate_match_pattern,
+        kinds: rule.statement_kind.clone(),
+        sql_injection: rule.sql_injection,
+        destination_hostgroup: rule.destination_hostgroup,
+        replace_pattern: rule.replace_pattern.clone().map(String::into_bytes),
+        error,
+        log: rule.log,
+        timeout_ms: rule.timeout_ms,
+        apply: rule.apply,
+    })
+}
+
+/// `10.0.0.0/8` or a single address.
+fn parse_net(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A digest as shown in logs and the admin port: `0x` and hex digits.
+pub fn parse_digest(text: &str) -> Option<u64> {
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// How digests are written: `0x` and 16 upper-case hex digits, as ProxySQL shows them.
+pub fn format_digest(digest: u64) -> String {
+    format!("0x{digest:016X}")
+}
