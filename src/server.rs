@@ -83,6 +83,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             }
         })
     };
+    let firewall_writer = tokio::spawn(write_firewall_allowlist(shared.clone()));
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&shared, path),
@@ -102,7 +103,25 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     )
     .await;
     sweeper.abort();
+    firewall_writer.abort();
+    flush_firewall(&shared);
     Ok(())
+}
+
+/// Writes what the firewall learned to its allow list file, every `flush_interval_ms`.
+async fn write_firewall_allowlist(shared: Arc<Shared>) {
+    loop {
+        let every = shared.load().firewall_settings.flush_interval_ms.max(10);
+        tokio::time::sleep(Duration::from_millis(every)).await;
+        flush_firewall(&shared);
+    }
+}
+
+fn flush_firewall(shared: &Shared) {
+    let firewall = shared.load().firewall.clone();
+    if let Err(e) = firewall.flush() {
+        tracing::warn!(path = %firewall.path().display(), error = %e, "cannot write the firewall allow list");
+    }
 }
 
 /// Re-reads the configuration file and certificates; a bad file leaves the running

@@ -322,3 +322,202 @@ pub fn parse_digest(text: &str) -> Option<u64> {
 pub fn format_digest(digest: u64) -> String {
     format!("0x{digest:016X}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Analyzer;
+
+    fn rules(toml_rules: &str) -> QueryRules {
+        #[derive(serde::Deserialize)]
+        struct Rules {
+            query_rules: Vec<QueryRule>,
+        }
+        let parsed: Rules = toml::from_str(toml_rules).expect("rules parse");
+        QueryRules::compile(&parsed.query_rules).expect("rules compile")
+    }
+
+    fn decide(rules: &QueryRules, user: &str, client: &str, sql: &str) -> Decision {
+        let mut analyzer = Analyzer::default();
+        let analysis = analyzer.analyze(sql.as_bytes());
+        rules.evaluate(&Query {
+            user,
+            schema: Some("shop"),
+            client: client.parse().unwrap(),
+            sql: sql.as_bytes(),
+            digest_text: analyzer.digest_text(),
+            analysis: &analysis,
+            suspicious: false,
+        })
+    }
+
+    #[test]
+    fn rules_match_on_every_field_and_act_in_order() {
+        let r = rules(
+            r#"
+            [[query_rules]]
+            rule_id = 30
+            match_digest = "^SELECT .* FOR UPDATE$"
+            destination_hostgroup = 10
+            apply = true
+            [[query_rules]]
+            rule_id = 10
+            username = "report"
+            client_addr = "10.0.0.0/8"
+            statement_kind = ["select"]
+            destination_hostgroup = 20
+            [[query_rules]]
+            rule_id = 20
+            match_pattern = "^DELETE FROM orders"
+            error_msg = "no deleting orders"
+            [[query_rules]]
+            rule_id = 40
+            schemaname = "other"
+            error_msg = "never: wrong schema"
+            "#,
+        );
+        let d = decide(
+            &r,
+            "report",
+            "10.1.2.3",
+            "select * from orders where id = 1",
+        );
+        assert_eq!((d.hostgroup, d.last_rule), (Some(20), Some(10)));
+        let d = decide(
+            &r,
+            "report",
+            "192.168.0.1",
+            "select * from orders where id = 1",
+        );
+        assert_eq!(d.hostgroup, None, "client outside the network");
+        let d = decide(
+            &r,
+            "app",
+            "10.1.2.3",
+            "SELECT * FROM orders WHERE id = 1 FOR UPDATE",
+        );
+        assert_eq!((d.hostgroup, d.last_rule), (Some(10), Some(30)));
+        let d = decide(&r, "app", "10.1.2.3", "delete from orders where id = 7");
+        assert_eq!(
+            d.deny,
+            Some((1148, "no deleting orders".to_string())),
+            "caseless by default"
+        );
+        let hits: Vec<(u32, u64)> = r.hits().collect();
+        assert_eq!(hits, [(10, 1), (20, 1), (30, 1), (40, 0)]);
+    }
+
+    #[test]
+    fn rewrite_uses_capture_groups_and_later_rules_see_the_new_text() {
+        let r = rules(
+            r#"
+            [[query_rules]]
+            rule_id = 1
+            match_pattern = "FROM sales_(\\d+)"
+            replace_pattern = "FROM archive.sales_$1"
+            [[query_rules]]
+            rule_id = 2
+            match_pattern = "archive\\."
+            destination_hostgroup = 30
+            "#,
+        );
+        let d = decide(
+            &r,
+            "app",
+            "127.0.0.1",
+            "SELECT SUM(x) FROM sales_2019 WHERE y = 1",
+        );
+        assert_eq!(
+            d.rewritten.as_deref(),
+            Some(&b"SELECT SUM(x) FROM archive.sales_2019 WHERE y = 1"[..])
+        );
+        assert_eq!(d.hostgroup, Some(30));
+    }
+
+    #[test]
+    fn flags_chain_rules_and_negation_inverts_the_pattern() {
+        let r = rules(
+            r#"
+            [[query_rules]]
+            rule_id = 1
+            username = "etl"
+            flag_out = 100
+            [[query_rules]]
+            rule_id = 2
+            flag_in = 100
+            match_pattern = "^SELECT"
+            negate_match_pattern = true
+            error_msg = "etl may only read"
+            error_code = 1142
+            [[query_rules]]
+            rule_id = 3
+            match_pattern = "^SELECT"
+            negate_match_pattern = true
+            log = true
+            "#,
+        );
+        let d = decide(&r, "etl", "127.0.0.1", "UPDATE t SET a = 1");
+        assert_eq!(d.deny.map(|(code, _)| code), Some(1142));
+        let d = decide(&r, "etl", "127.0.0.1", "SELECT 1");
+        assert!(
+            d.deny.is_none() && !d.log,
+            "flag 100: rule 3 (flag 0) is not considered"
+        );
+        let d = decide(&r, "app", "127.0.0.1", "UPDATE t SET a = 1");
+        assert!(d.deny.is_none() && d.log);
+    }
+
+    #[test]
+    fn digests_match_by_hash() {
+        let mut analyzer = Analyzer::default();
+        let digest = analyzer.analyze(b"SELECT c FROM t WHERE id = 5").digest;
+        let r = rules(&format!(
+            "[[query_rules]]\nrule_id = 1\ndigest = \"{}\"\ntimeout_ms = 250\n",
+            format_digest(digest)
+        ));
+        assert_eq!(
+            decide(&r, "a", "127.0.0.1", "SELECT c FROM t WHERE id = 99").timeout_ms,
+            Some(250)
+        );
+        assert_eq!(
+            decide(&r, "a", "127.0.0.1", "SELECT c FROM t WHERE id > 99").timeout_ms,
+            None
+        );
+        assert_eq!(parse_digest(&format_digest(digest)), Some(digest));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_their_key() {
+        #[derive(serde::Deserialize)]
+        struct Rules {
+            query_rules: Vec<QueryRule>,
+        }
+        for (text, key) in [
+            (
+                "rule_id = 1\nmatch_pattern = \"(\"",
+                "query_rules[0].match_pattern",
+            ),
+            (
+                "rule_id = 1\nmatch_digest = \"[\"",
+                "query_rules[0].match_digest",
+            ),
+            (
+                "rule_id = 1\nreplace_pattern = \"x\"",
+                "query_rules[0].replace_pattern",
+            ),
+            (
+                "rule_id = 1\nclient_addr = \"10.0.0.0/40\"",
+                "query_rules[0].client_addr",
+            ),
+            ("rule_id = 1\ndigest = \"12345\"", "query_rules[0].digest"),
+            (
+                "rule_id = 1\nerror_code = 1000",
+                "query_rules[0].error_code",
+            ),
+        ] {
+            let parsed: Rules = toml::from_str(&format!("[[query_rules]]\n{text}")).unwrap();
+            let err = QueryRules::compile(&parsed.query_rules).unwrap_err();
+            assert_eq!(err.0, key, "{text}: {}", err.1);
+        }
+    }
+}
