@@ -3,7 +3,7 @@
 //! of statement, the first tables it names, and the features that matter for routing and
 //! for spotting injection. No SQL grammar: tokens and a little lookahead.
 
-use super::keywords::is_keyword;
+use super::keywords::{is_keyword, is_upper_keyword};
 use super::tokens::{Token, TokenKind, Tokens};
 
 /// The kind of a statement, by its leading keyword(s).
@@ -189,6 +189,40 @@ struct Pass<'a> {
     depth: u32,
     /// Inside `WITH …` before the main statement.
     in_with: bool,
+    /// The current word, upper-cased once.
+    upper: Upper,
+}
+
+/// A word upper-cased into a fixed buffer (longer words are no keyword and match nothing).
+#[derive(Debug, Clone, Copy)]
+struct Upper {
+    bytes: [u8; Upper::MAX],
+    len: u8,
+    keyword: bool,
+}
+
+impl Upper {
+    const MAX: usize = 32;
+
+    fn of(word: &[u8]) -> Upper {
+        let mut upper = Upper {
+            bytes: [0; Upper::MAX],
+            len: 0,
+            keyword: false,
+        };
+        if word.len() <= Upper::MAX {
+            for (u, c) in upper.bytes.iter_mut().zip(word) {
+                *u = c.to_ascii_uppercase();
+            }
+            upper.len = word.len() as u8;
+            upper.keyword = is_upper_keyword(upper.as_slice());
+        }
+        upper
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 fn eq(word: &[u8], keyword: &[u8]) -> bool {
@@ -207,6 +241,7 @@ impl<'a> Pass<'a> {
             statements: 0,
             depth: 0,
             in_with: false,
+            upper: Upper::of(b""),
         }
     }
 
@@ -223,6 +258,9 @@ impl<'a> Pass<'a> {
             && self.previous.is_none_or(|p| p.kind == TokenKind::Semicolon)
         {
             self.statements += 1;
+        }
+        if token.kind == TokenKind::Word {
+            self.upper = Upper::of(self.text(token));
         }
         self.classify(token, rest);
         self.previous = Some(self.write(token, rest));
@@ -252,48 +290,41 @@ impl<'a> Pass<'a> {
     }
 
     fn word(&mut self, token: Token, rest: &Tokens<'a>) {
-        let text = self.text(token);
         if !self.leading_seen {
             self.leading(token, rest);
         }
-        // NEXT VALUE FOR a sequence
-        let next_value = eq(text, b"VALUE") && self.is_word(self.previous, b"NEXT");
-        if next_value || SESSION_FUNCTIONS.iter().any(|f| eq(text, f)) {
-            self.analysis.features.session_function = true;
+        let upper = self.upper;
+        let selecting = matches!(self.analysis.kind, Kind::Select | Kind::LockingSelect);
+        let next_value = || self.is_word(self.previous, b"NEXT");
+        match upper.as_slice() {
+            w if SESSION_FUNCTIONS.contains(&w) => self.analysis.features.session_function = true,
+            // NEXT VALUE FOR a sequence
+            b"VALUE" if next_value() => self.analysis.features.session_function = true,
+            b"TEMPORARY" if self.analysis.kind == Kind::Ddl => {
+                self.analysis.features.temporary_table = true;
+            }
+            b"OR" => self.after_or(rest),
+            b"INTO" => {
+                self.analysis.features.select_into |= selecting;
+                self.table_after(rest);
+            }
+            b"FOR" | b"LOCK" if selecting && self.is_locking(upper.as_slice(), rest) => {
+                self.analysis.kind = Kind::LockingSelect;
+            }
+            b"UNION" => self.after_union(rest),
+            b"FROM" | b"JOIN" | b"TABLE" => self.table_after(rest),
+            _ => {}
         }
-        if eq(text, b"TEMPORARY") && self.analysis.kind == Kind::Ddl {
-            self.analysis.features.temporary_table = true;
-        }
-        if eq(text, b"OR") {
-            self.after_or(rest);
-        }
-        self.word_in_context(text, rest);
     }
 
-    fn word_in_context(&mut self, text: &[u8], rest: &Tokens<'a>) {
-        let kind = self.analysis.kind;
-        let selecting = matches!(kind, Kind::Select | Kind::LockingSelect);
-        if selecting && eq(text, b"INTO") {
-            self.analysis.features.select_into = true;
+    fn after_union(&mut self, rest: &Tokens<'a>) {
+        let mut ahead = rest.clone();
+        let mut next = ahead.next();
+        if self.is_word(next, b"ALL") || self.is_word(next, b"DISTINCT") {
+            next = ahead.next();
         }
-        if selecting && self.is_locking(text, rest) {
-            self.analysis.kind = Kind::LockingSelect;
-        }
-        if eq(text, b"UNION") {
-            let mut ahead = rest.clone();
-            let mut next = ahead.next();
-            if self.is_word(next, b"ALL") || self.is_word(next, b"DISTINCT") {
-                next = ahead.next();
-            }
-            if self.is_word(next, b"SELECT") {
-                self.analysis.features.union_select = true;
-            }
-        }
-        if [&b"FROM"[..], b"JOIN", b"INTO", b"TABLE"]
-            .iter()
-            .any(|k| eq(text, k))
-        {
-            self.table_after(rest);
+        if self.is_word(next, b"SELECT") {
+            self.analysis.features.union_select = true;
         }
     }
 
@@ -411,10 +442,9 @@ impl<'a> Pass<'a> {
             }
             TokenKind::Operator if self.is_sign(token, rest) => {}
             kind if kind.is_literal() => self.emit(token, b"?"),
-            TokenKind::Word if is_keyword(self.text(token)) => {
+            TokenKind::Word if self.upper.keyword => {
                 self.space_before(token);
-                self.out
-                    .extend(self.text(token).iter().map(u8::to_ascii_uppercase));
+                self.out.extend_from_slice(self.upper.as_slice());
                 self.written = Some(token);
             }
             _ => self.emit(token, self.text(token)),

@@ -449,10 +449,37 @@ pub fn is_keyword(word: &[u8]) -> bool {
     for (u, c) in upper.iter_mut().zip(word) {
         *u = c.to_ascii_uppercase();
     }
-    let upper = &upper[..word.len()];
-    KEYWORDS
-        .binary_search_by(|k| k.as_bytes().cmp(upper))
-        .is_ok()
+    is_upper_keyword(&upper[..word.len()])
+}
+
+/// Whether `upper`, already upper-case, is a keyword. Looked up by length and first
+/// letter, so a word is compared with two or three keywords at most, not searched for.
+pub fn is_upper_keyword(upper: &[u8]) -> bool {
+    let Some(bucket) = bucket_of(upper) else {
+        return false;
+    };
+    index()[bucket].iter().any(|k| k.as_bytes() == upper)
+}
+
+const LONGEST: usize = 32;
+
+fn bucket_of(word: &[u8]) -> Option<usize> {
+    let first = *word.first()?;
+    (word.len() <= LONGEST && first.is_ascii_uppercase())
+        .then(|| word.len() * 26 + usize::from(first - b'A'))
+}
+
+fn index() -> &'static [Vec<&'static str>] {
+    static INDEX: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index = vec![Vec::new(); (LONGEST + 1) * 26];
+        for k in KEYWORDS {
+            if let Some(bucket) = bucket_of(k.as_bytes()) {
+                index[bucket].push(*k);
+            }
+        }
+        index
+    })
 }
 
 #[cfg(test)]
@@ -462,6 +489,13 @@ mod tests {
     #[test]
     fn sorted_and_found_in_any_case() {
         assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            KEYWORDS.iter().all(|k| bucket_of(k.as_bytes()).is_some()),
+            "every keyword is indexed"
+        );
+        assert!(KEYWORDS
+            .iter()
+            .all(|k| is_keyword(k.to_lowercase().as_bytes())));
         assert!(is_keyword(b"select") && is_keyword(b"SeLeCt") && is_keyword(b"ZEROFILL"));
         assert!(!is_keyword(b"sbtest1") && !is_keyword(b"") && !is_keyword(&[b'A'; 64]));
     }
