@@ -1,5 +1,6 @@
 //! Sluice: a MySQL-protocol proxy for MariaDB Galera clusters and their replicas.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod connection;

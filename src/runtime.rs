@@ -2,9 +2,10 @@
 //! swapped atomically on reload. Sessions take a cheap `Arc` of the snapshot when they
 //! need it and never lock; a session that started under the old snapshot finishes with it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
@@ -14,7 +15,7 @@ use crate::config::{
     Config, Firewall as FirewallSettings, GaleraHostgroups, Monitor, PoolSettings, ProxySection,
     QueryLogMode, ServerStatus, Throttle, User,
 };
-use crate::monitor::health::Membership;
+use crate::monitor::health::{Membership, Observation};
 use crate::protocol::auth::{PasswordHash, ProvenKey};
 use crate::rules::{Firewall, QueryLog, QueryRules};
 use crate::tls::{self, TlsError};
@@ -44,8 +45,22 @@ pub struct ServerTarget {
     pub status: ServerStatus,
     /// Backend connections open to this server (shared across snapshots).
     pub connections: Arc<AtomicU32>,
+    /// Traffic and connection counters (shared across snapshots).
+    pub stats: Arc<ServerStats>,
     /// `host:port`, made once: sessions compare it on every statement.
     pub address: String,
+}
+
+/// What went through one server's connections (ProxySQL's `stats_mysql_connection_pool`).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub queries: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub connect_ok: AtomicU64,
+    pub connect_errors: AtomicU64,
+    /// The most connections open at once.
+    pub max_connections_used: AtomicU32,
 }
 
 impl ServerTarget {
@@ -57,6 +72,9 @@ impl ServerTarget {
 
 /// See the module documentation.
 pub struct Runtime {
+    /// The configuration this snapshot was built from (what the admin port shows as
+    /// `runtime_*`).
+    pub config: Arc<Config>,
     pub proxy: ProxySection,
     pub throttle: Throttle,
     pub pool: PoolSettings,
@@ -120,10 +138,9 @@ impl Runtime {
         let mut grouped: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
         let mut servers_in_order = Vec::new();
         for s in &config.servers {
-            let connections = previous
-                .and_then(|p| p.find_server(s.hostgroup, &s.host, s.port))
-                .map(|old| old.connections.clone())
-                .unwrap_or_default();
+            let old = previous.and_then(|p| p.find_server(s.hostgroup, &s.host, s.port));
+            let connections = old.map(|o| o.connections.clone()).unwrap_or_default();
+            let stats = old.map(|o| o.stats.clone()).unwrap_or_default();
             let target = Arc::new(ServerTarget {
                 host: s.host.clone(),
                 port: s.port,
@@ -135,6 +152,7 @@ impl Runtime {
                 priority: s.priority,
                 status: s.status,
                 connections,
+                stats,
                 address: format!("{}:{}", s.host, s.port),
             });
             grouped.entry(s.hostgroup).or_default().push(target.clone());
@@ -159,6 +177,7 @@ impl Runtime {
             })?;
         let query_log = query_log(config, previous)?;
         Ok(Runtime {
+            config: Arc::new(config.clone()),
             rules: Arc::new(QueryRules::compile(&config.query_rules).expect("validated")),
             firewall_settings: config.firewall.clone(),
             firewall: Arc::new(firewall),
@@ -308,6 +327,22 @@ pub struct Shared {
     membership: ArcSwapOption<Membership>,
     /// Bumped whenever membership changes, so sessions can notice cheaply.
     generation: watch::Sender<u64>,
+    /// The monitor's latest checks, newest last (the admin port's monitor logs).
+    checks: Mutex<VecDeque<CheckRecord>>,
+}
+
+/// Checks kept for the admin port's monitor logs.
+const CHECKS_KEPT: usize = 2000;
+
+/// One health check as the monitor saw it.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub host: String,
+    pub port: u16,
+    /// Unix time the check started, in microseconds.
+    pub started_us: u64,
+    pub took_us: u64,
+    pub seen: Observation,
 }
 
 impl Shared {
@@ -315,6 +350,7 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(runtime),
             membership: ArcSwapOption::empty(),
+            checks: Mutex::new(VecDeque::new()),
             generation: watch::Sender::new(0),
         }
     }
@@ -370,6 +406,25 @@ impl Shared {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Keeps one check for the monitor logs (the oldest falls off).
+    pub fn record_check(&self, record: CheckRecord) {
+        let mut checks = self.checks.lock().expect("checks lock");
+        if checks.len() == CHECKS_KEPT {
+            checks.pop_front();
+        }
+        checks.push_back(record);
+    }
+
+    /// The checks kept, oldest first.
+    pub fn checks(&self) -> Vec<CheckRecord> {
+        self.checks
+            .lock()
+            .expect("checks lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// A receiver that changes whenever membership does.
     pub fn generation(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -382,8 +437,13 @@ impl Shared {
         if let Err(e) = self.current.load().firewall.flush() {
             tracing::warn!(error = %e, "cannot write the firewall allow list");
         }
-        let next = Runtime::build(config, Some(&self.current.load()))?;
-        self.current.store(Arc::new(next));
+        let next = Arc::new(Runtime::build(config, Some(&self.current.load()))?);
+        self.current.store(next.clone());
+        // The monitor's placement stays, but with the new snapshot's servers (weights,
+        // status, limits) and without servers that left the configuration.
+        if let Some(old) = self.membership() {
+            self.publish(old.with_servers_of(&next));
+        }
         Ok(())
     }
 }

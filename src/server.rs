@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::admin::AdminServer;
 use crate::backend::Pool;
 use crate::config::Config;
 use crate::connlog::ConnectionLog;
@@ -22,6 +23,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Admin(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -70,6 +73,9 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
 
+    let admin = crate::admin::start(frontend.clone(), &config, path)
+        .await
+        .map_err(StartError::Admin)?;
     crate::monitor::start(shared.clone()).await;
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
@@ -86,7 +92,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let firewall_writer = tokio::spawn(write_firewall_allowlist(shared.clone()));
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&shared, path),
+            _ = hangup.recv() => reload(&shared, path, admin.as_deref()),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -126,7 +132,7 @@ fn flush_firewall(shared: &Shared) {
 
 /// Re-reads the configuration file and certificates; a bad file leaves the running
 /// configuration as it was.
-fn reload(shared: &Shared, path: &Path) {
+fn reload(shared: &Shared, path: &Path, admin: Option<&AdminServer>) {
     let result = Config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
@@ -134,7 +140,11 @@ fn reload(shared: &Shared, path: &Path) {
             if config.proxy.listen != listen {
                 tracing::warn!(old = %listen, new = %config.proxy.listen, "proxy.listen changes only on restart");
             }
-            shared.reload(&config).map_err(|e| e.to_string())
+            shared.reload(&config).map_err(|e| e.to_string())?;
+            if let Some(admin) = admin {
+                admin.reloaded(&config);
+            }
+            Ok(())
         });
     match result {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),

@@ -86,6 +86,10 @@ impl Slot {
     /// Takes a place; returns it with the number of connections open before it.
     pub(super) fn take(server: &Arc<ServerTarget>) -> (Slot, u32) {
         let before = server.connections.fetch_add(1, Ordering::Relaxed);
+        server
+            .stats
+            .max_connections_used
+            .fetch_max(before + 1, Ordering::Relaxed);
         (Slot(server.clone()), before)
     }
 }
@@ -210,7 +214,13 @@ impl BackendConn {
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
         let address = slot.0.address().to_string();
-        match tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await {
+        let opened = tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await;
+        let counter = match &opened {
+            Ok(Ok(_)) => &slot.0.stats.connect_ok,
+            _ => &slot.0.stats.connect_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match opened {
             Ok(Ok((conn, thread_id))) => Ok(BackendConn {
                 conn,
                 key: PoolKey::new(&slot.0, login),

@@ -85,6 +85,15 @@ impl Pool {
             .sum()
     }
 
+    /// Idle connections held right now, per server address.
+    pub fn idle_by_server(&self) -> std::collections::HashMap<String, usize> {
+        let mut out = std::collections::HashMap::new();
+        for (key, conns) in self.idle.lock().expect("pool lock").iter() {
+            *out.entry(key.address.clone()).or_default() += conns.len();
+        }
+        out
+    }
+
     /// Takes an idle connection for `key` that is still fit to use, most recently used
     /// first; expired ones found on the way are closed.
     async fn take_idle(

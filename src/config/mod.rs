@@ -8,9 +8,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    BackendTls, Config, Firewall, FirewallMode, FrontendTls, GaleraHostgroups, Hostgroup, Monitor,
-    PoolSettings, ProxySection, QueryLog, QueryLogMode, QueryRule, Server, ServerStatus, Throttle,
-    User,
+    Admin, AdminUser, BackendTls, Config, Firewall, FirewallMode, FrontendTls, GaleraHostgroups,
+    Hostgroup, Metrics, Monitor, PoolSettings, ProxySection, QueryLog, QueryLogMode, QueryRule,
+    Server, ServerStatus, Throttle, User,
 };
 
 /// Why a configuration cannot be used.
@@ -68,6 +68,15 @@ impl Config {
             problem,
         })?;
         Ok(config)
+    }
+
+    /// Checks a configuration built in memory (by the admin port) as a file is checked.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        validate::validate(self).map_err(|(key, problem)| ConfigError::Invalid {
+            path: PathBuf::new(),
+            key,
+            problem,
+        })
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -39,10 +39,54 @@ pub struct Config {
     pub firewall: Firewall,
     #[serde(default)]
     pub query_log: QueryLog,
+    /// The SQL admin port; without it there is none.
+    pub admin: Option<Admin>,
+    /// The Prometheus endpoint; without it there is none.
+    pub metrics: Option<Metrics>,
+}
+
+/// The SQL admin port (MySQL protocol), ProxySQL's port 6032.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Admin accounts; application users cannot log in here.
+    pub users: Vec<AdminUser>,
+    /// Offer TLS (with the `frontend_tls` certificate) and require it of every admin.
+    #[serde(default)]
+    pub tls: bool,
+    /// Needed, with `tls`, to listen on anything but a loopback address.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// An admin account: a name and its `mysql_native_password` hash.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    pub password: String,
+}
+
+/// The Prometheus endpoint: `/metrics`, and `/health` for load balancers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6032))
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6070))
 }
 
 /// One query rule: what it matches (every given field must match) and what it does.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRule {
     pub rule_id: u32,
@@ -96,7 +140,7 @@ pub struct QueryRule {
 }
 
 /// What the firewall does with statement shapes it has not learned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FirewallMode {
     /// Nothing: no learning, no blocking.
@@ -110,7 +154,7 @@ pub enum FirewallMode {
 }
 
 /// The digest firewall: per user (`users[].firewall`), or this default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Firewall {
     pub mode: FirewallMode,
@@ -135,7 +179,7 @@ impl Default for Firewall {
 }
 
 /// The query log: one JSON line per statement (digest text only, never values).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryLog {
     /// "off", "all" (every statement) or "rules" (only those a rule with `log` matched,
@@ -150,7 +194,7 @@ pub struct QueryLog {
 }
 
 /// Which statements the query log records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryLogMode {
     #[default]
@@ -171,7 +215,7 @@ impl Default for QueryLog {
 }
 
 /// The client-facing listener and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     /// Where clients connect.
@@ -204,7 +248,7 @@ pub struct ProxySection {
 }
 
 /// Idle backend connections kept for reuse.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSettings {
     /// Idle connections kept per server and user (0: no pooling, close on release).
@@ -229,7 +273,7 @@ impl Default for PoolSettings {
 }
 
 /// Failed-login throttling per client address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Throttle {
     /// Consecutive failed logins from one address before it is refused.
@@ -269,7 +313,7 @@ impl Default for ProxySection {
 }
 
 /// TLS toward clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendTls {
     /// PEM certificate chain presented to clients.
@@ -281,7 +325,7 @@ pub struct FrontendTls {
 }
 
 /// TLS toward backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTls {
     /// PEM CA bundle that backend certificates must chain to.
@@ -292,7 +336,7 @@ pub struct BackendTls {
 }
 
 /// The monitor: how and how often backends are checked.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Monitor {
     /// The account the checks log in as (needs REPLICATION CLIENT / SLAVE MONITOR on replicas).
@@ -316,7 +360,7 @@ pub struct Monitor {
 
 /// The hostgroups of one Galera cluster. Its nodes are the servers configured in the writer
 /// or backup-writer hostgroup; the monitor decides at run time which node is in which group.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GaleraHostgroups {
     pub writer_hostgroup: u32,
@@ -339,7 +383,7 @@ pub struct GaleraHostgroups {
 }
 
 /// A group of interchangeable servers (a role: writer, readers, ...).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hostgroup {
     pub id: u32,
@@ -348,7 +392,7 @@ pub struct Hostgroup {
 }
 
 /// One backend server in one hostgroup.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub host: String,
@@ -380,7 +424,7 @@ pub struct Server {
 }
 
 /// See [`Server::status`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerStatus {
     #[default]
@@ -390,7 +434,7 @@ pub enum ServerStatus {
 }
 
 /// A user clients log in as; the proxy logs in to backends as the same user.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
@@ -433,6 +477,28 @@ pub struct User {
     pub causal_reads: bool,
     /// This user's firewall mode; unset: `firewall.mode`.
     pub firewall: Option<FirewallMode>,
+}
+
+impl User {
+    /// An account that only logs in (the admin port's): no routing settings matter.
+    pub fn account(name: &str, password: &str, require_tls: bool) -> User {
+        User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            default_hostgroup: 0,
+            require_tls,
+            require_client_cert: false,
+            cert_subject: None,
+            cert_issuer: None,
+            allowed_networks: Vec::new(),
+            max_connections: default_user_connections(),
+            default_schema: None,
+            split_reads: false,
+            transaction_persistent: true,
+            causal_reads: false,
+            firewall: None,
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -16,7 +16,48 @@ pub(super) fn validate(config: &Config) -> Result<(), Failure> {
     galera(config, &hostgroups)?;
     monitor(config)?;
     query_rules(config, &hostgroups)?;
+    admin(config)?;
     tls_files(config)
+}
+
+fn admin(config: &Config) -> Result<(), Failure> {
+    let Some(admin) = &config.admin else {
+        return Ok(());
+    };
+    if admin.users.is_empty() {
+        return fail("admin.users", "at least one admin account is needed");
+    }
+    for (i, u) in admin.users.iter().enumerate() {
+        if !matches!(PasswordHash::parse(&u.password), Ok(Some(_))) {
+            return fail(
+                format!("admin.users[{i}].password"),
+                "expected `*` and 40 hex digits, as SELECT PASSWORD('…') prints",
+            );
+        }
+        if config.users.iter().any(|app| app.name == u.name) {
+            return fail(
+                format!("admin.users[{i}].name"),
+                format!(
+                    "'{}' is also an application user; admin accounts must be separate",
+                    u.name
+                ),
+            );
+        }
+    }
+    if admin.tls && config.frontend_tls.is_none() {
+        return fail("admin.tls", "needs a [frontend_tls] certificate");
+    }
+    let remote_allowed = admin.tls && admin.allow_remote;
+    if !admin.listen.ip().is_loopback() && !remote_allowed {
+        return fail(
+            "admin.listen",
+            format!(
+                "{} is not a loopback address: the admin port listens elsewhere only with tls = true and allow_remote = true",
+                admin.listen
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn query_rules(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {

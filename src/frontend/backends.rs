@@ -3,6 +3,7 @@
 //! following the writer when it changes, relaying the response, and losing a connection
 //! cleanly.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,6 +18,7 @@ use crate::protocol::response::{Outcome, ResponseTracker};
 use crate::router::{Statement, Target};
 
 use super::inspect::{Plan, Ran};
+use super::registry::Registry;
 use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
 use super::session::{is_refused, routing_for, Failure, Replayed, Session};
 
@@ -26,6 +28,11 @@ impl Session {
     pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
         let started = Instant::now();
         let runtime = self.frontend.shared.load();
+        let counters = &self.frontend.counters;
+        Registry::count(&counters.questions);
+        counters
+            .bytes_from_clients
+            .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
         let inspected = matches!(cmd, command::QUERY | command::STMT_PREPARE);
         let plan = if inspected {
             self.inspect(&runtime, &packet.first_frame()[1..])
@@ -48,6 +55,16 @@ impl Session {
         };
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let server = backend.server.clone();
+        let info =
+            inspected.then(|| String::from_utf8_lossy(self.analyzer.digest_text()).into_owned());
+        self.listed.entry.set(|a| {
+            a.command = command_name(cmd);
+            a.hostgroup = Some(hostgroup);
+            a.server = Some(server.address().to_owned());
+            a.since = Some(started);
+            a.info = info;
+        });
+        let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let sent = match &plan.decision.rewritten {
             Some(text) => backend.conn.write_wire(&rewritten(cmd, text)).await,
             None => backend.conn.write_wire(&packet.wire).await,
@@ -55,6 +72,11 @@ impl Session {
         if let Err(e) = sent {
             return self.backend_lost(target, 1, &e.to_string()).await;
         }
+        server.stats.queries.fetch_add(1, Ordering::Relaxed);
+        server
+            .stats
+            .bytes_sent
+            .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
         let watchdog = plan
             .decision
             .timeout_ms
@@ -64,6 +86,11 @@ impl Session {
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
+        self.listed.entry.set(|a| {
+            a.command = "Sleep";
+            a.since = None;
+            a.info = None;
+        });
         let ran = Ran {
             hostgroup: Some(hostgroup),
             server: Some(server.address()),
@@ -240,6 +267,7 @@ impl Session {
             &mut tracker,
             max,
             &mut eviction,
+            &backend.server.stats.bytes_received,
         )
         .await;
         backend.conn.shrink_buffers();
@@ -277,6 +305,8 @@ impl Session {
         match cmd {
             command::INIT_DB => {
                 let name = String::from_utf8_lossy(body).into_owned();
+                let schema = Some(name.clone());
+                self.listed.entry.set(|a| a.schema = schema);
                 if let Some(primary) = self.primary.as_mut() {
                     primary.schema = Some(name.clone());
                 }
@@ -489,10 +519,31 @@ impl Session {
             backend.server.hostgroup
         );
         tracing::warn!(peer = %self.peer, "{message}");
+        Registry::count(&self.frontend.counters.backends_lost);
         drop(backend);
         self.send_packet_err(seq, &ErrPacket::new(error::LOST_BACKEND, message))
             .await?;
         Err(Failure::Backend)
+    }
+}
+
+/// The processlist's name for a command.
+fn command_name(cmd: u8) -> &'static str {
+    match cmd {
+        command::QUERY => "Query",
+        command::INIT_DB => "Init DB",
+        command::FIELD_LIST => "Field List",
+        command::STATISTICS => "Statistics",
+        command::PING => "Ping",
+        command::STMT_PREPARE => "Prepare",
+        command::STMT_EXECUTE => "Execute",
+        command::STMT_FETCH => "Fetch",
+        command::STMT_CLOSE => "Close stmt",
+        command::STMT_RESET => "Reset stmt",
+        command::STMT_SEND_LONG_DATA => "Long Data",
+        command::SET_OPTION => "Set option",
+        command::RESET_CONNECTION => "Reset connection",
+        _ => "Command",
     }
 }
 

@@ -5,10 +5,12 @@
 //! Every refusal looks the same to the client — ERR 1045 — whether the user is unknown, the
 //! password wrong or TLS missing, so that a stranger learns nothing; the log says which.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsStream};
 
@@ -101,22 +103,41 @@ impl From<ReadError> for HandshakeError {
     }
 }
 
+/// Who may come in through a listener and how: its users, its TLS, the version it
+/// announces. The client port and the admin port each have one.
+pub struct Door<'a> {
+    pub users: &'a HashMap<String, Arc<UserEntry>>,
+    pub tls: Option<&'a Arc<ServerConfig>>,
+    pub server_version: &'a str,
+}
+
+impl<'a> Door<'a> {
+    /// The client port's door.
+    pub fn clients(runtime: &'a Runtime) -> Door<'a> {
+        Door {
+            users: &runtime.users,
+            tls: runtime.frontend_tls.as_ref(),
+            server_version: &runtime.proxy.server_version,
+        }
+    }
+}
+
 /// Runs the login on a fresh client socket. On refusal the client has already been sent
 /// its ERR packet.
 pub async fn login(
     tcp: TcpStream,
     peer: SocketAddr,
-    runtime: &Runtime,
+    door: &Door<'_>,
     connection_id: u32,
 ) -> Result<LoggedIn, HandshakeError> {
     let mut conn = Connection::new(Stream::Tcp(tcp));
     let scramble = auth::new_scramble();
     let mut offered = SERVER_CAPABILITIES;
-    if runtime.frontend_tls.is_some() {
+    if door.tls.is_some() {
         offered |= capability::SSL;
     }
     let greeting = InitialHandshake {
-        server_version: runtime.proxy.server_version.clone(),
+        server_version: door.server_version.to_string(),
         connection_id,
         scramble: scramble.to_vec(),
         capabilities: offered,
@@ -133,7 +154,7 @@ pub async fn login(
     expect_seq(&packet, 1)?;
     let mut tls = None;
     if is_ssl_request(&packet.payload) {
-        let Some(config) = &runtime.frontend_tls else {
+        let Some(config) = door.tls else {
             return Err(HandshakeError::Protocol(
                 "TLS requested but not offered".into(),
             ));
@@ -173,7 +194,7 @@ pub async fn login(
         seq = reply.last_seq.wrapping_add(1);
     }
 
-    let user = runtime.users.get(&response.username).cloned();
+    let user = door.users.get(&response.username).cloned();
     let key = match check_credentials(user.as_deref(), peer, tls.as_ref(), &scramble, &proof) {
         Ok(key) => key,
         Err(reason) => {

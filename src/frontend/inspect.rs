@@ -12,6 +12,7 @@ use crate::rules::stats::Execution;
 use crate::rules::{format_digest, Analysis, Decision, Query, Suspicion, Verdict};
 use crate::runtime::Runtime;
 
+use super::registry::Registry;
 use super::session::Session;
 
 /// What the inspection of one statement decided.
@@ -60,7 +61,9 @@ impl Session {
         let digests = &self.frontend.digests;
         let suspicion = Suspicion::of(&analysis, multi, || digests.known(analysis.digest));
         let digest_text = self.analyzer.digest_text();
+        let counters = &self.frontend.counters;
         if suspicion.any() {
+            Registry::count(&counters.injection_flagged);
             tracing::warn!(
                 peer = %self.peer,
                 user = %self.user.config.name,
@@ -89,6 +92,14 @@ impl Session {
                 .firewall
                 .check(mode, &self.user.config.name, analysis.digest, digest_text)
         });
+        match verdict {
+            Some(Verdict::Learned) => Registry::count(&counters.firewall_learned),
+            Some(Verdict::Blocked) => Registry::count(&counters.firewall_blocked),
+            _ => {}
+        }
+        if decision.deny.is_some() {
+            Registry::count(&counters.rule_refusals);
+        }
         if verdict == Some(Verdict::Learned) {
             tracing::info!(
                 user = %self.user.config.name,
@@ -108,6 +119,9 @@ impl Session {
     /// Counts a statement in the digest statistics and writes its query log line.
     pub(super) fn account(&self, runtime: &Runtime, plan: &Plan, ran: Ran<'_>) {
         let schema = self.login.database.as_deref().unwrap_or_default();
+        self.frontend
+            .counters
+            .statement(plan.analysis.kind, ran.duration);
         if let Some(hostgroup) = ran.hostgroup {
             let execution = Execution {
                 user: &self.user.config.name,

@@ -12,6 +12,7 @@ mod change_user;
 pub mod handshake;
 mod inspect;
 pub mod listener;
+pub mod registry;
 mod relay;
 pub mod session;
 
@@ -25,6 +26,7 @@ use crate::connlog::ConnectionLog;
 use crate::rules::DigestStats;
 use crate::runtime::Shared;
 use admission::Admission;
+use registry::{Counters, Registry};
 
 /// Digests tracked at most; executions of shapes beyond this are counted as dropped.
 const MAX_DIGESTS: u64 = 100_000;
@@ -37,6 +39,11 @@ pub struct Frontend {
     pub connlog: ConnectionLog,
     /// Per-digest statistics, kept across reloads.
     pub digests: DigestStats,
+    /// The live sessions, for the processlist and KILL.
+    pub registry: Arc<Registry>,
+    pub counters: Counters,
+    /// When the proxy started.
+    pub started: std::time::Instant,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     shutdown: watch::Receiver<bool>,
@@ -55,6 +62,9 @@ impl Frontend {
             admission: Admission::default(),
             connlog,
             digests: DigestStats::new(MAX_DIGESTS),
+            registry: Arc::default(),
+            counters: Counters::default(),
+            started: std::time::Instant::now(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             shutdown,
@@ -66,7 +76,7 @@ impl Frontend {
         self.clients.load(Ordering::Relaxed)
     }
 
-    fn next_connection_id(&self) -> u32 {
+    pub(crate) fn next_connection_id(&self) -> u32 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 

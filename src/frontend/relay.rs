@@ -2,6 +2,7 @@
 //! they arrived, until the response tracker says it is complete. A backend that stops
 //! answering because the monitor found it unreachable is abandoned, not waited for.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 use crate::connection::Connection;
@@ -59,12 +60,14 @@ pub(super) async fn relay(
     tracker: &mut ResponseTracker,
     max_packet: usize,
     eviction: &mut Eviction<'_>,
+    received: &AtomicU64,
 ) -> Result<Outcome, RelayError> {
     loop {
         let buf = backend.buffered();
         let scan = tracker.scan(buf)?;
         buf.reserve(scan.missing);
         if scan.complete > 0 {
+            received.fetch_add(scan.complete as u64, Ordering::Relaxed);
             let batch = buf.split_to(scan.complete);
             client
                 .write_wire(&batch)

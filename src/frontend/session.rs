@@ -21,7 +21,8 @@ use crate::rules::Analyzer;
 use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
-use super::handshake::{self, send_err, HandshakeError, LoggedIn, TlsInfo};
+use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, TlsInfo};
+use super::registry::{Listed, Registry};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
 
@@ -42,7 +43,11 @@ pub(super) async fn run(
     };
     let id = frontend.next_connection_id();
     let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);
-    let login = tokio::time::timeout(timeout, handshake::login(tcp, peer, &runtime, id)).await;
+    let login = tokio::time::timeout(
+        timeout,
+        handshake::login(tcp, peer, &Door::clients(&runtime), id),
+    )
+    .await;
     let logged_in = match login {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return login_failed(&frontend, peer, e),
@@ -61,15 +66,16 @@ pub(super) async fn run(
     entry.tls_version = tls.as_ref().map(|t| t.version.as_str());
     entry.tls_cipher = tls.as_ref().map(|t| t.cipher.as_str());
     frontend.admission.login_succeeded(peer.ip());
-    let mut session = match Session::start(frontend.clone(), logged_in, peer, address_slot).await {
-        Ok(session) => session,
-        Err(reason) => {
-            entry.result = "refused";
-            entry.reason = Some(reason);
-            frontend.connlog.record(&entry);
-            return;
-        }
-    };
+    let mut session =
+        match Session::start(frontend.clone(), logged_in, peer, address_slot, id).await {
+            Ok(session) => session,
+            Err(reason) => {
+                entry.result = "refused";
+                entry.reason = Some(reason);
+                frontend.connlog.record(&entry);
+                return;
+            }
+        };
     frontend.connlog.record(&entry);
     tracing::debug!(%peer, user = %session.user.config.name, id, "session started");
     session.command_loop().await;
@@ -103,6 +109,7 @@ fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
         }
     };
     frontend.connlog.record(&entry);
+    Registry::count(&frontend.counters.logins_failed);
     if counts {
         let policy = frontend.shared.load().throttle.clone();
         if let Some(block) = frontend.admission.login_failed(peer.ip(), &policy) {
@@ -119,6 +126,7 @@ async fn refuse_before_login(
     peer: SocketAddr,
     refusal: Refusal,
 ) {
+    Registry::count(&frontend.counters.connections_refused);
     let (code, message, reason) = match refusal {
         Refusal::Throttled { remaining } => (
             error::HOST_BLOCKED,
@@ -152,6 +160,7 @@ pub(super) async fn refuse_too_many(
     peer: SocketAddr,
     max: usize,
 ) {
+    Registry::count(&frontend.counters.connections_refused);
     tracing::warn!(%peer, max, "client refused: max_client_connections reached");
     let mut entry = Entry::new(peer, "refused");
     entry.reason = Some("connection limit");
@@ -206,6 +215,8 @@ pub(super) struct Session {
     pub(super) tls: Option<TlsInfo>,
     /// Analyses statements; its buffer is reused from one statement to the next.
     pub(super) analyzer: Analyzer,
+    /// This session's line in the processlist.
+    pub(super) listed: Listed,
     /// This connection's share of its address's connection cap.
     pub(super) _address_slot: AddressSlot,
 }
@@ -218,6 +229,13 @@ pub(super) struct Replayed {
     pub(super) names: Option<Vec<u8>>,
     /// The last write GTID this reader was seen to have applied.
     pub(super) applied_gtid: Option<String>,
+}
+
+/// Why the wait for the next command ended without one.
+enum Interrupt {
+    Shutdown,
+    Killed,
+    Idle,
 }
 
 /// Why a command could not be completed.
@@ -235,6 +253,7 @@ impl Session {
         mut li: LoggedIn,
         peer: SocketAddr,
         address_slot: AddressSlot,
+        id: u32,
     ) -> Result<Session, &'static str> {
         let Some(user_slot) = UserSlot::acquire(&li.user) else {
             let message = format!(
@@ -280,6 +299,11 @@ impl Session {
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
         let routing = routing_for(&frontend, &li.user);
+        let listed =
+            frontend
+                .registry
+                .list(id, &li.user.config.name, peer, li.login.database.clone());
+        Registry::count(&frontend.counters.logins);
         Ok(Session {
             frontend,
             client: li.conn,
@@ -296,12 +320,14 @@ impl Session {
             last_write_gtid: None,
             tls: li.tls,
             analyzer: Analyzer::default(),
+            listed,
             _address_slot: address_slot,
         })
     }
 
     async fn command_loop(&mut self) {
         let mut shutdown = self.frontend.shutdown_signal();
+        let entry = self.listed.entry.clone();
         loop {
             let (max, idle) = {
                 let proxy = &self.frontend.shared.load().proxy;
@@ -312,17 +338,24 @@ impl Session {
             };
             let read = tokio::select! {
                 read = self.client.read_request(max) => Ok(read),
-                _ = shutdown.wait_for(|stop| *stop) => Err(false),
-                _ = tokio::time::sleep(idle) => Err(true),
+                _ = shutdown.wait_for(|stop| *stop) => Err(Interrupt::Shutdown),
+                _ = entry.killed() => Err(Interrupt::Killed),
+                _ = tokio::time::sleep(idle) => Err(Interrupt::Idle),
             };
             let read = match read {
                 Ok(read) => read,
-                Err(false) => {
+                Err(Interrupt::Shutdown) => {
                     self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
                         .await;
                     return;
                 }
-                Err(true) => {
+                Err(Interrupt::Killed) => {
+                    tracing::info!(peer = %self.peer, id = entry.id, "session killed from the admin port");
+                    self.send_error(0, error::CONNECTION_KILLED, "Connection was killed")
+                        .await;
+                    return;
+                }
+                Err(Interrupt::Idle) => {
                     tracing::info!(peer = %self.peer, ?idle, "idle client disconnected");
                     let message =
                         "The client was disconnected by the server because of inactivity.";

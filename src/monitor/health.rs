@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::{GaleraHostgroups, ServerStatus};
-use crate::runtime::{Members, ServerTarget};
+use crate::runtime::{Members, Runtime, ServerTarget};
 
 /// What one check of a server found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +197,42 @@ pub struct Membership {
     pub unreachable: HashSet<String>,
 }
 
+impl Membership {
+    /// The same placement with each server replaced by its entry in `runtime` (the one
+    /// configured in that hostgroup if there is one, else any with the same address);
+    /// servers no longer configured are dropped.
+    pub fn with_servers_of(&self, runtime: &Runtime) -> Membership {
+        let find = |hostgroup: u32, address: &str| {
+            let same: Vec<&Arc<ServerTarget>> = runtime
+                .servers()
+                .filter(|s| s.address() == address)
+                .collect();
+            same.iter()
+                .find(|s| s.hostgroup == hostgroup)
+                .or(same.first())
+                .map(|s| Arc::clone(s))
+        };
+        let hostgroups = self
+            .hostgroups
+            .iter()
+            .map(|(id, members)| {
+                let servers = members
+                    .servers
+                    .iter()
+                    .filter_map(|s| find(*id, s.address()))
+                    .collect();
+                (*id, Members::new(servers))
+            })
+            .collect();
+        Membership {
+            hostgroups,
+            writers: self.writers.clone(),
+            unavailable: self.unavailable.clone(),
+            unreachable: self.unreachable.clone(),
+        }
+    }
+}
+
 /// Computes hostgroup membership from the configured servers and their health.
 ///
 /// Galera nodes are the servers configured in a writer or backup-writer hostgroup; the
@@ -374,6 +410,7 @@ mod tests {
             priority,
             status: ServerStatus::Online,
             connections: Arc::new(AtomicU32::new(0)),
+            stats: Arc::default(),
             address: format!("127.0.0.1:{port}"),
         })
     }

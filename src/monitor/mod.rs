@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::backend::{BackendConn, Login};
 use crate::protocol::constants::DEFAULT_CHARSET;
-use crate::runtime::{Runtime, ServerTarget, Shared};
+use crate::runtime::{CheckRecord, Runtime, ServerTarget, Shared};
 
 use health::{place, Health, Observation};
 
@@ -79,8 +79,21 @@ impl Monitor {
             let mut conn = self.connections.remove(server.address());
             let login = login.clone();
             let tls = runtime.backend_tls.clone();
+            let shared = self.shared.clone();
             checks.spawn(async move {
+                let started_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros() as u64;
+                let clock = std::time::Instant::now();
                 let seen = check::check(&mut conn, &server, &login, tls.as_ref(), timeout).await;
+                shared.record_check(CheckRecord {
+                    host: server.host.clone(),
+                    port: server.port,
+                    started_us,
+                    took_us: clock.elapsed().as_micros() as u64,
+                    seen: seen.clone(),
+                });
                 (server, conn, seen)
             });
         }

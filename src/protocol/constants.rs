@@ -108,6 +108,10 @@ pub mod error {
     pub const LOST_BACKEND: Code = (2013, "HY000");
     /// No backend of the hostgroup could be reached (ProxySQL uses the same code).
     pub const NO_BACKEND: Code = (9001, "HY000");
+    /// An admin statement that failed (MySQL's ER_UNKNOWN_ERROR).
+    pub const ADMIN_ERROR: Code = (1105, "HY000");
+    /// The session was ended with KILL (MariaDB's ER_CONNECTION_KILLED).
+    pub const CONNECTION_KILLED: Code = (1927, "70100");
     /// A statement refused by a query rule or the firewall (ProxySQL uses 1148 too).
     pub const NOT_ALLOWED: Code = (1148, "42000");
 }

@@ -1,8 +1,11 @@
-//! Decoding a text-protocol result set into values. The data path never does this; the
-//! monitor does, for the handful of status rows it reads from each backend.
+//! Text-protocol result sets as values: decoded for the monitor (the handful of status rows
+//! it reads from each backend) and encoded for the admin port. The data path does neither.
 
-use super::codec::{utf8, DecodeError, Reader};
-use super::constants::header;
+use bytes::{BufMut, BytesMut};
+
+use super::codec::{put_lenenc_bytes, put_lenenc_int, utf8, DecodeError, Reader};
+use super::constants::{header, DEFAULT_CHARSET};
+use super::frame::encode_packet;
 use super::packets::{is_eof, ErrPacket};
 
 /// A small result set: column names and rows of nullable text values.
@@ -21,6 +24,48 @@ impl TextResult {
             .position(|c| c.eq_ignore_ascii_case(column))?;
         self.rows.first()?.get(i)?.as_deref()
     }
+}
+
+impl TextResult {
+    /// Appends this result set (column count, definitions, EOF, rows, EOF) starting at
+    /// sequence id `seq`; returns the next sequence id. Every column is a string column.
+    pub fn encode(&self, out: &mut BytesMut, mut seq: u8, status: u16) -> u8 {
+        let mut payload = BytesMut::new();
+        put_lenenc_int(&mut payload, self.columns.len() as u64);
+        seq = encode_packet(out, seq, &payload);
+        for name in &self.columns {
+            payload.clear();
+            for field in ["def", "", "", "", name.as_str(), name.as_str()] {
+                put_lenenc_bytes(&mut payload, field.as_bytes());
+            }
+            payload.put_u8(0x0C); // length of the fixed fields
+            payload.put_u16_le(u16::from(DEFAULT_CHARSET));
+            payload.put_u32_le(1024); // display length
+            payload.put_u8(0xFD); // VAR_STRING
+            payload.put_u16_le(0); // flags
+            payload.put_u8(0); // decimals
+            payload.put_u16_le(0); // filler
+            seq = encode_packet(out, seq, &payload);
+        }
+        seq = encode_eof(out, seq, status);
+        for row in &self.rows {
+            payload.clear();
+            for value in row {
+                match value {
+                    Some(v) => put_lenenc_bytes(&mut payload, v.as_bytes()),
+                    None => payload.put_u8(0xFB),
+                }
+            }
+            seq = encode_packet(out, seq, &payload);
+        }
+        encode_eof(out, seq, status)
+    }
+}
+
+fn encode_eof(out: &mut BytesMut, seq: u8, status: u16) -> u8 {
+    let mut eof = [header::EOF, 0, 0, 0, 0];
+    eof[3..5].copy_from_slice(&status.to_le_bytes());
+    encode_packet(out, seq, &eof)
 }
 
 /// Decodes the packets of one COM_QUERY response (one result, as a list of payloads).
@@ -82,8 +127,6 @@ fn column_name(def: &[u8]) -> Result<String, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codec::put_lenenc_bytes;
-    use bytes::BytesMut;
 
     fn def(name: &str) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -92,6 +135,27 @@ mod tests {
         }
         out.extend_from_slice(&[0x0C, 0x21, 0, 0, 1, 0, 0xFD, 0, 0, 0, 0, 0, 0]);
         out.to_vec()
+    }
+
+    #[test]
+    fn an_encoded_result_decodes_to_itself() {
+        let result = TextResult {
+            columns: vec!["hostgroup".into(), "srv_host".into()],
+            rows: vec![
+                vec![Some("10".into()), Some("127.0.0.1".into())],
+                vec![None, Some(String::new())],
+            ],
+        };
+        let mut wire = BytesMut::new();
+        assert_eq!(result.encode(&mut wire, 1, 2), 1 + 1 + 2 + 1 + 2 + 1);
+        let mut payloads = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let len = usize::from(rest[0]) | usize::from(rest[1]) << 8 | usize::from(rest[2]) << 16;
+            payloads.push(&rest[4..4 + len]);
+            rest = &rest[4 + len..];
+        }
+        assert_eq!(decode_result(&payloads).unwrap().unwrap(), result);
     }
 
     #[test]

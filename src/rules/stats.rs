@@ -120,6 +120,14 @@ impl DigestStats {
         }
     }
 
+    /// Forgets every row (`stats_mysql_query_digest_reset`).
+    pub fn reset(&self) {
+        for shard in &self.shards {
+            shard.lock().expect("stats lock").clear();
+        }
+        self.digests.store(0, Ordering::Relaxed);
+    }
+
     /// A copy of every row.
     pub fn rows(&self) -> Vec<DigestEntry> {
         self.shards

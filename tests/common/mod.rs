@@ -50,6 +50,8 @@ fn free_port() -> u16 {
 /// A running `sluice` with the demo configuration (plus whatever a test appends or changes).
 pub struct Proxy {
     pub port: u16,
+    /// The admin port (the demo's 6032, moved to a free port).
+    pub admin_port: u16,
     child: Child,
     pub dir: PathBuf,
 }
@@ -63,9 +65,11 @@ impl Proxy {
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Proxy {
         require_cluster();
         let port = free_port();
+        let admin_port = free_port();
         let demo = std::fs::read_to_string(repo().join("config/sluice.toml")).unwrap();
         let config = demo
             .replace("127.0.0.1:6033", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:6032", &format!("127.0.0.1:{admin_port}"))
             .replace("\"../certs/", &format!("\"{}/certs/", repo().display()))
             .replace(
                 "\"monitor.secret\"",
@@ -84,9 +88,30 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .expect("start sluice");
-        let mut proxy = Proxy { port, child, dir };
+        let mut proxy = Proxy {
+            port,
+            admin_port,
+            child,
+            dir,
+        };
         proxy.wait_ready();
         proxy
+    }
+
+    /// Stops the proxy and starts it again on the same configuration file (as it is now).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::File::create(self.dir.join("sluice.log")).unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(self.dir.join("sluice.toml"))
+            .env("RUST_LOG", "sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

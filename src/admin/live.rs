@@ -1,0 +1,650 @@
+//! The admin tables that mirror the running proxy: `runtime_*` (the configuration in force,
+//! and the servers where the monitor placed them), `stats.*` and `monitor.*`. Each is
+//! refilled right before a statement that names it, from the live state.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use super::engine::Reply;
+use super::tables::{self, Table};
+use super::variables;
+use crate::config::Config;
+use crate::frontend::registry::{KINDS, LATENCY_BUCKETS_US};
+use crate::frontend::Frontend;
+use crate::monitor::health::Observation;
+use crate::runtime::Runtime;
+
+/// The running proxy, as the admin port reaches it.
+pub struct Live<'a> {
+    pub frontend: &'a Arc<Frontend>,
+    /// Called with a configuration to put in force (a reload).
+    pub apply: &'a (dyn Fn(&Config) -> Result<(), String> + Sync),
+}
+
+impl Live<'_> {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.frontend.shared.load()
+    }
+
+    pub fn apply(&self, config: &Config) -> Result<(), String> {
+        (self.apply)(config)
+    }
+}
+
+const fn table(name: &'static str, columns: &'static [(&'static str, &'static str)]) -> Table {
+    Table {
+        name,
+        columns,
+        key: "",
+    }
+}
+
+const INT: &str = "INT";
+const TEXT: &str = "VARCHAR";
+
+pub const CONNECTION_POOL: Table = table(
+    "stats_mysql_connection_pool",
+    &[
+        ("hostgroup", INT),
+        ("srv_host", TEXT),
+        ("srv_port", INT),
+        ("status", TEXT),
+        ("ConnUsed", INT),
+        ("ConnFree", INT),
+        ("ConnOK", INT),
+        ("ConnERR", INT),
+        ("MaxConnUsed", INT),
+        ("Queries", INT),
+        ("Queries_GTID_sync", INT),
+        ("Bytes_data_sent", INT),
+        ("Bytes_data_recv", INT),
+        ("Latency_us", INT),
+    ],
+);
+
+const DIGEST_COLUMNS: &[(&str, &str)] = &[
+    ("hostgroup", INT),
+    ("schemaname", TEXT),
+    ("username", TEXT),
+    ("client_address", TEXT),
+    ("digest", TEXT),
+    ("digest_text", TEXT),
+    ("count_star", INT),
+    ("first_seen", INT),
+    ("last_seen", INT),
+    ("sum_time", INT),
+    ("min_time", INT),
+    ("max_time", INT),
+    ("sum_rows_affected", INT),
+    ("sum_rows_sent", INT),
+    ("errors", INT),
+];
+
+pub const DIGEST: Table = table("stats_mysql_query_digest", DIGEST_COLUMNS);
+pub const DIGEST_RESET: Table = table("stats_mysql_query_digest_reset", DIGEST_COLUMNS);
+
+pub const GLOBAL: Table = table(
+    "stats_mysql_global",
+    &[("Variable_Name", TEXT), ("Variable_Value", TEXT)],
+);
+
+pub const USERS: Table = table(
+    "stats_mysql_users",
+    &[
+        ("username", TEXT),
+        ("frontend_connections", INT),
+        ("frontend_max_connections", INT),
+    ],
+);
+
+pub const PROCESSLIST: Table = table(
+    "stats_mysql_processlist",
+    &[
+        ("ThreadID", INT),
+        ("SessionID", INT),
+        ("user", TEXT),
+        ("db", TEXT),
+        ("cli_host", TEXT),
+        ("cli_port", INT),
+        ("hostgroup", INT),
+        ("l_srv_host", TEXT),
+        ("l_srv_port", INT),
+        ("srv_host", TEXT),
+        ("srv_port", INT),
+        ("command", TEXT),
+        ("time_ms", INT),
+        ("info", TEXT),
+    ],
+);
+
+pub const COMMANDS: Table = table(
+    "stats_mysql_commands_counters",
+    &[
+        ("Command", TEXT),
+        ("Total_Time_us", INT),
+        ("Total_cnt", INT),
+        ("cnt_100us", INT),
+        ("cnt_500us", INT),
+        ("cnt_1ms", INT),
+        ("cnt_5ms", INT),
+        ("cnt_10ms", INT),
+        ("cnt_50ms", INT),
+        ("cnt_100ms", INT),
+        ("cnt_500ms", INT),
+        ("cnt_1s", INT),
+        ("cnt_5s", INT),
+        ("cnt_10s", INT),
+        ("cnt_INFs", INT),
+    ],
+);
+
+pub const MEMORY: Table = table(
+    "stats_memory_metrics",
+    &[("Variable_Name", TEXT), ("Variable_Value", TEXT)],
+);
+
+pub const PING_LOG: Table = table(
+    "mysql_server_ping_log",
+    &[
+        ("hostname", TEXT),
+        ("port", INT),
+        ("time_start_us", INT),
+        ("ping_success_time_us", INT),
+        ("ping_error", TEXT),
+    ],
+);
+
+pub const GALERA_LOG: Table = table(
+    "mysql_server_galera_log",
+    &[
+        ("hostname", TEXT),
+        ("port", INT),
+        ("time_start_us", INT),
+        ("success_time_us", INT),
+        ("primary_partition", TEXT),
+        ("read_only", TEXT),
+        ("wsrep_local_recv_queue", INT),
+        ("wsrep_local_state", INT),
+        ("wsrep_desync", TEXT),
+        ("wsrep_reject_queries", TEXT),
+        ("wsrep_sst_donor_rejects_queries", TEXT),
+        ("error", TEXT),
+    ],
+);
+
+pub const READ_ONLY_LOG: Table = table(
+    "mysql_server_read_only_log",
+    &[
+        ("hostname", TEXT),
+        ("port", INT),
+        ("time_start_us", INT),
+        ("success_time_us", INT),
+        ("read_only", INT),
+        ("error", TEXT),
+    ],
+);
+
+pub const LAG_LOG: Table = table(
+    "mysql_server_replication_lag_log",
+    &[
+        ("hostname", TEXT),
+        ("port", INT),
+        ("time_start_us", INT),
+        ("success_time_us", INT),
+        ("repl_lag", INT),
+        ("error", TEXT),
+    ],
+);
+
+/// Every live table and its schema.
+pub const LIVE_TABLES: [(&str, &Table); 12] = [
+    ("stats", &CONNECTION_POOL),
+    ("stats", &DIGEST),
+    ("stats", &DIGEST_RESET),
+    ("stats", &GLOBAL),
+    ("stats", &USERS),
+    ("stats", &PROCESSLIST),
+    ("stats", &COMMANDS),
+    ("stats", &MEMORY),
+    ("monitor", &PING_LOG),
+    ("monitor", &GALERA_LOG),
+    ("monitor", &READ_ONLY_LOG),
+    ("monitor", &LAG_LOG),
+];
+
+/// Whether a statement that writes targets a table that may only be read.
+pub fn writes_live_table(sql: &str) -> bool {
+    let mut analyzer = crate::rules::Analyzer::default();
+    let analysis = analyzer.analyze(sql.as_bytes());
+    let target = analysis
+        .tables
+        .names(sql.as_bytes())
+        .next()
+        .unwrap_or_default();
+    let target = String::from_utf8_lossy(target)
+        .to_ascii_lowercase()
+        .replace('`', "");
+    ["runtime_", "stats", "monitor."]
+        .iter()
+        .any(|p| target.starts_with(p))
+}
+
+/// Refills every live table `lower_sql` names.
+pub fn refresh(db: &Connection, live: &Live<'_>, lower_sql: &str) -> rusqlite::Result<()> {
+    let runtime = live.runtime();
+    let config = &runtime.config;
+    let mentions = |name: &str| lower_sql.contains(&name.to_ascii_lowercase());
+    let runtime_table = |t: &Table| format!("runtime_{}", t.name);
+    if mentions(&runtime_table(&tables::SERVERS)) {
+        tables::fill(
+            db,
+            "main",
+            &runtime_table(&tables::SERVERS),
+            &runtime_servers(live, &runtime),
+        )?;
+    }
+    if mentions(&runtime_table(&tables::GALERA)) {
+        tables::fill(
+            db,
+            "main",
+            &runtime_table(&tables::GALERA),
+            &tables::galera_rows(config),
+        )?;
+    }
+    if mentions(&runtime_table(&tables::USERS)) {
+        tables::fill(
+            db,
+            "main",
+            &runtime_table(&tables::USERS),
+            &tables::user_rows(config),
+        )?;
+    }
+    if mentions(&runtime_table(&tables::QUERY_RULES)) {
+        tables::fill(
+            db,
+            "main",
+            &runtime_table(&tables::QUERY_RULES),
+            &tables::rule_rows(config),
+        )?;
+    }
+    if mentions(&runtime_table(&tables::VARIABLES)) {
+        let rows: Vec<Vec<Value>> = variables::rows(config)
+            .into_iter()
+            .map(|(n, v)| vec![Value::Text(n), Value::Text(v)])
+            .collect();
+        tables::fill(db, "main", &runtime_table(&tables::VARIABLES), &rows)?;
+    }
+    for (schema, table) in LIVE_TABLES {
+        // `stats_mysql_query_digest` is also a prefix of its `_reset` twin: fill both
+        if mentions(table.name) {
+            tables::fill(
+                db,
+                schema,
+                table.name,
+                &live_rows(table.name, live, &runtime),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    match name {
+        "stats_mysql_connection_pool" => connection_pool(live, runtime),
+        "stats_mysql_query_digest" | "stats_mysql_query_digest_reset" => digests(live),
+        "stats_mysql_global" => global(live),
+        "stats_mysql_users" => users(live, runtime),
+        "stats_mysql_processlist" => processlist(live),
+        "stats_mysql_commands_counters" => commands(live),
+        "stats_memory_metrics" => memory(live),
+        "mysql_server_ping_log" => checks(live, ping_row),
+        "mysql_server_galera_log" => checks(live, galera_row),
+        "mysql_server_read_only_log" => checks(live, read_only_row),
+        "mysql_server_replication_lag_log" => checks(live, lag_row),
+        _ => Vec::new(),
+    }
+}
+
+fn int(n: impl TryInto<i64>) -> Value {
+    Value::Integer(n.try_into().unwrap_or(i64::MAX))
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+/// Where the servers are now: the monitor's placement (or the configured hostgroups when
+/// there is no monitor), one row per hostgroup a server is in.
+fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    let membership = live.frontend.shared.membership();
+    let hostgroups = match &membership {
+        Some(m) => &m.hostgroups,
+        None => &runtime.hostgroups,
+    };
+    let mut ids: Vec<&u32> = hostgroups.keys().collect();
+    ids.sort();
+    let mut rows = Vec::new();
+    for id in ids {
+        for s in &hostgroups[id].servers {
+            rows.push(vec![
+                int(*id),
+                text(&s.host),
+                int(s.port),
+                int(0),
+                text(tables::status_name(s.status)),
+                int(s.weight),
+                int(0),
+                int(s.max_connections),
+                int(s.max_replication_lag),
+                int(s.tls),
+                int(0),
+                text(""),
+                int(s.priority),
+            ]);
+        }
+    }
+    rows
+}
+
+fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    let idle = live.frontend.pool.idle_by_server();
+    let mut rows = Vec::new();
+    for row in runtime_servers(live, runtime) {
+        let (Value::Integer(hg), Value::Text(host), Value::Integer(port)) =
+            (&row[0], &row[1], &row[2])
+        else {
+            continue;
+        };
+        let Some(server) = runtime
+            .servers()
+            .find(|s| s.host == *host && i64::from(s.port) == *port)
+        else {
+            continue;
+        };
+        let stats = &server.stats;
+        let free = idle.get(server.address()).copied().unwrap_or(0) as i64;
+        let open = i64::from(server.connections.load(Ordering::Relaxed));
+        let latency = live
+            .frontend
+            .shared
+            .checks()
+            .iter()
+            .rev()
+            .find(|c| c.host == *host && i64::from(c.port) == *port)
+            .map_or(0, |c| c.took_us);
+        rows.push(vec![
+            int(*hg),
+            text(host.clone()),
+            int(*port),
+            text(tables::status_name(server.status)),
+            int((open - free).max(0)),
+            int(free),
+            int(stats.connect_ok.load(Ordering::Relaxed)),
+            int(stats.connect_errors.load(Ordering::Relaxed)),
+            int(stats.max_connections_used.load(Ordering::Relaxed)),
+            int(stats.queries.load(Ordering::Relaxed)),
+            int(0),
+            int(stats.bytes_sent.load(Ordering::Relaxed)),
+            int(stats.bytes_received.load(Ordering::Relaxed)),
+            int(latency),
+        ]);
+    }
+    rows
+}
+
+fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
+    live.frontend
+        .digests
+        .rows()
+        .into_iter()
+        .map(|d| {
+            vec![
+                int(d.hostgroup),
+                text(d.schema),
+                text(d.user),
+                text(""),
+                text(tables::digest_text(d.digest)),
+                text(d.text),
+                int(d.count),
+                int(d.first_seen),
+                int(d.last_seen),
+                int(d.sum_us),
+                int(d.min_us),
+                int(d.max_us),
+                Value::Null,
+                Value::Null,
+                int(d.errors),
+            ]
+        })
+        .collect()
+}
+
+fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
+    let f = live.frontend;
+    let c = &f.counters;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    let runtime = live.runtime();
+    let backend_connections: u64 = runtime
+        .servers()
+        .map(|s| u64::from(s.connections.load(Ordering::Relaxed)))
+        .sum();
+    let uptime = f.started.elapsed().as_secs().to_string();
+    let pairs = [
+        ("ProxySQL_Uptime", uptime),
+        ("Client_Connections_connected", f.client_count().to_string()),
+        ("Client_Connections_created", n(&c.logins)),
+        ("Client_Connections_aborted", n(&c.logins_failed)),
+        ("Client_Connections_refused", n(&c.connections_refused)),
+        (
+            "Server_Connections_connected",
+            backend_connections.to_string(),
+        ),
+        ("Questions", n(&c.questions)),
+        ("Queries_frontends_bytes_recv", n(&c.bytes_from_clients)),
+        ("Query_Rules_refused", n(&c.rule_refusals)),
+        ("Firewall_blocked", n(&c.firewall_blocked)),
+        ("Firewall_learned", n(&c.firewall_learned)),
+        ("SQL_injection_flagged", n(&c.injection_flagged)),
+        ("Backend_connections_lost", n(&c.backends_lost)),
+        ("Pool_idle_connections", f.pool.idle_count().to_string()),
+        ("Digests_dropped", n(&f.digests.dropped)),
+    ];
+    pairs
+        .into_iter()
+        .map(|(name, value)| vec![text(name), text(value)])
+        .collect()
+}
+
+fn users(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    let _ = live;
+    let mut names: Vec<&String> = runtime.users.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let u = &runtime.users[name];
+            vec![
+                text(name.clone()),
+                int(u.connections.load(Ordering::Relaxed)),
+                int(u.config.max_connections),
+            ]
+        })
+        .collect()
+}
+
+fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
+    let now = Instant::now();
+    live.frontend
+        .registry
+        .sessions()
+        .into_iter()
+        .map(|s| {
+            let a = s.activity();
+            let (srv_host, srv_port) = match a.server.as_deref().and_then(|x| x.rsplit_once(':')) {
+                Some((h, p)) => (text(h), int(p.parse::<i64>().unwrap_or(0))),
+                None => (Value::Null, Value::Null),
+            };
+            vec![
+                int(s.id),
+                int(s.id),
+                text(s.user.clone()),
+                a.schema.map_or(Value::Null, text),
+                text(s.client.ip().to_string()),
+                int(s.client.port()),
+                a.hostgroup.map_or(Value::Null, int),
+                Value::Null,
+                Value::Null,
+                srv_host,
+                srv_port,
+                text(a.command),
+                int(a.since.map_or(0, |t| now.duration_since(t).as_millis())),
+                a.info.map_or(Value::Null, text),
+            ]
+        })
+        .collect()
+}
+
+fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
+    let c = &live.frontend.counters;
+    KINDS
+        .iter()
+        .zip(&c.kinds)
+        .map(|(kind, k)| {
+            let mut row = vec![
+                text(kind.name().to_ascii_uppercase()),
+                int(k.total_us.load(Ordering::Relaxed)),
+                int(k.count.load(Ordering::Relaxed)),
+            ];
+            row.extend(k.buckets.iter().map(|b| int(b.load(Ordering::Relaxed))));
+            debug_assert_eq!(k.buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+            row
+        })
+        .collect()
+}
+
+fn memory(live: &Live<'_>) -> Vec<Vec<Value>> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    };
+    let f = live.frontend;
+    [
+        ("process_resident_memory_bytes", kib("VmRSS:").to_string()),
+        ("process_virtual_memory_bytes", kib("VmSize:").to_string()),
+        ("client_sessions", f.registry.sessions().len().to_string()),
+        ("pool_idle_connections", f.pool.idle_count().to_string()),
+        ("query_digests", f.digests.rows().len().to_string()),
+    ]
+    .into_iter()
+    .map(|(n, v)| vec![text(n), text(v)])
+    .collect()
+}
+
+fn checks(
+    live: &Live<'_>,
+    row: fn(&crate::runtime::CheckRecord) -> Option<Vec<Value>>,
+) -> Vec<Vec<Value>> {
+    live.frontend
+        .shared
+        .checks()
+        .iter()
+        .filter_map(row)
+        .collect()
+}
+
+fn head(c: &crate::runtime::CheckRecord) -> Vec<Value> {
+    vec![text(c.host.clone()), int(c.port), int(c.started_us)]
+}
+
+fn error_of(c: &crate::runtime::CheckRecord) -> Option<String> {
+    match &c.seen {
+        Observation::Unreachable(why) => Some(why.clone()),
+        _ => None,
+    }
+}
+
+fn ping_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+    let mut row = head(c);
+    match error_of(c) {
+        Some(e) => row.extend([int(0), text(e)]),
+        None => row.extend([int(c.took_us), Value::Null]),
+    }
+    Some(row)
+}
+
+fn yes(b: bool) -> Value {
+    text(if b { "YES" } else { "NO" })
+}
+
+fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+    let mut row = head(c);
+    match &c.seen {
+        Observation::Galera(g) => row.extend([
+            int(c.took_us),
+            yes(g.primary),
+            yes(g.read_only),
+            int(g.recv_queue),
+            int(g.local_state),
+            yes(g.desync),
+            yes(g.reject_queries),
+            yes(g.donor_rejects_queries),
+            Value::Null,
+        ]),
+        Observation::Unreachable(e) => {
+            row.push(int(0));
+            row.extend(std::iter::repeat_n(Value::Null, 7));
+            row.push(text(e.clone()));
+        }
+        _ => return None,
+    }
+    Some(row)
+}
+
+fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+    let mut row = head(c);
+    let read_only = match &c.seen {
+        Observation::Galera(g) => Some(g.read_only),
+        Observation::Replica(r) => Some(r.read_only),
+        Observation::Plain { read_only } => Some(*read_only),
+        Observation::Unreachable(_) => None,
+    };
+    row.push(int(if read_only.is_some() { c.took_us } else { 0 }));
+    row.push(read_only.map_or(Value::Null, int));
+    row.push(error_of(c).map_or(Value::Null, text));
+    Some(row)
+}
+
+fn lag_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+    let mut row = head(c);
+    match &c.seen {
+        Observation::Replica(r) => {
+            row.extend([int(c.took_us), r.lag.map_or(Value::Null, int), Value::Null])
+        }
+        Observation::Unreachable(e) => row.extend([int(0), Value::Null, text(e.clone())]),
+        _ => return None,
+    }
+    Some(row)
+}
+
+/// `KILL [CONNECTION] id`: ends a client session.
+pub fn kill(live: &Live<'_>, words: &[String]) -> Result<Reply, String> {
+    let id = words
+        .iter()
+        .skip(1)
+        .find(|w| *w != "CONNECTION")
+        .and_then(|w| w.parse::<u32>().ok())
+        .ok_or("expected KILL [CONNECTION] <SessionID from stats_mysql_processlist>")?;
+    if live.frontend.registry.kill(id) {
+        Ok(Reply::Done { affected: 1 })
+    } else {
+        Err(format!("Unknown thread id: {id}"))
+    }
+}

@@ -1,0 +1,165 @@
+//! `global_variables`: the configuration's settings sections as `name = value` rows, named
+//! by section: `mysql-<key>` for `[proxy]`, `mysql-pool_<key>`, `mysql-throttle_<key>`,
+//! `mysql-firewall_<key>`, `mysql-query_log_<key>`, and `monitor-<key>`. A value is read
+//! back with the type the setting has, and the section is checked as the file would be.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Section prefixes, longest first so `mysql-pool_` wins over `mysql-`.
+const PREFIXES: [(&str, &str); 6] = [
+    ("mysql-query_log_", "query_log"),
+    ("mysql-firewall_", "firewall"),
+    ("mysql-throttle_", "throttle"),
+    ("mysql-pool_", "pool"),
+    ("monitor-", "monitor"),
+    ("mysql-", "proxy"),
+];
+
+fn table_of<T: Serialize>(section: &T) -> toml::Table {
+    match toml::Value::try_from(section) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+fn sections(config: &Config) -> Vec<(&'static str, toml::Table)> {
+    let mut out = vec![
+        ("proxy", table_of(&config.proxy)),
+        ("pool", table_of(&config.pool)),
+        ("throttle", table_of(&config.throttle)),
+        ("firewall", table_of(&config.firewall)),
+        ("query_log", table_of(&config.query_log)),
+    ];
+    if let Some(m) = &config.monitor {
+        out.push(("monitor", table_of(m)));
+    }
+    out
+}
+
+fn prefix_of(section: &str) -> &'static str {
+    PREFIXES
+        .iter()
+        .find(|(_, s)| *s == section)
+        .map(|(p, _)| *p)
+        .expect("every section has a prefix")
+}
+
+fn show(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every variable of `config`, sorted by name.
+pub fn rows(config: &Config) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = sections(config)
+        .into_iter()
+        .flat_map(|(section, table)| {
+            let prefix = prefix_of(section);
+            table
+                .into_iter()
+                .map(move |(key, value)| (format!("{prefix}{key}"), show(&value)))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `config` with the variables in `rows` applied; names and values are checked.
+pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, String> {
+    let mut tables = sections(config);
+    for (name, value) in rows {
+        let (prefix, section) = PREFIXES
+            .iter()
+            .find(|(p, _)| name.starts_with(p))
+            .ok_or_else(|| format!("{name}: unknown variable"))?;
+        let key = &name[prefix.len()..];
+        let table = tables
+            .iter_mut()
+            .find(|(s, _)| s == section)
+            .map(|(_, t)| t)
+            .ok_or_else(|| format!("{name}: the configuration has no [{section}] section"))?;
+        let current = table
+            .get(key)
+            .ok_or_else(|| format!("{name}: unknown variable"))?;
+        let parsed = match current {
+            toml::Value::Integer(_) => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| format!("{name}: {value:?} is not a whole number")),
+            toml::Value::Boolean(_) => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(toml::Value::Boolean(true)),
+                "false" | "0" => Ok(toml::Value::Boolean(false)),
+                _ => Err(format!("{name}: {value:?} is not true or false")),
+            },
+            _ => Ok(toml::Value::String(value.clone())),
+        }?;
+        table.insert(key.to_owned(), parsed);
+    }
+    let mut next = config.clone();
+    for (section, table) in tables {
+        let value = toml::Value::Table(table);
+        let bad = |e: toml::de::Error| format!("{}: {e}", prefix_of(section));
+        match section {
+            "proxy" => next.proxy = back(value).map_err(bad)?,
+            "pool" => next.pool = back(value).map_err(bad)?,
+            "throttle" => next.throttle = back(value).map_err(bad)?,
+            "firewall" => next.firewall = back(value).map_err(bad)?,
+            "query_log" => next.query_log = back(value).map_err(bad)?,
+            "monitor" => next.monitor = Some(back(value).map_err(bad)?),
+            _ => unreachable!("sections() names these only"),
+        }
+    }
+    Ok(next)
+}
+
+fn back<T: DeserializeOwned>(value: toml::Value) -> Result<T, toml::de::Error> {
+    value.try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Config {
+        Config::from_toml(
+            "[monitor]\nuser = \"monitor\"\npassword_file = \"/dev/null\"\n\n[[servers]]\nhost = \"a\"\nhostgroup = 1\n",
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn variables_round_trip_and_changes_are_typed() {
+        let config = demo();
+        let rows = rows(&config);
+        assert!(rows
+            .iter()
+            .any(|(n, v)| n == "mysql-max_allowed_packet" && v == "67108864"));
+        assert!(rows
+            .iter()
+            .any(|(n, v)| n == "mysql-pool_max_idle_per_server" && v == "64"));
+        assert!(rows
+            .iter()
+            .any(|(n, v)| n == "monitor-interval_ms" && v == "500"));
+        assert!(rows
+            .iter()
+            .any(|(n, v)| n == "mysql-firewall_mode" && v == "off"));
+        let same = apply(&config, &rows).unwrap();
+        assert_eq!(super::rows(&same), rows);
+
+        let changed = apply(&config, &[("mysql-idle_timeout_ms".into(), "5000".into())]).unwrap();
+        assert_eq!(changed.proxy.idle_timeout_ms, 5000);
+        let err = apply(&config, &[("mysql-idle_timeout_ms".into(), "soon".into())]).unwrap_err();
+        assert!(err.contains("not a whole number"), "{err}");
+        let err = apply(&config, &[("mysql-firewall_mode".into(), "block".into())]).unwrap_err();
+        assert!(err.starts_with("mysql-firewall_"), "{err}");
+        let err = apply(&config, &[("mysql-nonsense".into(), "1".into())]).unwrap_err();
+        assert!(err.contains("unknown variable"), "{err}");
+    }
+}

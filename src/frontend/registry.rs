@@ -1,0 +1,237 @@
+//! What the admin port and the metrics see of the sessions: every live session with what it
+//! is doing (ProxySQL's `stats_mysql_processlist`), a way to kill one, and the proxy-wide
+//! counters. Sessions write their own entry (an uncontended lock per statement); readers
+//! take copies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::rules::Kind;
+
+/// What one session is doing now.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    pub schema: Option<String>,
+    /// "Sleep" between statements, else the command ("Query", "Execute", …).
+    pub command: &'static str,
+    pub hostgroup: Option<u32>,
+    pub server: Option<String>,
+    /// When the current statement started.
+    pub since: Option<Instant>,
+    /// The current statement's digest text (values never leave the session).
+    pub info: Option<String>,
+}
+
+/// One live session.
+#[derive(Debug)]
+pub struct SessionEntry {
+    pub id: u32,
+    pub user: String,
+    pub client: SocketAddr,
+    pub started: Instant,
+    activity: Mutex<Activity>,
+    kill: Notify,
+}
+
+impl SessionEntry {
+    pub fn activity(&self) -> Activity {
+        self.activity.lock().expect("activity lock").clone()
+    }
+
+    /// Records what the session does now.
+    pub fn set(&self, update: impl FnOnce(&mut Activity)) {
+        update(&mut self.activity.lock().expect("activity lock"));
+    }
+
+    /// Completes when the session has been killed from the admin port.
+    pub async fn killed(&self) {
+        self.kill.notified().await;
+    }
+}
+
+/// The live sessions, by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u32, Arc<SessionEntry>>>,
+}
+
+/// Keeps a session listed while it lives.
+pub struct Listed {
+    registry: Arc<Registry>,
+    pub entry: Arc<SessionEntry>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.registry
+            .sessions
+            .lock()
+            .expect("registry lock")
+            .remove(&self.entry.id);
+    }
+}
+
+impl Registry {
+    /// Adds one to a counter.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Lists a session until the returned guard is dropped.
+    pub fn list(
+        self: &Arc<Self>,
+        id: u32,
+        user: &str,
+        client: SocketAddr,
+        schema: Option<String>,
+    ) -> Listed {
+        let entry = Arc::new(SessionEntry {
+            id,
+            user: user.to_owned(),
+            client,
+            started: Instant::now(),
+            activity: Mutex::new(Activity {
+                schema,
+                command: "Sleep",
+                ..Activity::default()
+            }),
+            kill: Notify::new(),
+        });
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .insert(id, entry.clone());
+        Listed {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    /// Copies of every live session's entry.
+    pub fn sessions(&self) -> Vec<Arc<SessionEntry>> {
+        let mut all: Vec<_> = self
+            .sessions
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Tells session `id` to end; false when there is none.
+    pub fn kill(&self, id: u32) -> bool {
+        match self.sessions.lock().expect("registry lock").get(&id) {
+            Some(entry) => {
+                entry.kill.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Latency buckets of `stats_mysql_commands_counters`, in microseconds (the last is
+/// everything slower).
+pub const LATENCY_BUCKETS_US: [u64; 11] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+];
+
+/// Counts and latency buckets of one statement kind.
+#[derive(Debug, Default)]
+pub struct KindCounter {
+    pub count: AtomicU64,
+    pub total_us: AtomicU64,
+    pub buckets: [AtomicU64; 12],
+}
+
+/// Every statement kind, in [`Kind`] order.
+pub const KINDS: [Kind; 13] = [
+    Kind::Select,
+    Kind::LockingSelect,
+    Kind::Insert,
+    Kind::Update,
+    Kind::Delete,
+    Kind::Replace,
+    Kind::Ddl,
+    Kind::Transaction,
+    Kind::Set,
+    Kind::Use,
+    Kind::Show,
+    Kind::Call,
+    Kind::Other,
+];
+
+/// Proxy-wide counters, read by the admin port and the metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub logins: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub questions: AtomicU64,
+    pub rule_refusals: AtomicU64,
+    pub firewall_blocked: AtomicU64,
+    pub firewall_learned: AtomicU64,
+    pub injection_flagged: AtomicU64,
+    pub backends_lost: AtomicU64,
+    pub bytes_from_clients: AtomicU64,
+    pub kinds: [KindCounter; 13],
+}
+
+impl Counters {
+    /// Counts one statement of `kind` that took `took`.
+    pub fn statement(&self, kind: Kind, took: Duration) {
+        let i = KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind listed");
+        let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let c = &self.kinds[i];
+        c.count.fetch_add(1, Ordering::Relaxed);
+        c.total_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|limit| us <= *limit)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        c.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_listed_while_they_live_and_can_be_killed() {
+        let registry = Arc::new(Registry::default());
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let listed = registry.list(7, "app", client, Some("shop".into()));
+        listed.entry.set(|a| a.command = "Query");
+        assert_eq!(registry.sessions()[0].activity().command, "Query");
+        assert!(registry.kill(7) && !registry.kill(8));
+        drop(listed);
+        assert!(registry.sessions().is_empty());
+    }
+
+    #[test]
+    fn statements_land_in_their_latency_bucket() {
+        let counters = Counters::default();
+        counters.statement(Kind::Select, Duration::from_micros(80));
+        counters.statement(Kind::Select, Duration::from_millis(3));
+        counters.statement(Kind::Select, Duration::from_secs(60));
+        let select = &counters.kinds[0];
+        assert_eq!(select.count.load(Ordering::Relaxed), 3);
+        let buckets: Vec<u64> = select
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(buckets, [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+}
