@@ -76,7 +76,7 @@ fn a_length_that_lies_does_not_hang_or_crash_the_proxy() {
 #[test]
 fn oversized_packets_get_1153_before_they_are_buffered() {
     let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "max_allowed_packet = 1048576\nlisten ="));
+        Proxy::start_with(|c| c.replacen("listen =", "max_allowed_packet = 1048576\nlisten =", 1));
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     // only the header of a 16 MiB packet: the proxy must refuse from the header alone
     c.stream.write_all(&[0xFF, 0xFF, 0xFF, 0x00, 0x03]).unwrap();
@@ -124,7 +124,7 @@ fn flood_of_500_connections_then_the_next_client_is_served() {
 #[test]
 fn silent_clients_are_closed_after_the_handshake_timeout() {
     let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "handshake_timeout_ms = 500\nlisten ="));
+        Proxy::start_with(|c| c.replacen("listen =", "handshake_timeout_ms = 500\nlisten =", 1));
     let started = Instant::now();
     let mut silent: Vec<RawClient> = (0..50).map(|_| RawClient::connect(proxy.port)).collect();
     for c in &mut silent {
@@ -142,7 +142,7 @@ fn silent_clients_are_closed_after_the_handshake_timeout() {
 #[test]
 fn connections_beyond_the_limit_get_1040() {
     let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "max_client_connections = 3\nlisten ="));
+        Proxy::start_with(|c| c.replacen("listen =", "max_client_connections = 3\nlisten =", 1));
     let held: Vec<RawClient> = (0..3)
         .map(|_| RawClient::login(proxy.port, "app", "app").unwrap())
         .collect();

@@ -130,8 +130,9 @@ fn ten_bad_passwords_block_an_address_while_others_are_served() {
 
 #[test]
 fn per_address_and_per_user_connection_caps() {
-    let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "max_connections_per_address = 2\nlisten ="));
+    let proxy = Proxy::start_with(|c| {
+        c.replacen("listen =", "max_connections_per_address = 2\nlisten =", 1)
+    });
     let held: Vec<RawClient> = (0..2)
         .map(|_| login_from(&proxy, "127.0.0.4", "app", "app").unwrap())
         .collect();
@@ -166,7 +167,7 @@ fn per_address_and_per_user_connection_caps() {
 
 #[test]
 fn idle_clients_are_disconnected() {
-    let proxy = Proxy::start_with(|c| c.replace("listen =", "idle_timeout_ms = 500\nlisten ="));
+    let proxy = Proxy::start_with(|c| c.replacen("listen =", "idle_timeout_ms = 500\nlisten =", 1));
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     std::thread::sleep(Duration::from_millis(900));
     let err = expect_err(&c.read().expect("an error before the close"));
@@ -181,7 +182,7 @@ fn sysbench(port: u16, args: &[&str]) -> std::process::Output {
 #[test]
 fn slowloris_sockets_are_closed_while_sysbench_runs_without_errors() {
     let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "handshake_timeout_ms = 2000\nlisten ="));
+        Proxy::start_with(|c| c.replacen("listen =", "handshake_timeout_ms = 2000\nlisten =", 1));
     // its own database: other tests use sbtest's sysbench tables at the same time
     let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS slowloris"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -359,7 +360,7 @@ fn send_huge_query(port: u16, frames: usize) -> Option<common::RawPacket> {
 fn a_huge_packet_is_refused_without_the_proxy_buffering_it() {
     // refused from the first header when one frame already exceeds the limit
     let proxy =
-        Proxy::start_with(|c| c.replace("listen =", "max_allowed_packet = 4194304\nlisten ="));
+        Proxy::start_with(|c| c.replacen("listen =", "max_allowed_packet = 4194304\nlisten =", 1));
     let err = expect_err(&send_huge_query(proxy.port, 64).expect("an answer"));
     assert_eq!(err.code, 1153);
 
