@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod connlog;
 pub mod frontend;
+pub mod metrics;
 pub mod monitor;
 pub mod protocol;
 pub mod router;

@@ -329,6 +329,10 @@ pub struct Shared {
     generation: watch::Sender<u64>,
     /// The monitor's latest checks, newest last (the admin port's monitor logs).
     checks: Mutex<VecDeque<CheckRecord>>,
+    /// Checks and failed checks per server address, since start.
+    check_totals: Mutex<HashMap<String, (u64, u64)>>,
+    /// Times a Galera writer hostgroup got a different writer.
+    writer_changes: AtomicU64,
 }
 
 /// Checks kept for the admin port's monitor logs.
@@ -351,6 +355,8 @@ impl Shared {
             current: ArcSwap::from_pointee(runtime),
             membership: ArcSwapOption::empty(),
             checks: Mutex::new(VecDeque::new()),
+            check_totals: Mutex::new(HashMap::new()),
+            writer_changes: AtomicU64::new(0),
             generation: watch::Sender::new(0),
         }
     }
@@ -408,6 +414,15 @@ impl Shared {
 
     /// Keeps one check for the monitor logs (the oldest falls off).
     pub fn record_check(&self, record: CheckRecord) {
+        let failed = matches!(record.seen, Observation::Unreachable(_));
+        {
+            let mut totals = self.check_totals.lock().expect("checks lock");
+            let entry = totals
+                .entry(format!("{}:{}", record.host, record.port))
+                .or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(failed);
+        }
         let mut checks = self.checks.lock().expect("checks lock");
         if checks.len() == CHECKS_KEPT {
             checks.pop_front();
@@ -423,6 +438,29 @@ impl Shared {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Checks and failed checks per server address, since start.
+    pub fn check_totals(&self) -> Vec<(String, (u64, u64))> {
+        let mut all: Vec<_> = self
+            .check_totals
+            .lock()
+            .expect("checks lock")
+            .iter()
+            .map(|(a, t)| (a.clone(), *t))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Counts a change of writer.
+    pub fn writer_changed(&self) {
+        self.writer_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a Galera writer hostgroup got a different writer, since start.
+    pub fn writer_changes(&self) -> u64 {
+        self.writer_changes.load(Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever membership does.

@@ -76,6 +76,9 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let admin = crate::admin::start(frontend.clone(), &config, path)
         .await
         .map_err(StartError::Admin)?;
+    crate::metrics::start(frontend.clone(), config.metrics.as_ref().map(|m| m.listen))
+        .await
+        .map_err(StartError::Admin)?;
     crate::monitor::start(shared.clone()).await;
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));

@@ -117,11 +117,15 @@ impl Session {
     }
 
     /// Counts a statement in the digest statistics and writes its query log line.
-    pub(super) fn account(&self, runtime: &Runtime, plan: &Plan, ran: Ran<'_>) {
-        let schema = self.login.database.as_deref().unwrap_or_default();
+    pub(super) fn account(&mut self, runtime: &Runtime, plan: &Plan, ran: Ran<'_>) {
         self.frontend
             .counters
             .statement(plan.analysis.kind, ran.duration);
+        if let Some(hostgroup) = ran.hostgroup {
+            let histogram = self.latency(hostgroup);
+            histogram.observe(ran.duration.as_secs_f64());
+        }
+        let schema = self.login.database.as_deref().unwrap_or_default();
         if let Some(hostgroup) = ran.hostgroup {
             let execution = Execution {
                 user: &self.user.config.name,
@@ -147,6 +151,16 @@ impl Session {
         if wanted {
             log.write(self.log_line(plan, &ran, schema));
         }
+    }
+
+    /// The latency histogram of `hostgroup`, looked up once per session and hostgroup.
+    fn latency(&mut self, hostgroup: u32) -> prometheus::Histogram {
+        if let Some((_, h)) = self.histograms.iter().find(|(id, _)| *id == hostgroup) {
+            return h.clone();
+        }
+        let h = self.frontend.metrics.hostgroup_histogram(hostgroup);
+        self.histograms.push((hostgroup, h.clone()));
+        h
     }
 
     fn log_line(&self, plan: &Plan, ran: &Ran<'_>, schema: &str) -> String {

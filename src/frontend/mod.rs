@@ -42,6 +42,8 @@ pub struct Frontend {
     /// The live sessions, for the processlist and KILL.
     pub registry: Arc<Registry>,
     pub counters: Counters,
+    /// What the data path observes for Prometheus (query latency per hostgroup).
+    pub metrics: crate::metrics::Metrics,
     /// When the proxy started.
     pub started: std::time::Instant,
     next_connection_id: AtomicU32,
@@ -64,6 +66,7 @@ impl Frontend {
             digests: DigestStats::new(MAX_DIGESTS),
             registry: Arc::default(),
             counters: Counters::default(),
+            metrics: Default::default(),
             started: std::time::Instant::now(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),

@@ -181,10 +181,61 @@ pub struct Counters {
     pub injection_flagged: AtomicU64,
     pub backends_lost: AtomicU64,
     pub bytes_from_clients: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub kinds: [KindCounter; 13],
+    /// Connections refused before login, by reason (rare: a lock is fine).
+    refused: Mutex<HashMap<&'static str, u64>>,
+    /// Errors the proxy sent to clients, by code.
+    errors: Mutex<HashMap<u16, u64>>,
 }
 
 impl Counters {
+    /// Counts a connection refused for `reason`.
+    pub fn refuse(&self, reason: &'static str) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        *self
+            .refused
+            .lock()
+            .expect("counters lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Counts an error sent to a client.
+    pub fn error(&self, code: u16) {
+        *self
+            .errors
+            .lock()
+            .expect("counters lock")
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let mut all: Vec<_> = self
+            .refused
+            .lock()
+            .expect("counters lock")
+            .iter()
+            .map(|(r, n)| (*r, *n))
+            .collect();
+        all.sort();
+        all
+    }
+
+    pub fn errors(&self) -> Vec<(u16, u64)> {
+        let mut all: Vec<_> = self
+            .errors
+            .lock()
+            .expect("counters lock")
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Counts one statement of `kind` that took `took`.
     pub fn statement(&self, kind: Kind, took: Duration) {
         let i = KINDS

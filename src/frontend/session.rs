@@ -100,6 +100,7 @@ fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
             true
         }
         HandshakeError::Tls(_) => {
+            Registry::count(&frontend.counters.tls_failures);
             entry.reason = Some("TLS handshake failed");
             true
         }
@@ -109,8 +110,8 @@ fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
         }
     };
     frontend.connlog.record(&entry);
-    Registry::count(&frontend.counters.logins_failed);
     if counts {
+        Registry::count(&frontend.counters.logins_failed);
         let policy = frontend.shared.load().throttle.clone();
         if let Some(block) = frontend.admission.login_failed(peer.ip(), &policy) {
             tracing::warn!(client = %peer.ip(), ?block, "too many failed logins: address refused");
@@ -126,7 +127,6 @@ async fn refuse_before_login(
     peer: SocketAddr,
     refusal: Refusal,
 ) {
-    Registry::count(&frontend.counters.connections_refused);
     let (code, message, reason) = match refusal {
         Refusal::Throttled { remaining } => (
             error::HOST_BLOCKED,
@@ -143,6 +143,7 @@ async fn refuse_before_login(
             "address connection limit",
         ),
     };
+    frontend.counters.refuse(reason);
     tracing::info!(%peer, reason, "client refused before login");
     let mut entry = Entry::new(peer, "refused");
     entry.reason = Some(reason);
@@ -160,7 +161,7 @@ pub(super) async fn refuse_too_many(
     peer: SocketAddr,
     max: usize,
 ) {
-    Registry::count(&frontend.counters.connections_refused);
+    frontend.counters.refuse("connection limit");
     tracing::warn!(%peer, max, "client refused: max_client_connections reached");
     let mut entry = Entry::new(peer, "refused");
     entry.reason = Some("connection limit");
@@ -217,6 +218,8 @@ pub(super) struct Session {
     pub(super) analyzer: Analyzer,
     /// This session's line in the processlist.
     pub(super) listed: Listed,
+    /// Latency histograms of the hostgroups this session used.
+    pub(super) histograms: Vec<(u32, prometheus::Histogram)>,
     /// This connection's share of its address's connection cap.
     pub(super) _address_slot: AddressSlot,
 }
@@ -268,6 +271,7 @@ impl Session {
                 &message,
             )
             .await;
+            frontend.counters.refuse("user connection limit");
             tracing::warn!(%peer, user = %li.user.config.name, "client refused: user connection limit");
             return Err("user connection limit");
         };
@@ -321,6 +325,7 @@ impl Session {
             tls: li.tls,
             analyzer: Analyzer::default(),
             listed,
+            histograms: Default::default(),
             _address_slot: address_slot,
         })
     }
@@ -422,6 +427,7 @@ impl Session {
     }
 
     pub(super) async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {
+        self.frontend.counters.error(code.0);
         send_err(&mut self.client, seq, self.capabilities, code, message).await;
     }
 
@@ -430,6 +436,7 @@ impl Session {
         seq: u8,
         err: &ErrPacket,
     ) -> Result<(), Failure> {
+        self.frontend.counters.error(err.code);
         err.encode(self.client.write_buffer(), seq, self.capabilities);
         self.client.flush().await.map_err(|_| Failure::Client)
     }

@@ -124,6 +124,7 @@ impl Monitor {
                 if before.is_empty() {
                     tracing::info!(hostgroup, writers = ?writers, "Galera writer elected");
                 } else if &before != writers {
+                    self.shared.writer_changed();
                     tracing::warn!(hostgroup, ?before, after = ?writers, "Galera writer changed");
                 }
             }

@@ -39,7 +39,7 @@ pub fn require_cluster() {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,6 +52,8 @@ pub struct Proxy {
     pub port: u16,
     /// The admin port (the demo's 6032, moved to a free port).
     pub admin_port: u16,
+    /// The metrics port (the demo's 6070, moved to a free port).
+    pub metrics_port: u16,
     child: Child,
     pub dir: PathBuf,
 }
@@ -66,10 +68,12 @@ impl Proxy {
         require_cluster();
         let port = free_port();
         let admin_port = free_port();
+        let metrics_port = free_port();
         let demo = std::fs::read_to_string(repo().join("config/sluice.toml")).unwrap();
         let config = demo
             .replace("127.0.0.1:6033", &format!("127.0.0.1:{port}"))
             .replace("127.0.0.1:6032", &format!("127.0.0.1:{admin_port}"))
+            .replace("127.0.0.1:6070", &format!("127.0.0.1:{metrics_port}"))
             .replace("\"../certs/", &format!("\"{}/certs/", repo().display()))
             .replace(
                 "\"monitor.secret\"",
@@ -91,6 +95,7 @@ impl Proxy {
         let mut proxy = Proxy {
             port,
             admin_port,
+            metrics_port,
             child,
             dir,
         };

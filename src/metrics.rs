@@ -1,0 +1,517 @@
+//! The Prometheus endpoint: `/metrics` in the text format, and `/health` for load
+//! balancers (200 once every Galera cluster has a writer). Query latency is a real
+//! histogram observed on the data path; everything else is read at scrape time from the
+//! counters the proxy keeps anyway, so a scrape costs the data path nothing.
+//!
+//! The HTTP side is deliberately tiny — one GET per connection, bounded in size and time —
+//! because two fixed paths do not justify an HTTP stack.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::frontend::registry::KINDS;
+use crate::frontend::Frontend;
+use crate::monitor::health::Observation;
+
+/// Latency buckets of the query histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 10.0,
+];
+
+/// The metrics observed on the data path.
+pub struct Metrics {
+    registry: Registry,
+    query_duration: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let query_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_query_duration_seconds",
+                "Time from a statement's arrival to the end of its response, per hostgroup.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["hostgroup"],
+        )
+        .expect("valid histogram");
+        let registry = Registry::new();
+        registry
+            .register(Box::new(query_duration.clone()))
+            .expect("registered once");
+        Metrics {
+            registry,
+            query_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// The latency histogram of one hostgroup (sessions keep it to observe without a
+    /// lookup).
+    pub fn hostgroup_histogram(&self, hostgroup: u32) -> Histogram {
+        self.query_duration
+            .with_label_values(&[&hostgroup.to_string()])
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Everything, in Prometheus' text format.
+pub fn render(frontend: &Frontend) -> String {
+    let scratch = Registry::new();
+    let add = |c: Box<dyn prometheus::core::Collector>| {
+        scratch.register(c).expect("distinct names");
+    };
+    for c in clients(frontend) {
+        add(c);
+    }
+    for c in backends(frontend) {
+        add(c);
+    }
+    for c in rules(frontend) {
+        add(c);
+    }
+    let mut families = frontend.metrics.registry.gather();
+    families.extend(scratch.gather());
+    families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&families, &mut out)
+        .expect("text encoding");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+type Collectors = Vec<Box<dyn prometheus::core::Collector>>;
+
+fn clients(f: &Frontend) -> Collectors {
+    let c = &f.counters;
+    let connections = gauge(
+        "sluice_client_connections",
+        "Client connections open now.",
+        &[],
+    );
+    connections
+        .with_label_values(&[])
+        .set(f.client_count() as i64);
+    let logins = counter(
+        "sluice_client_logins_total",
+        "Client logins that succeeded.",
+        &[],
+    );
+    logins.with_label_values(&[]).inc_by(load(&c.logins));
+    let refused = counter(
+        "sluice_client_connections_refused_total",
+        "Client connections refused, by reason.",
+        &["reason"],
+    );
+    for (reason, n) in c.refusals() {
+        refused.with_label_values(&[reason]).inc_by(n);
+    }
+    refused
+        .with_label_values(&["failed_login"])
+        .inc_by(load(&c.logins_failed));
+    let tls = counter(
+        "sluice_tls_handshakes_total",
+        "TLS handshakes with clients, by result.",
+        &["result"],
+    );
+    tls.with_label_values(&["ok"])
+        .inc_by(load(&c.tls_handshakes));
+    tls.with_label_values(&["failed"])
+        .inc_by(load(&c.tls_failures));
+    let queries = counter(
+        "sluice_queries_total",
+        "Statements (COM_QUERY and prepares) by kind.",
+        &["kind"],
+    );
+    for (kind, k) in KINDS.iter().zip(&c.kinds) {
+        queries
+            .with_label_values(&[kind.name()])
+            .inc_by(load(&k.count));
+    }
+    let commands = counter("sluice_commands_total", "Client commands forwarded.", &[]);
+    commands.with_label_values(&[]).inc_by(load(&c.questions));
+    let bytes = counter(
+        "sluice_client_received_bytes_total",
+        "Bytes of client commands forwarded.",
+        &[],
+    );
+    bytes
+        .with_label_values(&[])
+        .inc_by(load(&c.bytes_from_clients));
+    let errors = counter(
+        "sluice_errors_total",
+        "Errors the proxy itself sent to clients, by MySQL error code.",
+        &["code"],
+    );
+    for (code, n) in c.errors() {
+        errors.with_label_values(&[&code.to_string()]).inc_by(n);
+    }
+    let rss = gauge(
+        "sluice_process_resident_memory_bytes",
+        "Resident memory of the proxy process.",
+        &[],
+    );
+    rss.with_label_values(&[]).set(resident_bytes() as i64);
+    vec![
+        Box::new(connections),
+        Box::new(logins),
+        Box::new(refused),
+        Box::new(tls),
+        Box::new(queries),
+        Box::new(commands),
+        Box::new(bytes),
+        Box::new(errors),
+        Box::new(rss),
+    ]
+}
+
+fn backends(f: &Frontend) -> Collectors {
+    let runtime = f.shared.load();
+    let idle = f.pool.idle_by_server();
+    let connections = gauge(
+        "sluice_backend_connections",
+        "Backend connections per server: used by sessions or the monitor, or idle in the pool.",
+        &["server", "state"],
+    );
+    let connects = counter(
+        "sluice_backend_connects_total",
+        "Backend logins, by result.",
+        &["server", "result"],
+    );
+    let queries = counter(
+        "sluice_backend_queries_total",
+        "Commands sent per server.",
+        &["server"],
+    );
+    let sent = counter(
+        "sluice_backend_sent_bytes_total",
+        "Bytes sent per server.",
+        &["server"],
+    );
+    let received = counter(
+        "sluice_backend_received_bytes_total",
+        "Response bytes relayed per server.",
+        &["server"],
+    );
+    let mut seen = std::collections::HashSet::new();
+    for s in runtime.servers() {
+        if !seen.insert(s.address().to_owned()) {
+            continue;
+        }
+        let server = s.address();
+        let free = idle.get(server).copied().unwrap_or(0) as i64;
+        let open = i64::from(s.connections.load(Ordering::Relaxed));
+        connections.with_label_values(&[server, "idle"]).set(free);
+        connections
+            .with_label_values(&[server, "used"])
+            .set((open - free).max(0));
+        let st = &s.stats;
+        connects
+            .with_label_values(&[server, "ok"])
+            .inc_by(load(&st.connect_ok));
+        connects
+            .with_label_values(&[server, "error"])
+            .inc_by(load(&st.connect_errors));
+        queries
+            .with_label_values(&[server])
+            .inc_by(load(&st.queries));
+        sent.with_label_values(&[server])
+            .inc_by(load(&st.bytes_sent));
+        received
+            .with_label_values(&[server])
+            .inc_by(load(&st.bytes_received));
+    }
+    let lost = counter(
+        "sluice_backend_connections_lost_total",
+        "Backend connections lost while a statement was in flight.",
+        &[],
+    );
+    lost.with_label_values(&[])
+        .inc_by(load(&f.counters.backends_lost));
+    let mut out: Collectors = vec![
+        Box::new(connections),
+        Box::new(connects),
+        Box::new(queries),
+        Box::new(sent),
+        Box::new(received),
+        Box::new(lost),
+    ];
+    out.extend(health(f));
+    out
+}
+
+/// Server health, roles, failovers and the monitor's checks.
+fn health(f: &Frontend) -> Collectors {
+    let runtime = f.shared.load();
+    let role_of = |hostgroup: u32| {
+        runtime
+            .galera
+            .iter()
+            .find_map(|g| {
+                [
+                    (g.writer_hostgroup, "writer"),
+                    (g.backup_writer_hostgroup, "backup_writer"),
+                    (g.reader_hostgroup, "reader"),
+                    (g.offline_hostgroup, "offline"),
+                ]
+                .into_iter()
+                .find(|(id, _)| *id == hostgroup)
+                .map(|(_, role)| role)
+            })
+            .unwrap_or("member")
+    };
+    let roles = gauge(
+        "sluice_server_role",
+        "1 for each hostgroup a server is in now, with the hostgroup's role.",
+        &["server", "hostgroup", "role"],
+    );
+    let membership = f.shared.membership();
+    let hostgroups = match &membership {
+        Some(m) => &m.hostgroups,
+        None => &runtime.hostgroups,
+    };
+    for (id, members) in hostgroups {
+        for s in &members.servers {
+            roles
+                .with_label_values(&[s.address(), &id.to_string(), role_of(*id)])
+                .set(1);
+        }
+    }
+    let up = gauge(
+        "sluice_server_up",
+        "1 when the monitor's last check of the server succeeded.",
+        &["server"],
+    );
+    let duration = prometheus::GaugeVec::new(
+        Opts::new(
+            "sluice_monitor_check_duration_seconds",
+            "How long the monitor's last check of the server took.",
+        ),
+        &["server"],
+    )
+    .expect("valid gauge");
+    let mut last: HashMap<String, (bool, u64)> = HashMap::new();
+    for c in f.shared.checks() {
+        let ok = !matches!(c.seen, Observation::Unreachable(_));
+        last.insert(format!("{}:{}", c.host, c.port), (ok, c.took_us));
+    }
+    for (server, (ok, took_us)) in &last {
+        up.with_label_values(&[server]).set(i64::from(*ok));
+        duration
+            .with_label_values(&[server])
+            .set(*took_us as f64 / 1e6);
+    }
+    let checks = counter(
+        "sluice_monitor_checks_total",
+        "Health checks by server and result.",
+        &["server", "result"],
+    );
+    for (server, (total, errors)) in f.shared.check_totals() {
+        checks
+            .with_label_values(&[&server, "ok"])
+            .inc_by(total - errors);
+        checks.with_label_values(&[&server, "error"]).inc_by(errors);
+    }
+    let failovers = counter(
+        "sluice_writer_changes_total",
+        "Times a Galera writer hostgroup got a different writer (failovers and switchovers).",
+        &[],
+    );
+    failovers
+        .with_label_values(&[])
+        .inc_by(f.shared.writer_changes());
+    vec![
+        Box::new(roles),
+        Box::new(up),
+        Box::new(duration),
+        Box::new(checks),
+        Box::new(failovers),
+    ]
+}
+
+fn rules(f: &Frontend) -> Collectors {
+    let runtime = f.shared.load();
+    let c = &f.counters;
+    let hits = counter(
+        "sluice_rule_hits_total",
+        "Matches per query rule.",
+        &["rule_id"],
+    );
+    for (id, n) in runtime.rules.hits() {
+        hits.with_label_values(&[&id.to_string()]).inc_by(n);
+    }
+    let refusals = counter(
+        "sluice_rule_refusals_total",
+        "Statements refused by a query rule's error_msg.",
+        &[],
+    );
+    refusals
+        .with_label_values(&[])
+        .inc_by(load(&c.rule_refusals));
+    let firewall = counter(
+        "sluice_firewall_decisions_total",
+        "Firewall decisions on statements it had not learned.",
+        &["decision"],
+    );
+    firewall
+        .with_label_values(&["learned"])
+        .inc_by(load(&c.firewall_learned));
+    firewall
+        .with_label_values(&["blocked"])
+        .inc_by(load(&c.firewall_blocked));
+    let injection = counter(
+        "sluice_sql_injection_flagged_total",
+        "Statements with an injection shape.",
+        &[],
+    );
+    injection
+        .with_label_values(&[])
+        .inc_by(load(&c.injection_flagged));
+    let dropped = counter(
+        "sluice_dropped_total",
+        "Records not kept: digests beyond the table's bound, query log lines behind a slow disk.",
+        &["what"],
+    );
+    dropped
+        .with_label_values(&["digest"])
+        .inc_by(load(&f.digests.dropped));
+    if let Some(log) = &runtime.query_log {
+        dropped
+            .with_label_values(&["query_log_line"])
+            .inc_by(load(&log.dropped));
+    }
+    vec![
+        Box::new(hits),
+        Box::new(refusals),
+        Box::new(firewall),
+        Box::new(injection),
+        Box::new(dropped),
+    ]
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Ready for traffic: every Galera writer hostgroup has a writer (or, without Galera
+/// hostgroups, some hostgroup has a server).
+pub fn ready(f: &Frontend) -> bool {
+    let runtime = f.shared.load();
+    let membership = f.shared.membership();
+    match &membership {
+        Some(m) if !runtime.galera.is_empty() => runtime.galera.iter().all(|g| {
+            m.hostgroups
+                .get(&g.writer_hostgroup)
+                .is_some_and(|w| !w.servers.is_empty())
+        }),
+        Some(m) => m.hostgroups.values().any(|h| !h.servers.is_empty()),
+        None => runtime.galera.is_empty() && !runtime.hostgroups.is_empty(),
+    }
+}
+
+/// Serves `/metrics` and `/health` until the listener fails.
+pub async fn serve(frontend: Arc<Frontend>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                tokio::spawn(answer(frontend.clone(), tcp));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Largest request head read.
+const REQUEST_LIMIT: usize = 8 * 1024;
+
+async fn answer(frontend: Arc<Frontend>, mut tcp: TcpStream) {
+    let Ok(Some(path)) = tokio::time::timeout(Duration::from_secs(5), request_path(&mut tcp)).await
+    else {
+        return;
+    };
+    let (status, content_type, body) = match path.as_str() {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(&frontend),
+        ),
+        "/health" if ready(&frontend) => ("200 OK", "text/plain", "ready\n".to_string()),
+        "/health" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "no writer\n".to_string(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tcp.write_all(head.as_bytes()).await;
+    let _ = tcp.write_all(body.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The path of a `GET` request (query string dropped), once its head has arrived.
+async fn request_path(tcp: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.ok()?;
+        if n == 0 || head.len() + n > REQUEST_LIMIT {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next()?;
+    let mut parts = std::str::from_utf8(line).ok()?.split(' ');
+    let (method, target) = (parts.next()?, parts.next()?);
+    (method == "GET").then(|| target.split('?').next().unwrap_or(target).to_string())
+}
+
+/// Binds the metrics endpoint, if one is configured, and serves it.
+pub async fn start(
+    frontend: Arc<Frontend>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let Some(listen) = listen else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("metrics.listen {listen}: {e}"))?;
+    tracing::info!(%listen, "metrics listening");
+    tokio::spawn(serve(frontend, listener));
+    Ok(())
+}
