@@ -304,3 +304,26 @@ fn reloads_under_load_lose_no_statement() {
     assert_eq!(proxy.log().matches("configuration reloaded").count(), 10);
     let _ = bench(&["cleanup"]);
 }
+
+#[test]
+fn throttled_addresses_are_visible_and_clearable() {
+    let proxy = Proxy::start_with(|c| c.replace("max_failures = 10", "max_failures = 3"));
+    for _ in 0..3 {
+        let err =
+            common::RawClient::login_from(proxy.port, "127.0.0.4", "app", "wrong").unwrap_err();
+        assert_eq!(err.code, 1045);
+    }
+    let err = common::RawClient::login_from(proxy.port, "127.0.0.4", "app", "app").unwrap_err();
+    assert_eq!(err.code, 1129, "blocked");
+    let row = admin_ok(
+        &proxy,
+        "SELECT client_address, blocks, blocked_for_ms > 0 FROM stats_mysql_client_host_cache",
+    );
+    assert_eq!(row, "127.0.0.4\t1\t1\n");
+    admin_ok(&proxy, "PROXYSQL FLUSH MYSQL CLIENT HOSTS");
+    assert_eq!(
+        admin_ok(&proxy, "SELECT COUNT(*) FROM stats_mysql_client_host_cache"),
+        "0\n"
+    );
+    assert!(common::RawClient::login_from(proxy.port, "127.0.0.4", "app", "app").is_ok());
+}

@@ -167,6 +167,30 @@ fn check_config_accepts_the_shipped_configs() {
         let out = sluice(&["check-config", "--config", path.to_str().unwrap()]);
         assert!(out.status.success(), "{file}: {}", stderr(&out));
     }
+    // the compose layout's config, with the certificates it mounts beside it
+    let dir = std::env::temp_dir().join(format!("sluice-compose-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    for file in ["sluice.toml", "monitor.secret"] {
+        std::fs::copy(repo().join("docker/compose").join(file), dir.join(file)).unwrap();
+    }
+    for file in ["server.pem", "server-key.pem"] {
+        std::fs::copy(
+            repo().join("certs").join(file),
+            dir.join("certs").join(file),
+        )
+        .unwrap();
+    }
+    let out = sluice(&[
+        "check-config",
+        "--config",
+        dir.join("sluice.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "docker/compose/sluice.toml: {}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

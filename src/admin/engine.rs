@@ -207,6 +207,10 @@ impl AdminDb {
             "LOAD" | "SAVE" => self.load_or_save(&words, live).map(Some),
             "SET" => Ok(Some(Reply::Done { affected: 0 })),
             "KILL" => live::kill(live, &words).map(Some),
+            "PROXYSQL" if words[1..] == ["FLUSH", "MYSQL", "CLIENT", "HOSTS"] => {
+                live.frontend.admission.clear();
+                Ok(Some(Reply::Done { affected: 0 }))
+            }
             "SHOW" if word(1) == "TABLES" => self
                 .rows("SELECT name AS tables FROM (SELECT name FROM main.sqlite_master UNION ALL SELECT name FROM stats.sqlite_master UNION ALL SELECT 'monitor.' || name FROM monitor.sqlite_master) WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
                 .map(Some),

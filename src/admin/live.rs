@@ -147,6 +147,18 @@ pub const MEMORY: Table = table(
     &[("Variable_Name", TEXT), ("Variable_Value", TEXT)],
 );
 
+/// Failed logins per client address and the blocks they earned (ProxySQL's
+/// `stats_mysql_client_host_cache`, with the block state added).
+pub const CLIENT_HOSTS: Table = table(
+    "stats_mysql_client_host_cache",
+    &[
+        ("client_address", TEXT),
+        ("error_count", INT),
+        ("blocks", INT),
+        ("blocked_for_ms", INT),
+    ],
+);
+
 pub const PING_LOG: Table = table(
     "mysql_server_ping_log",
     &[
@@ -201,7 +213,8 @@ pub const LAG_LOG: Table = table(
 );
 
 /// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 12] = [
+pub const LIVE_TABLES: [(&str, &Table); 13] = [
+    ("stats", &CLIENT_HOSTS),
     ("stats", &CONNECTION_POOL),
     ("stats", &DIGEST),
     ("stats", &DIGEST_RESET),
@@ -301,6 +314,7 @@ fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> 
         "stats_mysql_processlist" => processlist(live),
         "stats_mysql_commands_counters" => commands(live),
         "stats_memory_metrics" => memory(live),
+        "stats_mysql_client_host_cache" => client_hosts(live),
         "mysql_server_ping_log" => checks(live, ping_row),
         "mysql_server_galera_log" => checks(live, galera_row),
         "mysql_server_read_only_log" => checks(live, read_only_row),
@@ -522,6 +536,22 @@ fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
             row.extend(k.buckets.iter().map(|b| int(b.load(Ordering::Relaxed))));
             debug_assert_eq!(k.buckets.len(), LATENCY_BUCKETS_US.len() + 1);
             row
+        })
+        .collect()
+}
+
+fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
+    live.frontend
+        .admission
+        .tracked()
+        .into_iter()
+        .map(|(ip, count, blocks, left)| {
+            vec![
+                text(ip.to_string()),
+                int(count),
+                int(blocks),
+                left.map_or(Value::Null, |d| int(d.as_millis())),
+            ]
         })
         .collect()
 }

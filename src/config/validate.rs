@@ -325,6 +325,29 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_port_stays_on_loopback_unless_tls_and_allow_remote_say_otherwise() {
+        let base = "[[servers]]\nhost = \"a\"\nhostgroup = 1\n";
+        let admin = |extra: &str| {
+            format!("{base}[admin]\nusers = [{{ name = \"admin\", password = \"*4ACFE3202A5FF5CF467898FC58AAB1D615029441\" }}]\n{extra}")
+        };
+        assert!(Config::from_toml(&admin("listen = \"127.0.0.1:6032\""), Path::new(".")).is_ok());
+        let (key, problem) = invalid(&admin("listen = \"0.0.0.0:6032\""));
+        assert_eq!(key, "admin.listen");
+        assert!(
+            problem.contains("tls = true and allow_remote = true"),
+            "{problem}"
+        );
+        let (key, _) = invalid(&admin("listen = \"0.0.0.0:6032\"\nallow_remote = true"));
+        assert_eq!(key, "admin.listen");
+        let (key, _) = invalid(&admin(
+            "listen = \"0.0.0.0:6032\"\nallow_remote = true\ntls = true",
+        ));
+        assert_eq!(key, "admin.tls", "TLS needs a certificate");
+        let (key, _) = invalid(&admin("").replace("*4ACF", "4ACF"));
+        assert_eq!(key, "admin.users[0].password");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
         assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:6033");

@@ -112,6 +112,29 @@ impl Admission {
         Some(block)
     }
 
+    /// Every tracked address: consecutive failures, times blocked, and how much longer it
+    /// is blocked (for the admin port).
+    pub fn tracked(&self) -> Vec<(IpAddr, u32, u32, Option<Duration>)> {
+        let now = Instant::now();
+        let mut all: Vec<_> = self
+            .failures
+            .lock()
+            .expect("admission lock")
+            .iter()
+            .map(|(ip, f)| {
+                let left = f.blocked_until.and_then(|t| t.checked_duration_since(now));
+                (*ip, f.count, f.blocks, left)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Forgets every failure and block (`PROXYSQL FLUSH MYSQL CLIENT HOSTS`).
+    pub fn clear(&self) {
+        self.failures.lock().expect("admission lock").clear();
+    }
+
     /// A successful login clears the address's failures (its block history stays, so a
     /// guesser who sometimes succeeds still escalates).
     pub fn login_succeeded(&self, ip: IpAddr) {
