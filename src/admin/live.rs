@@ -421,7 +421,7 @@ fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
                 text(d.schema),
                 text(d.user),
                 text(""),
-                text(tables::digest_text(d.digest)),
+                text(crate::rules::format_digest(d.digest)),
                 text(d.text),
                 int(d.count),
                 int(d.first_seen),
@@ -498,8 +498,8 @@ fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
         .into_iter()
         .map(|s| {
             let a = s.activity();
-            let (srv_host, srv_port) = match a.server.as_deref().and_then(|x| x.rsplit_once(':')) {
-                Some((h, p)) => (text(h), int(p.parse::<i64>().unwrap_or(0))),
+            let (srv_host, srv_port) = match &a.server {
+                Some(s) => (text(s.host.clone()), int(s.port)),
                 None => (Value::Null, Value::Null),
             };
             vec![
@@ -516,7 +516,11 @@ fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
                 srv_port,
                 text(a.command),
                 int(a.since.map_or(0, |t| now.duration_since(t).as_millis())),
-                a.info.map_or(Value::Null, text),
+                if a.info.is_empty() {
+                    Value::Null
+                } else {
+                    text(a.info)
+                },
             ]
         })
         .collect()

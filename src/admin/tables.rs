@@ -9,7 +9,7 @@ use rusqlite::{params_from_iter, Connection};
 use serde_json::json;
 
 use crate::config::{Config, GaleraHostgroups, QueryRule, Server, ServerStatus, User};
-use crate::rules::{format_digest, Kind};
+use crate::rules::Kind;
 
 /// A table: its name and its columns with their SQLite types.
 pub struct Table {
@@ -556,9 +556,4 @@ pub fn check_replication(db: &Connection, schema: &str) -> Result<(), String> {
         return Err("mysql_replication_hostgroups: not supported; replicas are servers with max_replication_lag in a reader hostgroup".into());
     }
     Ok(())
-}
-
-/// A digest as the tables show it.
-pub fn digest_text(digest: u64) -> String {
-    format_digest(digest)
 }

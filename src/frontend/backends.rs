@@ -55,14 +55,16 @@ impl Session {
         };
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let server = backend.server.clone();
-        let info =
-            inspected.then(|| String::from_utf8_lossy(self.analyzer.digest_text()).into_owned());
+        let digest_text = self.analyzer.digest_text();
         self.listed.entry.set(|a| {
             a.command = command_name(cmd);
             a.hostgroup = Some(hostgroup);
-            a.server = Some(server.address().to_owned());
+            a.server = Some(server.clone());
             a.since = Some(started);
-            a.info = info;
+            a.info.clear();
+            if inspected {
+                a.info.push_str(&String::from_utf8_lossy(digest_text));
+            }
         });
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let sent = match &plan.decision.rewritten {
@@ -89,7 +91,7 @@ impl Session {
         self.listed.entry.set(|a| {
             a.command = "Sleep";
             a.since = None;
-            a.info = None;
+            a.info.clear();
         });
         let ran = Ran {
             hostgroup: Some(hostgroup),

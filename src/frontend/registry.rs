@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::rules::Kind;
+use crate::runtime::ServerTarget;
 
 /// What one session is doing now.
 #[derive(Debug, Clone, Default)]
@@ -20,11 +21,12 @@ pub struct Activity {
     /// "Sleep" between statements, else the command ("Query", "Execute", …).
     pub command: &'static str,
     pub hostgroup: Option<u32>,
-    pub server: Option<String>,
+    pub server: Option<Arc<ServerTarget>>,
     /// When the current statement started.
     pub since: Option<Instant>,
-    /// The current statement's digest text (values never leave the session).
-    pub info: Option<String>,
+    /// The current statement's digest text, empty between statements (values never leave
+    /// the session). The buffer is reused from one statement to the next.
+    pub info: String,
 }
 
 /// One live session.
