@@ -224,8 +224,14 @@ def write_results(rows, opts):
     lines += ["", "Latencies are per sysbench event: one query for oltp_point_select, one transaction "
               "(BEGIN, 14 reads, COMMIT) for oltp_read_only. They come from sysbench's latency "
               "histogram, whose buckets are about 2 % wide."]
-    (ROOT / "benches/RESULTS.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {ROOT / 'benches/RESULTS.md'}")
+    results = ROOT / "benches/RESULTS.md"
+    # other sections of the file (criterion results) stay as they are
+    others = []
+    if results.exists():
+        sections = re.split(r"(?m)^(?=# )", results.read_text())
+        others = [s for s in sections if s.startswith("# ") and not s.startswith("# Load harness")]
+    results.write_text("\n".join(lines) + "\n" + "".join("\n" + s.rstrip("\n") + "\n" for s in others))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,18 @@ fn clients(f: &Frontend) -> Collectors {
             .with_label_values(&[kind.name()])
             .inc_by(load(&k.count));
     }
-    let commands = counter("sluice_commands_total", "Client commands forwarded.", &[]);
-    commands.with_label_values(&[]).inc_by(load(&c.questions));
+    let commands = counter(
+        "sluice_commands_total",
+        "Client commands forwarded, by command.",
+        &["command"],
+    );
+    for (cmd, n) in c.commands.iter().enumerate() {
+        let n = load(n);
+        if n > 0 {
+            let name = crate::protocol::constants::command::name(cmd as u8);
+            commands.with_label_values(&[name]).inc_by(n);
+        }
+    }
     let bytes = counter(
         "sluice_client_received_bytes_total",
         "Bytes of client commands forwarded.",

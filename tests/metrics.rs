@@ -66,6 +66,7 @@ fn the_exposition_passes_promtool_and_counts_what_happened() {
         "{body}"
     );
     assert!(value(&body, "sluice_client_logins_total").unwrap() >= 3.0);
+    assert!(value(&body, "sluice_commands_total{command=\"Query\"}").unwrap() >= 3.0);
     assert_eq!(
         value(
             &body,

@@ -30,6 +30,7 @@ impl Session {
         let runtime = self.frontend.shared.load();
         let counters = &self.frontend.counters;
         Registry::count(&counters.questions);
+        Registry::count(&counters.commands[usize::from(cmd) % counters.commands.len()]);
         counters
             .bytes_from_clients
             .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
@@ -57,7 +58,7 @@ impl Session {
         let server = backend.server.clone();
         let digest_text = self.analyzer.digest_text();
         self.listed.entry.set(|a| {
-            a.command = command_name(cmd);
+            a.command = command::name(cmd);
             a.hostgroup = Some(hostgroup);
             a.server = Some(server.clone());
             a.since = Some(started);
@@ -526,26 +527,6 @@ impl Session {
         self.send_packet_err(seq, &ErrPacket::new(error::LOST_BACKEND, message))
             .await?;
         Err(Failure::Backend)
-    }
-}
-
-/// The processlist's name for a command.
-fn command_name(cmd: u8) -> &'static str {
-    match cmd {
-        command::QUERY => "Query",
-        command::INIT_DB => "Init DB",
-        command::FIELD_LIST => "Field List",
-        command::STATISTICS => "Statistics",
-        command::PING => "Ping",
-        command::STMT_PREPARE => "Prepare",
-        command::STMT_EXECUTE => "Execute",
-        command::STMT_FETCH => "Fetch",
-        command::STMT_CLOSE => "Close stmt",
-        command::STMT_RESET => "Reset stmt",
-        command::STMT_SEND_LONG_DATA => "Long Data",
-        command::SET_OPTION => "Set option",
-        command::RESET_CONNECTION => "Reset connection",
-        _ => "Command",
     }
 }
 

@@ -186,6 +186,8 @@ pub struct Counters {
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     pub kinds: [KindCounter; 13],
+    /// Commands forwarded, by command byte (all forwarded commands are below 0x20).
+    pub commands: [AtomicU64; 32],
     /// Connections refused before login, by reason (rare: a lock is fine).
     refused: Mutex<HashMap<&'static str, u64>>,
     /// Errors the proxy sent to clients, by code.

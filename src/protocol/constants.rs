@@ -75,6 +75,26 @@ pub mod command {
     pub const DAEMON: u8 = 0x1D;
     pub const BINLOG_DUMP_GTID: u8 = 0x1E;
     pub const RESET_CONNECTION: u8 = 0x1F;
+
+    /// A command's name as MariaDB's processlist shows it.
+    pub fn name(cmd: u8) -> &'static str {
+        match cmd {
+            QUERY => "Query",
+            INIT_DB => "Init DB",
+            FIELD_LIST => "Field List",
+            STATISTICS => "Statistics",
+            PING => "Ping",
+            STMT_PREPARE => "Prepare",
+            STMT_EXECUTE => "Execute",
+            STMT_FETCH => "Fetch",
+            STMT_CLOSE => "Close stmt",
+            STMT_RESET => "Reset stmt",
+            STMT_SEND_LONG_DATA => "Long Data",
+            SET_OPTION => "Set option",
+            RESET_CONNECTION => "Reset connection",
+            _ => "Command",
+        }
+    }
 }
 
 /// First payload byte of the generic response packets.
