@@ -86,10 +86,6 @@ impl Slot {
     /// Takes a place; returns it with the number of connections open before it.
     pub(super) fn take(server: &Arc<ServerTarget>) -> (Slot, u32) {
         let before = server.connections.fetch_add(1, Ordering::Relaxed);
-        server
-            .stats
-            .max_connections_used
-            .fetch_max(before + 1, Ordering::Relaxed);
         (Slot(server.clone()), before)
     }
 }
@@ -108,6 +104,8 @@ pub struct BackendConn {
     pub thread_id: u32,
     /// The connection's current default schema, as far as the proxy set it.
     pub schema: Option<String>,
+    /// The `SET NAMES …` statement in force on it since its login or last reset, if any.
+    pub names: Option<Vec<u8>>,
     /// When the login happened (for the pool's max lifetime).
     pub created: std::time::Instant,
     /// Which sessions this connection can serve: it was logged in for this.
@@ -215,9 +213,16 @@ impl BackendConn {
     ) -> Result<BackendConn, BackendError> {
         let address = slot.0.address().to_string();
         let opened = tokio::time::timeout(timeout, handshake(&slot.0, login, tls)).await;
+        let stats = &slot.0.stats;
         let counter = match &opened {
-            Ok(Ok(_)) => &slot.0.stats.connect_ok,
-            _ => &slot.0.stats.connect_errors,
+            Ok(Ok(_)) => {
+                let open = slot.0.connections.load(Ordering::Relaxed);
+                stats
+                    .max_connections_used
+                    .fetch_max(open, Ordering::Relaxed);
+                &stats.connect_ok
+            }
+            _ => &stats.connect_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match opened {
@@ -227,6 +232,7 @@ impl BackendConn {
                 server: slot.0.clone(),
                 thread_id,
                 schema: login.database.clone(),
+                names: None,
                 created: std::time::Instant::now(),
                 _slot: slot,
             }),

@@ -32,6 +32,8 @@ pub enum AcquireError {
     },
     #[error("every server of hostgroup {0} is at its max_connections")]
     Full(u32),
+    #[error("every server of hostgroup {0} stayed at its max_connections for {1:?}")]
+    WaitedTooLong(u32, Duration),
     #[error("no server of hostgroup {hostgroup} could be reached; last error: {last}")]
     Unreachable { hostgroup: u32, last: BackendError },
     /// A server answered the login with an error, which the client should see as is.
@@ -44,7 +46,9 @@ impl AcquireError {
     pub fn to_err_packet(&self) -> ErrPacket {
         match self {
             AcquireError::Refused(err) => err.clone(),
-            AcquireError::Full(_) => ErrPacket::new(error::TOO_MANY_CONNECTIONS, self.to_string()),
+            AcquireError::Full(_) | AcquireError::WaitedTooLong(..) => {
+                ErrPacket::new(error::TOO_MANY_CONNECTIONS, self.to_string())
+            }
             _ => ErrPacket::new(error::NO_BACKEND, self.to_string()),
         }
     }
@@ -60,6 +64,8 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    /// Woken whenever a connection comes back: sessions waiting for a full server retry.
+    returned: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Pool {
@@ -143,6 +149,30 @@ impl Pool {
         hostgroup: u32,
         login: &Login,
     ) -> Result<BackendConn, AcquireError> {
+        let wait = Duration::from_millis(shared.load().pool.wait_timeout_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.try_acquire(shared, hostgroup, login).await {
+                Err(AcquireError::Full(_)) if tokio::time::Instant::now() < deadline => {
+                    // every server is at max_connections: wait for one to come back (or a
+                    // moment, for connections that close instead)
+                    let returned = self.returned.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(10), returned).await;
+                }
+                Err(AcquireError::Full(hg)) if !wait.is_zero() => {
+                    return Err(AcquireError::WaitedTooLong(hg, wait));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_acquire(
+        &self,
+        shared: &Shared,
+        hostgroup: u32,
+        login: &Login,
+    ) -> Result<BackendConn, AcquireError> {
         let runtime = shared.load();
         let candidates = shared.candidates(hostgroup);
         if candidates.is_empty() {
@@ -194,6 +224,7 @@ impl Pool {
         if conn.run(command::RESET_CONNECTION, &[]).await.is_err() {
             return;
         }
+        conn.names = None;
         // the session may have changed schema in ways the proxy did not follow (USE in a
         // statement, a procedure): ask, so the next borrower's schema is set right
         match conn.query_text("SELECT DATABASE()").await {
@@ -205,15 +236,33 @@ impl Pool {
             }
             _ => return,
         }
-        conn.conn.shrink_buffers();
-        let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.entry(conn.key.clone()).or_default();
-        if list.len() < settings.max_idle_per_server {
-            list.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+        self.keep(conn, settings);
+    }
+
+    /// Gives back a connection whose session left nothing on it but its schema and
+    /// character set (multiplexing): kept as it is, without a reset; the next borrower
+    /// sets what differs.
+    pub fn put_back(&self, conn: BackendConn, settings: &PoolSettings) {
+        if settings.max_idle_per_server == 0 {
+            self.returned.notify_one();
+            return;
         }
+        self.keep(conn, settings);
+    }
+
+    fn keep(&self, mut conn: BackendConn, settings: &PoolSettings) {
+        conn.conn.shrink_buffers();
+        {
+            let mut idle = self.idle.lock().expect("pool lock");
+            let list = idle.entry(conn.key.clone()).or_default();
+            if list.len() < settings.max_idle_per_server {
+                list.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+        self.returned.notify_one();
     }
 
     /// Closes idle connections past their idle timeout or lifetime.

@@ -259,6 +259,14 @@ pub struct PoolSettings {
     pub max_lifetime_ms: u64,
     /// A connection idle longer than this is pinged before it is handed out.
     pub check_after_idle_ms: u64,
+    /// Multiplexing: a session's backend connection goes back to the pool after each
+    /// statement when nothing but its schema and character set is on it (no transaction,
+    /// prepared statement, user variable, lock, temporary table, other SET…), so many
+    /// client sessions share few backend connections.
+    pub multiplex: bool,
+    /// When every server of a hostgroup is at its max_connections, how long a statement
+    /// waits for a connection to come back before it gets ERR 1040 (0: no wait).
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for PoolSettings {
@@ -268,6 +276,8 @@ impl Default for PoolSettings {
             idle_timeout_ms: 60_000,
             max_lifetime_ms: 3_600_000,
             check_after_idle_ms: 1_000,
+            multiplex: true,
+            wait_timeout_ms: 10_000,
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
 use crate::router::{Statement, Target};
+use crate::rules::Kind;
+use crate::runtime::Runtime;
 
 use super::inspect::{Plan, Ran};
 use super::registry::Registry;
@@ -103,7 +105,65 @@ impl Session {
         if inspected {
             self.account(&runtime, &plan, ran);
         }
+        if result.is_ok() {
+            self.multiplex(&runtime, target, cmd, statement, &plan);
+        }
         result.map(|_| ())
+    }
+
+    /// Multiplexing: after a statement, gives the connection it ran on back to the pool
+    /// when the session left nothing on it that a later statement could depend on. What
+    /// binds a session to its connection: an open transaction, session state (user
+    /// variables, SET other than NAMES, temporary tables, locks, USE, PREPARE), prepared
+    /// statements, connection-bound functions (GET_LOCK, FOUND_ROWS, LAST_INSERT_ID…),
+    /// multi-statements, COM_SET_OPTION. A write holds its connection for one more
+    /// statement, so `SELECT LAST_INSERT_ID()` or `ROW_COUNT()` right after it sees it;
+    /// so does `SET TRANSACTION …`, for the transaction it shapes.
+    fn multiplex(
+        &mut self,
+        runtime: &Runtime,
+        target: Target,
+        cmd: u8,
+        statement: Statement,
+        plan: &Plan,
+    ) {
+        if !runtime.pool.multiplex {
+            return;
+        }
+        let a = &plan.analysis;
+        if matches!(cmd, command::STMT_PREPARE | command::SET_OPTION)
+            || statement == Statement::SessionState
+            || a.features.session_function
+            || a.multi_statement
+        {
+            self.bound = true;
+        }
+        let writes = cmd == command::STMT_EXECUTE
+            || a.features.next_transaction
+            || matches!(
+                a.kind,
+                Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
+            ) && cmd == command::QUERY;
+        let held = std::mem::replace(&mut self.hold_next, writes);
+        match target {
+            Target::Reader => {
+                if let Some((reader, _)) = self.reader.take() {
+                    self.frontend.pool.put_back(reader, &runtime.pool);
+                }
+            }
+            Target::Primary => {
+                let free = !self.bound
+                    && !self.routing.pinned
+                    && !self.routing.in_transaction
+                    && !held
+                    && !writes;
+                if free {
+                    if let Some(primary) = self.primary.take() {
+                        self.frontend.pool.put_back(primary, &runtime.pool);
+                    }
+                }
+            }
+        }
     }
 
     /// Picks the connection for a statement and makes sure it is there: the rules'
@@ -318,6 +378,9 @@ impl Session {
             command::RESET_CONNECTION => self.reset_routing().await,
             command::QUERY if statement == Statement::SetNames => {
                 self.names = Some(body.to_vec());
+                if let Some(primary) = self.primary.as_mut() {
+                    primary.names = self.names.clone();
+                }
             }
             _ => {}
         }
@@ -397,6 +460,11 @@ impl Session {
     pub(super) async fn reset_routing(&mut self) {
         self.routing = routing_for(&self.frontend, &self.user);
         self.names = None;
+        self.bound = false;
+        self.hold_next = false;
+        if let Some(primary) = self.primary.as_mut() {
+            primary.names = None;
+        }
         if let Some((reader, _)) = self.reader.take() {
             self.release(reader).await;
         }
@@ -419,12 +487,31 @@ impl Session {
             let old = self.primary.take().expect("checked");
             self.release(old).await;
         }
-        match self
+        let acquired = match self
             .frontend
             .pool
             .acquire(&self.frontend.shared, hostgroup, &self.login)
             .await
         {
+            Ok(mut b) => match sync(
+                &mut b,
+                self.login.database.as_deref(),
+                self.names.as_deref(),
+            )
+            .await
+            {
+                Ok(()) => Ok(b),
+                Err(why) => Err(crate::backend::AcquireError::Refused(ErrPacket::new(
+                    error::LOST_BACKEND,
+                    format!(
+                        "Lost connection to {} while setting the session up: {why}",
+                        b.server.address()
+                    ),
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        match acquired {
             Ok(b) => {
                 self.primary = Some(b);
                 Ok(())
@@ -482,20 +569,13 @@ impl Session {
 
     /// Brings the reader connection's schema and character set in line with the session's.
     async fn replay_on_reader(&mut self) -> Result<(), String> {
-        let (reader, replayed) = self.reader.as_mut().expect("ensured");
-        if reader.schema != self.login.database {
-            if let Some(schema) = &self.login.database {
-                reader.run(command::INIT_DB, schema.as_bytes()).await?;
-            }
-            reader.schema = self.login.database.clone();
-        }
-        if replayed.names != self.names {
-            if let Some(names) = &self.names {
-                reader.run(command::QUERY, names).await?;
-            }
-            replayed.names = self.names.clone();
-        }
-        Ok(())
+        let (reader, _) = self.reader.as_mut().expect("ensured");
+        sync(
+            reader,
+            self.login.database.as_deref(),
+            self.names.as_deref(),
+        )
+        .await
     }
 
     /// Tells the client its statement died with the backend connection, and forgets the
@@ -528,6 +608,29 @@ impl Session {
             .await?;
         Err(Failure::Backend)
     }
+}
+
+/// Brings a connection's schema and character set in line with a session's.
+async fn sync(
+    conn: &mut BackendConn,
+    schema: Option<&str>,
+    names: Option<&[u8]>,
+) -> Result<(), String> {
+    if conn.names.as_deref() != names {
+        match names {
+            Some(names) => conn.run(command::QUERY, names).await?,
+            // no statement unsets a SET NAMES: start the connection over
+            None => conn.run(command::RESET_CONNECTION, &[]).await?,
+        }
+        conn.names = names.map(<[u8]>::to_vec);
+    }
+    if conn.schema.as_deref() != schema {
+        if let Some(schema) = schema {
+            conn.run(command::INIT_DB, schema.as_bytes()).await?;
+            conn.schema = Some(schema.to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// The accounting of a statement that never reached a backend.

@@ -218,6 +218,10 @@ pub(super) struct Session {
     pub(super) analyzer: Analyzer,
     /// This session's line in the processlist.
     pub(super) listed: Listed,
+    /// The session left state on its primary connection: it is not multiplexed.
+    pub(super) bound: bool,
+    /// The last statement wrote: its connection serves the next statement too.
+    pub(super) hold_next: bool,
     /// Latency histograms of the hostgroups this session used.
     pub(super) histograms: Vec<(u32, prometheus::Histogram)>,
     /// This connection's share of its address's connection cap.
@@ -229,7 +233,6 @@ pub(super) struct Session {
 pub(super) struct Replayed {
     /// The hostgroup the connection was taken for.
     pub(super) hostgroup: u32,
-    pub(super) names: Option<Vec<u8>>,
     /// The last write GTID this reader was seen to have applied.
     pub(super) applied_gtid: Option<String>,
 }
@@ -303,6 +306,14 @@ impl Session {
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
         let routing = routing_for(&frontend, &li.user);
+        // multiplexing: the login's connection goes back until the first statement
+        let runtime = frontend.shared.load();
+        let backend = if runtime.pool.multiplex {
+            frontend.pool.put_back(backend, &runtime.pool);
+            None
+        } else {
+            Some(backend)
+        };
         let listed =
             frontend
                 .registry
@@ -317,7 +328,7 @@ impl Session {
             login: li.login,
             capabilities: li.capabilities,
             scramble: li.scramble,
-            primary: Some(backend),
+            primary: backend,
             reader: None,
             routing,
             names: None,
@@ -326,6 +337,8 @@ impl Session {
             analyzer: Analyzer::default(),
             listed,
             histograms: Default::default(),
+            bound: false,
+            hold_next: false,
             _address_slot: address_slot,
         })
     }

@@ -69,6 +69,8 @@ pub struct Features {
     /// A statement that leaves state on its connection: `LOCK TABLES`, `PREPARE`,
     /// `HANDLER`.
     pub session_statement: bool,
+    /// `SET [SESSION] TRANSACTION …` or `XA …`: shapes the connection's next transaction.
+    pub next_transaction: bool,
     /// `… OR 1=1`, `… OR 'a'='a'`, `… OR TRUE`: a condition that is always true.
     pub tautology: bool,
     /// `UNION [ALL] SELECT`.
@@ -358,6 +360,9 @@ impl<'a> Pass<'a> {
             .any(|k| eq(text, k))
         {
             self.analysis.features.session_statement = true;
+        }
+        if kind == Kind::Transaction && (eq(text, b"SET") || eq(text, b"XA")) {
+            self.analysis.features.next_transaction = true;
         }
         match kind {
             Kind::Update => self.table_after(rest),
@@ -741,6 +746,12 @@ mod feature_tests {
         assert!(features("SET NAMES utf8mb4 COLLATE utf8mb4_bin").set_names_only);
         assert!(!features("SET NAMES utf8mb4, time_zone = '+00:00'").set_names_only);
         assert!(features("SELECT /*!40001 SQL_NO_CACHE */ 1").executable_comment);
+        assert!(features("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE").next_transaction);
+        assert!(features("XA START 'x'").next_transaction);
+        assert!(
+            !features("COMMIT").next_transaction
+                && !features("SET autocommit = 1").next_transaction
+        );
         let multi = |sql: &str| Analyzer::default().analyze(sql.as_bytes()).multi_statement;
         assert!(multi("SELECT 1; DROP TABLE t") && multi("SELECT 1;SELECT 2;"));
         assert!(!multi("SELECT 1;") && !multi("SELECT 1 ; ; ") && !multi("SELECT ';'"));

@@ -1,0 +1,161 @@
+//! Multiplexing against the real cluster: many client sessions share few backend
+//! connections, yet each session keeps what it set up (transactions, user variables,
+//! character set, schema, LAST_INSERT_ID), and a statement waits for a connection rather
+//! than failing when the server is at its limit.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{mariadb, stderr, stdout, Proxy, RawClient};
+
+fn admin(proxy: &Proxy, sql: &str) -> String {
+    let out = mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql]);
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The demo config with the writer capped at `max` backend connections and no split.
+fn capped(max: u32) -> impl FnOnce(String) -> String {
+    move |c: String| {
+        c.replacen(
+            "port = 13306\nhostgroup = 10\nmax_connections = 1000",
+            &format!("port = 13306\nhostgroup = 10\nmax_connections = {max}"),
+            1,
+        )
+        .replacen(
+            "default_schema = \"sbtest\"",
+            "default_schema = \"sbtest\"\nsplit_reads = false",
+            1,
+        )
+    }
+}
+
+#[test]
+fn forty_sessions_share_four_connections_and_each_keeps_its_own_state() {
+    let proxy = Proxy::start_with(capped(4));
+    let port = proxy.port;
+    let sessions: Vec<_> = (0..40)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                c.query(&format!("SET @mine = {i}"));
+                for _ in 0..10 {
+                    assert_eq!(
+                        c.query_column("SELECT @mine"),
+                        [i.to_string()],
+                        "user variable"
+                    );
+                }
+                drop(c);
+                // a clean session: point selects only, multiplexed
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                for _ in 0..20 {
+                    assert_eq!(c.query_column("SELECT 1 + 1"), ["2"]);
+                }
+            })
+        })
+        .collect();
+    for s in sessions {
+        s.join().unwrap();
+    }
+    // the cap counts the monitor's own connection to the node too
+    let max_used: u32 = admin(
+        &proxy,
+        "SELECT MaxConnUsed FROM stats_mysql_connection_pool WHERE hostgroup = 10 AND srv_port = 13306",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(
+        max_used <= 4,
+        "the node saw {max_used} connections from the proxy"
+    );
+}
+
+#[test]
+fn transactions_last_insert_id_charset_and_schema_survive_multiplexing() {
+    let proxy = Proxy::start_with(capped(3));
+    let out = common::direct(&[
+        "-e",
+        "CREATE TABLE IF NOT EXISTS sbtest.mux_ids (id INT AUTO_INCREMENT PRIMARY KEY, who INT)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = proxy.port;
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                if w % 2 == 0 {
+                    c.query("SET NAMES latin1");
+                }
+                for round in 0..15 {
+                    // LAST_INSERT_ID right after the insert, with others inserting too
+                    c.query(&format!("INSERT INTO mux_ids (who) VALUES ({w})"));
+                    let id = c.query_column("SELECT LAST_INSERT_ID()")[0].clone();
+                    assert_eq!(
+                        c.query_column(&format!("SELECT who FROM mux_ids WHERE id = {id}")),
+                        [w.to_string()],
+                        "worker {w} round {round}"
+                    );
+                    // a transaction keeps its connection: its own row is visible inside
+                    c.query("BEGIN");
+                    c.query(&format!("INSERT INTO mux_ids (who) VALUES ({})", 1000 + w));
+                    let mine = c.query_column(&format!(
+                        "SELECT COUNT(*) FROM mux_ids WHERE who = {}",
+                        1000 + w
+                    ));
+                    c.query("ROLLBACK");
+                    assert_eq!(mine, ["1"], "uncommitted row seen inside its transaction");
+                    let charset = if w % 2 == 0 { "latin1" } else { "utf8mb4" };
+                    assert_eq!(c.query_column("SELECT @@character_set_client"), [charset]);
+                    assert_eq!(c.query_column("SELECT DATABASE()"), ["sbtest"]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn a_statement_waits_for_a_connection_and_gives_up_with_1040_after_the_timeout() {
+    // two connections to the node: the monitor's and one for every session; a statement
+    // waits at most 300 ms for it
+    let proxy = Proxy::start_with(|c| {
+        capped(2)(c).replacen(
+            "[throttle]",
+            "[pool]\nwait_timeout_ms = 300\n\n[throttle]",
+            1,
+        )
+    });
+    // sessions log in while the connection is free; then one holds it in a transaction
+    let mut holder = RawClient::login(proxy.port, "app", "app").unwrap();
+    let mut waiter = RawClient::login(proxy.port, "app", "app").unwrap();
+    holder.query("BEGIN");
+    holder.query("SELECT 1");
+    let started = Instant::now();
+    let packets = waiter.query("SELECT 2");
+    let err = common::expect_err(&packets[0]);
+    assert_eq!(err.code, 1040, "{err:?}");
+    assert!(err.message.contains("max_connections"), "{}", err.message);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // once the transaction ends the connection comes back and the waiter is served
+    holder.query("COMMIT");
+    assert_eq!(waiter.query_column("SELECT 3"), ["3"]);
+    // short waits succeed: three sessions queue behind each other on one connection
+    let port = proxy.port;
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                c.query_column("SELECT SLEEP(0.05)")
+            })
+        })
+        .collect();
+    for q in queued {
+        assert_eq!(q.join().unwrap(), ["0"]);
+    }
+}
