@@ -159,3 +159,20 @@ fn a_statement_waits_for_a_connection_and_gives_up_with_1040_after_the_timeout()
         assert_eq!(q.join().unwrap(), ["0"]);
     }
 }
+
+#[test]
+fn idle_connections_of_another_user_make_room_at_a_full_server() {
+    let proxy = Proxy::start_with(capped(3));
+    // two bound sessions of `app` fill the two connections sessions may have, then leave
+    // them idle in the pool (logged in as `app`)
+    let mut a = RawClient::login(proxy.port, "app", "app").unwrap();
+    let mut b = RawClient::login(proxy.port, "app", "app").unwrap();
+    a.query("SET @bound = 1");
+    b.query("SET @bound = 2");
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut other = RawClient::login(proxy.port, "app_local", "app_local").unwrap();
+    assert_eq!(other.query_column("SELECT CURRENT_USER()"), ["app_local@127.0.0.1"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}

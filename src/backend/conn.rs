@@ -88,6 +88,18 @@ impl Slot {
         let before = server.connections.fetch_add(1, Ordering::Relaxed);
         (Slot(server.clone()), before)
     }
+
+    /// Takes a slot only while fewer than the server's max_connections are open, so the
+    /// count never goes over it, even for a moment.
+    pub(super) fn try_take(server: &Arc<ServerTarget>) -> Option<Slot> {
+        server
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < server.max_connections).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Slot(server.clone()))
+    }
 }
 
 impl Drop for Slot {

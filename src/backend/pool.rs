@@ -152,12 +152,15 @@ impl Pool {
         let wait = Duration::from_millis(shared.load().pool.wait_timeout_ms);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // listen before looking, so a connection returned in between is not missed
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
             match self.try_acquire(shared, hostgroup, login).await {
                 Err(AcquireError::Full(_)) if tokio::time::Instant::now() < deadline => {
                     // every server is at max_connections: wait for one to come back (or a
-                    // moment, for connections that close instead)
-                    let returned = self.returned.notified();
-                    let _ = tokio::time::timeout(Duration::from_millis(10), returned).await;
+                    // moment, for connections that close instead of coming back)
+                    let _ = tokio::time::timeout(Duration::from_millis(20), returned).await;
                 }
                 Err(AcquireError::Full(hg)) if !wait.is_zero() => {
                     return Err(AcquireError::WaitedTooLong(hg, wait));
@@ -196,10 +199,15 @@ impl Pool {
                 conn.server = server.clone();
                 return Ok(conn);
             }
-            let (slot, open) = Slot::take(&server);
-            if open >= server.max_connections {
-                continue;
-            }
+            let slot = match Slot::try_take(&server) {
+                Some(slot) => slot,
+                // an idle connection logged in for another user or character set makes room
+                None if self.evict_idle(server.address()) => match Slot::try_take(&server) {
+                    Some(slot) => slot,
+                    None => continue,
+                },
+                None => continue,
+            };
             match BackendConn::open(slot, login, runtime.backend_tls.as_ref(), timeout).await {
                 Ok(conn) => return Ok(conn),
                 Err(BackendError::Refused(_, err)) => return Err(AcquireError::Refused(err)),
@@ -213,6 +221,18 @@ impl Pool {
             Some(last) => Err(AcquireError::Unreachable { hostgroup, last }),
             None => Err(AcquireError::Full(hostgroup)),
         }
+    }
+
+    /// Closes one idle connection to `address` (the oldest, of any key), so a server at its
+    /// max_connections can take a connection for someone else. False when none is idle.
+    fn evict_idle(&self, address: &str) -> bool {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let oldest = idle
+            .iter_mut()
+            .filter(|(key, list)| key.address == address && !list.is_empty())
+            .min_by_key(|(_, list)| list[0].since)
+            .map(|(_, list)| list.remove(0));
+        oldest.is_some()
     }
 
     /// Gives a connection back: it is reset and kept for the next session of the same

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Connection-scale runs against the local cluster, in one go:
+
+1. Folding: sysbench oltp_point_select (text protocol, so sessions multiplex) with 64 and
+   then 2,000 client threads through Sluice onto a writer capped at 64 backend
+   connections, and the same 2,000 threads directly on the node (its max_connections
+   raised for the run). Prints qps, errors and the most backend connections Sluice used.
+2. Idle memory: 10,000 logged-in client connections held open, plain and then TLS;
+   prints the proxy's resident memory per idle connection.
+
+Results go to stdout and to the "Connection scale" section of benches/RESULTS.md.
+"""
+
+import argparse
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from hashlib import sha1
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402  (the load harness: cluster, sysbench, parsing)
+
+ROOT = load.ROOT
+SLUICE_PORT, ADMIN_PORT = 16043, 16042
+CAP = 64
+
+
+def start_sluice(work):
+    config = work / "sluice.toml"
+    config.write_text(f"""
+[proxy]
+listen = "127.0.0.1:{SLUICE_PORT}"
+max_client_connections = 20000
+idle_timeout_ms = 3600000
+
+[pool]
+wait_timeout_ms = 10000
+
+[admin]
+listen = "127.0.0.1:{ADMIN_PORT}"
+users = [{{ name = "admin", password = "*4ACFE3202A5FF5CF467898FC58AAB1D615029441" }}]
+
+[frontend_tls]
+cert = "{ROOT}/certs/server.pem"
+key = "{ROOT}/certs/server-key.pem"
+
+[[servers]]
+host = "127.0.0.1"
+port = {load.NODE_PORT}
+hostgroup = 10
+max_connections = {CAP}
+
+[[users]]
+name = "app"
+password = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+default_hostgroup = 10
+default_schema = "sbtest"
+""")
+    proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "sluice.log", "w"),
+                            env={**os.environ, "RUST_LOG": "warn"})
+    load.wait_port(SLUICE_PORT)
+    return proc
+
+
+def mariadb(port, sql, user="app", password="app"):
+    return load.run(["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{port}", f"-u{user}",
+                     f"-p{password}", "-N", "-B", "-e", sql], capture_output=True).stdout.strip()
+
+
+def point_selects(port, threads, seconds):
+    """sysbench text-protocol point selects; qps and errors (a failed run counts as such)."""
+    args = ["sysbench", "oltp_point_select", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+            "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
+            f"--tables={load.TABLES}", f"--table-size={load.TABLE_SIZE}",
+            f"--threads={threads}", f"--time={seconds}", "--db-ps-mode=disable",
+            "--mysql-ignore-errors=none", "run"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        return {"qps": 0.0, "errors": "run failed: " + " / ".join(tail)}
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", done.stdout).group(1))
+    errors = re.search(r"ignored errors:\s+(\d+)", done.stdout).group(1)
+    return {"qps": qps, "errors": errors}
+
+
+# --- a minimal MySQL client login, to hold thousands of idle sessions cheaply ---
+
+def read_packet(sock):
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            raise ConnectionError("closed")
+        head += chunk
+    length = head[0] | head[1] << 8 | head[2] << 16
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError("closed")
+        body += chunk
+    return head[3], body
+
+
+def write_packet(sock, seq, payload):
+    sock.sendall(struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload)
+
+
+def login(port, tls_context=None):
+    sock = socket.create_connection(("127.0.0.1", port))
+    _, greeting = read_packet(sock)
+    end = greeting.index(b"\0", 1)
+    rest = greeting[end + 1:]
+    scramble = rest[4:12] + rest[31:43]
+    caps = 0x0200 | 0x8000 | 0x80000 | 0x0008  # PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB
+    seq = 1
+    if tls_context:
+        caps |= 0x0800  # SSL
+        write_packet(sock, seq, struct.pack("<IIB23x", caps, 1 << 24, 45))
+        seq += 1
+        sock = tls_context.wrap_socket(sock, server_hostname="localhost")
+    stage1 = sha1(b"app").digest()
+    proof = bytes(a ^ b for a, b in zip(stage1, sha1(scramble + sha1(stage1).digest()).digest()))
+    payload = (struct.pack("<IIB23x", caps, 1 << 24, 45) + b"app\0" + bytes([len(proof)]) + proof
+               + b"sbtest\0" + b"mysql_native_password\0")
+    write_packet(sock, seq, payload)
+    _, answer = read_packet(sock)
+    if answer[:1] != b"\0":
+        raise RuntimeError(f"login refused: {answer!r}")
+    return sock
+
+
+def rss_kib(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+
+def idle_per_connection(pid, count, tls_context):
+    warm = [login(SLUICE_PORT, tls_context) for _ in range(200)]
+    for s in warm:
+        s.close()
+    time.sleep(1)
+    before = rss_kib(pid)
+    held = [login(SLUICE_PORT, tls_context) for _ in range(count)]
+    time.sleep(1)
+    after = rss_kib(pid)
+    for s in held:
+        s.close()
+    time.sleep(1)
+    return before, after, (after - before) / count
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--time", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=2000)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--no-results-file", action="store_true")
+    opts = ap.parse_args()
+
+    load.run([str(ROOT / "scripts/setup.sh")])
+    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
+    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    work = Path(tempfile.mkdtemp(prefix="sluice-scale-"))
+    proc = start_sluice(work)
+    original = mariadb(load.NODE_PORT, "SELECT @@global.max_connections")
+    lines = []
+    try:
+        load.sysbench("oltp_read_only", load.NODE_PORT, 1, 1, "cleanup")
+        load.sysbench("oltp_read_only", load.NODE_PORT, 4, 1, "prepare")
+        few = point_selects(SLUICE_PORT, CAP, opts.time)
+        many = point_selects(SLUICE_PORT, opts.clients, opts.time)
+        used = mariadb(ADMIN_PORT, "SELECT MaxConnUsed FROM stats_mysql_connection_pool",
+                       user="admin", password="admin")
+        mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {opts.clients + 500}")
+        direct = point_selects(load.NODE_PORT, opts.clients, opts.time)
+        mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {original}")
+        ratio = many["qps"] / few["qps"] if few["qps"] else float("nan")
+        lines += [
+            f"| {CAP} clients through Sluice | {few['qps']:.0f} | {few['errors']} |",
+            f"| {opts.clients} clients through Sluice | {many['qps']:.0f} | {many['errors']} |",
+            f"| {opts.clients} clients directly on the node | {direct['qps']:.0f} | {direct['errors']} |",
+        ]
+        print("\n".join(lines))
+        print(f"{opts.clients}/{CAP} through Sluice: {ratio:.2f}; most backend connections used: {used}")
+
+        context = ssl.create_default_context(cafile=str(ROOT / "certs/ca.pem"))
+        plain = idle_per_connection(proc.pid, opts.idle, None)
+        tls = idle_per_connection(proc.pid, opts.idle, context)
+        print(f"idle plain: RSS {plain[0]} → {plain[1]} KiB, {plain[2]:.1f} KiB per connection")
+        print(f"idle TLS:   RSS {tls[0]} → {tls[1]} KiB, {tls[2]:.1f} KiB per connection")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    if opts.no_results_file:
+        return
+    section = [
+        "# Connection scale",
+        "",
+        f"`benches/scale.py --time {opts.time}` on the same machine, "
+        f"{time.strftime('%Y-%m-%d')}: sysbench oltp_point_select over the text protocol "
+        f"(`--db-ps-mode=disable`, so sessions multiplex), the writer capped at {CAP} backend "
+        "connections in Sluice; the direct run raises the node's max_connections.",
+        "",
+        "| run | qps | errors |",
+        "|---|---|---|",
+        *lines,
+        "",
+        f"{opts.clients} clients on ≤ {CAP} connections reach {ratio:.2f}× the qps of {CAP} "
+        f"clients; the most backend connections Sluice held at once: {used}.",
+        "",
+        f"Idle sessions ({opts.idle:,} logged-in connections held open): plain "
+        f"{plain[2]:.1f} KiB each (RSS {plain[0]:,} → {plain[1]:,} KiB), TLS {tls[2]:.1f} KiB "
+        f"each (RSS {tls[0]:,} → {tls[1]:,} KiB).",
+    ]
+    results = ROOT / "benches/RESULTS.md"
+    text = results.read_text() if results.exists() else ""
+    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and not s.startswith("# Connection scale")]
+    results.write_text("".join(s.rstrip("\n") + "\n\n" for s in kept) + "\n".join(section) + "\n")
+    print(f"wrote {results}")
+
+
+if __name__ == "__main__":
+    main()
