@@ -173,6 +173,13 @@ fn idle_connections_of_another_user_make_room_at_a_full_server() {
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let mut other = RawClient::login(proxy.port, "app_local", "app_local").unwrap();
-    assert_eq!(other.query_column("SELECT CURRENT_USER()"), ["app_local@127.0.0.1"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        other.query_column("SELECT CURRENT_USER()"),
+        ["app_local@127.0.0.1"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
