@@ -181,12 +181,14 @@ def main():
         used = mariadb(ADMIN_PORT, "SELECT MaxConnUsed FROM stats_mysql_connection_pool",
                        user="admin", password="admin")
         mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {opts.clients + 500}")
+        direct_few = point_selects(load.NODE_PORT, CAP, opts.time)
         direct = point_selects(load.NODE_PORT, opts.clients, opts.time)
         mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {original}")
         ratio = many["qps"] / few["qps"] if few["qps"] else float("nan")
         lines += [
             f"| {CAP} clients through Sluice | {few['qps']:.0f} | {few['errors']} |",
             f"| {opts.clients} clients through Sluice | {many['qps']:.0f} | {many['errors']} |",
+            f"| {CAP} clients directly on the node | {direct_few['qps']:.0f} | {direct_few['errors']} |",
             f"| {opts.clients} clients directly on the node | {direct['qps']:.0f} | {direct['errors']} |",
         ]
         print("\n".join(lines))
@@ -215,7 +217,9 @@ def main():
         *lines,
         "",
         f"{opts.clients} clients on ≤ {CAP} connections reach {ratio:.2f}× the qps of {CAP} "
-        f"clients; the most backend connections Sluice held at once: {used}.",
+        f"clients; the most backend connections Sluice held at once: {used}. Directly on the "
+        f"node, {opts.clients} clients reach {direct['qps'] / direct_few['qps']:.2f}× the qps of "
+        f"{CAP}: the same machine runs sysbench's {opts.clients} threads, the node and the proxy.",
         "",
         f"Idle sessions ({opts.idle:,} logged-in connections held open): plain "
         f"{plain[2]:.1f} KiB each (RSS {plain[0]:,} → {plain[1]:,} KiB), TLS {tls[2]:.1f} KiB "

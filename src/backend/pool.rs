@@ -9,7 +9,7 @@
 //! before it is handed out. The idle table is behind a mutex: it is touched once per
 //! session, not per statement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,8 +64,9 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    /// Woken whenever a connection comes back: sessions waiting for a full server retry.
-    returned: tokio::sync::Notify,
+    /// Statements waiting for a connection at a full server, by key, oldest first: a
+    /// connection that comes back goes to the first of them still waiting.
+    waiters: Mutex<HashMap<PoolKey, VecDeque<tokio::sync::oneshot::Sender<BackendConn>>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -149,23 +150,55 @@ impl Pool {
         hostgroup: u32,
         login: &Login,
     ) -> Result<BackendConn, AcquireError> {
+        let first = self.try_acquire(shared, hostgroup, login).await;
         let wait = Duration::from_millis(shared.load().pool.wait_timeout_ms);
+        match first {
+            Err(AcquireError::Full(_)) if !wait.is_zero() => {}
+            other => return other,
+        }
+        // Every server is at max_connections: queue for the next connection of this key
+        // that comes back (handed over in order of arrival, so newcomers cannot overtake),
+        // and look again now and then for room elsewhere (connections that close rather
+        // than come back, other servers of the hostgroup).
+        let Some(key) = shared
+            .candidates(hostgroup)
+            .first()
+            .map(|server| PoolKey::new(server, login))
+        else {
+            return first;
+        };
+        let (handover, mut handed) = tokio::sync::oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("pool lock")
+            .entry(key)
+            .or_default()
+            .push_back(handover);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            // listen before looking, so a connection returned in between is not missed
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            match self.try_acquire(shared, hostgroup, login).await {
-                Err(AcquireError::Full(_)) if tokio::time::Instant::now() < deadline => {
-                    // every server is at max_connections: wait for one to come back (or a
-                    // moment, for connections that close instead of coming back)
-                    let _ = tokio::time::timeout(Duration::from_millis(20), returned).await;
+            tokio::select! {
+                conn = &mut handed => {
+                    if let Ok(conn) = conn {
+                        return Ok(conn);
+                    }
                 }
-                Err(AcquireError::Full(hg)) if !wait.is_zero() => {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            match self.try_acquire(shared, hostgroup, login).await {
+                Ok(conn) => {
+                    // one may have been handed over meanwhile: back it goes
+                    handed.close();
+                    if let Ok(extra) = handed.try_recv() {
+                        let settings = shared.load().pool.clone();
+                        self.put_back(extra, &settings);
+                    }
+                    return Ok(conn);
+                }
+                Err(AcquireError::Full(hg)) if tokio::time::Instant::now() >= deadline => {
                     return Err(AcquireError::WaitedTooLong(hg, wait));
                 }
-                other => return other,
+                Err(AcquireError::Full(_)) => {}
+                Err(other) => return Err(other),
             }
         }
     }
@@ -263,26 +296,42 @@ impl Pool {
     /// character set (multiplexing): kept as it is, without a reset; the next borrower
     /// sets what differs.
     pub fn put_back(&self, conn: BackendConn, settings: &PoolSettings) {
-        if settings.max_idle_per_server == 0 {
-            self.returned.notify_one();
-            return;
-        }
         self.keep(conn, settings);
     }
 
     fn keep(&self, mut conn: BackendConn, settings: &PoolSettings) {
         conn.conn.shrink_buffers();
-        {
-            let mut idle = self.idle.lock().expect("pool lock");
-            let list = idle.entry(conn.key.clone()).or_default();
-            if list.len() < settings.max_idle_per_server {
-                list.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
+        let Some(conn) = self.hand_over(conn) else {
+            return;
+        };
+        if settings.max_idle_per_server == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry(conn.key.clone()).or_default();
+        if list.len() < settings.max_idle_per_server {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Gives `conn` to the oldest statement still waiting for its key; returns it when
+    /// none is.
+    fn hand_over(&self, mut conn: BackendConn) -> Option<BackendConn> {
+        let mut waiters = self.waiters.lock().expect("pool lock");
+        let Some(queue) = waiters.get_mut(&conn.key) else {
+            return Some(conn);
+        };
+        while let Some(waiter) = queue.pop_front() {
+            match waiter.send(conn) {
+                Ok(()) => return None,
+                Err(back) => conn = back,
             }
         }
-        self.returned.notify_one();
+        waiters.remove(&conn.key);
+        Some(conn)
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
