@@ -167,20 +167,20 @@ impl Pool {
         else {
             return first;
         };
-        let (handover, mut handed) = tokio::sync::oneshot::channel();
-        self.waiters
-            .lock()
-            .expect("pool lock")
-            .entry(key)
-            .or_default()
-            .push_back(handover);
+        let mut handed = self.queue_for(&key);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
                 conn = &mut handed => {
-                    if let Ok(conn) = conn {
-                        return Ok(conn);
+                    match conn {
+                        // a session without a schema must not inherit one (no command
+                        // unsets it): such a connection is closed, making room for a new one
+                        Ok(conn) if login.database.is_none() && conn.schema.is_some() => drop(conn),
+                        Ok(conn) => return Ok(conn),
+                        Err(_) => {}
                     }
+                    // a finished receiver cannot be awaited again: queue anew
+                    handed = self.queue_for(&key);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
@@ -315,6 +315,18 @@ impl Pool {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Joins the queue of statements waiting for a connection of `key`.
+    fn queue_for(&self, key: &PoolKey) -> tokio::sync::oneshot::Receiver<BackendConn> {
+        let (handover, handed) = tokio::sync::oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("pool lock")
+            .entry(key.clone())
+            .or_default()
+            .push_back(handover);
+        handed
     }
 
     /// Gives `conn` to the oldest statement still waiting for its key; returns it when
