@@ -37,6 +37,7 @@ ensure_packages() {
   command -v rsync >/dev/null || missing+=(rsync)
   command -v ss >/dev/null || missing+=(iproute2)
   command -v lsof >/dev/null || missing+=(lsof)
+  command -v pgrep >/dev/null || missing+=(procps)
   command -v openssl >/dev/null || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
@@ -178,7 +179,22 @@ start_node() { # node [extra mariadbd args]
   log "starting $node on port ${port[$node]}"
   # setsid: the servers must outlive this script and its terminal
   setsid mariadbd --defaults-file="$work/$node/my.cnf" "$@" </dev/null >>"$work/$node/stdout.log" 2>&1 &
-  echo $! >"$(pidfile "$node")"
+  # $! is setsid's pid, which is mariadbd's only when setsid did not have to fork: record
+  # the server's own pid
+  local launched=$! pid="" _
+  for _ in $(seq 1 50); do
+    pid=$(server_pid "$node")
+    [ -n "$pid" ] && break
+    sleep 0.1
+  done
+  echo "${pid:-$launched}" >"$(pidfile "$node")"
+}
+
+server_pid() { # node: the pid of the mariadbd running with this node's config, if any
+  local p
+  for p in $(pgrep -f -- "--defaults-file=$work/$1/my.cnf"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = mariadbd ] && { echo "$p"; return; }
+  done
 }
 
 wait_until() { # seconds description command...
