@@ -78,15 +78,16 @@ fn the_next_session_gets_its_own_schema() {
 
 #[test]
 fn idle_connections_expire_and_pooling_can_be_off() {
-    let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nidle_timeout_ms = 200\n"));
+    // a second of idle life: long enough to be reused on a busy machine, short to wait out
+    let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nidle_timeout_ms = 1000\n"));
     let first = session_on_writer(&proxy, &[]);
     settle();
     assert_eq!(session_on_writer(&proxy, &[]), first, "reused while fresh");
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_ne!(
         session_on_writer(&proxy, &[]),
         first,
-        "expired after 200 ms idle"
+        "expired after 1 s idle"
     );
 
     let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nmax_idle_per_server = 0\n"));

@@ -39,6 +39,14 @@ pub fn require_cluster() {
     );
 }
 
+/// Distinct free ports: held open together while chosen, so no two are the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -66,9 +74,7 @@ impl Proxy {
     /// Starts a proxy whose configuration is the demo one passed through `edit`.
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Proxy {
         require_cluster();
-        let port = free_port();
-        let admin_port = free_port();
-        let metrics_port = free_port();
+        let [port, admin_port, metrics_port] = free_ports();
         let demo = std::fs::read_to_string(repo().join("config/sluice.toml")).unwrap();
         let config = demo
             .replace("127.0.0.1:6033", &format!("127.0.0.1:{port}"))
