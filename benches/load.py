@@ -88,18 +88,22 @@ def parse(report):
             "p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
 
 
-def start_sluice(work):
+def start_sluice(work, port=SLUICE_PORT, max_connections=2000, proxy_extra="", sections=""):
+    """A release Sluice in front of the node; `proxy_extra` goes into [proxy], `sections`
+    after it (the connection-scale script adds its own)."""
     config = work / "sluice.toml"
     config.write_text(f"""
 [proxy]
-listen = "127.0.0.1:{SLUICE_PORT}"
+listen = "127.0.0.1:{port}"
 max_client_connections = 20000
+{proxy_extra}
+{sections}
 
 [[servers]]
 host = "127.0.0.1"
 port = {NODE_PORT}
 hostgroup = 10
-max_connections = 2000
+max_connections = {max_connections}
 
 [[users]]
 name = "app"
@@ -110,7 +114,7 @@ default_schema = "sbtest"
     proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=open(work / "sluice.log", "w"),
                             env={**os.environ, "RUST_LOG": "warn"})
-    wait_port(SLUICE_PORT)
+    wait_port(port)
     return proc
 
 

@@ -12,7 +12,6 @@ Results go to stdout and to the "Connection scale" section of benches/RESULTS.md
 """
 
 import argparse
-import os
 import re
 import socket
 import ssl
@@ -33,13 +32,7 @@ CAP = 64
 
 
 def start_sluice(work):
-    config = work / "sluice.toml"
-    config.write_text(f"""
-[proxy]
-listen = "127.0.0.1:{SLUICE_PORT}"
-max_client_connections = 20000
-idle_timeout_ms = 3600000
-
+    return load.start_sluice(work, SLUICE_PORT, CAP, proxy_extra="idle_timeout_ms = 3600000", sections=f"""
 [pool]
 wait_timeout_ms = 10000
 
@@ -50,24 +43,7 @@ users = [{{ name = "admin", password = "*4ACFE3202A5FF5CF467898FC58AAB1D61502944
 [frontend_tls]
 cert = "{ROOT}/certs/server.pem"
 key = "{ROOT}/certs/server-key.pem"
-
-[[servers]]
-host = "127.0.0.1"
-port = {load.NODE_PORT}
-hostgroup = 10
-max_connections = {CAP}
-
-[[users]]
-name = "app"
-password = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
-default_hostgroup = 10
-default_schema = "sbtest"
 """)
-    proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(work / "sluice.log", "w"),
-                            env={**os.environ, "RUST_LOG": "warn"})
-    load.wait_port(SLUICE_PORT)
-    return proc
 
 
 def mariadb(port, sql, user="app", password="app"):

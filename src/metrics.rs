@@ -182,7 +182,8 @@ fn clients(f: &Frontend) -> Collectors {
         "Resident memory of the proxy process.",
         &[],
     );
-    rss.with_label_values(&[]).set(resident_bytes() as i64);
+    rss.with_label_values(&[])
+        .set(process_memory_bytes("VmRSS:") as i64);
     vec![
         Box::new(connections),
         Box::new(logins),
@@ -420,12 +421,14 @@ fn rules(f: &Frontend) -> Collectors {
     ]
 }
 
-fn resident_bytes() -> u64 {
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmSize:`), in
+/// bytes; 0 where the file cannot be read.
+pub fn process_memory_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)

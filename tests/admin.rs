@@ -6,27 +6,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{mariadb, read_ports, stderr, stdout, Proxy};
+use common::{mariadb, mariadb_ok, read_ports, stderr, stdout, Proxy};
 
 fn admin(proxy: &Proxy, sql: &str) -> std::process::Output {
     mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql])
 }
 
 fn admin_ok(proxy: &Proxy, sql: &str) -> String {
-    let out = admin(proxy, sql);
-    assert!(
-        out.status.success(),
-        "{sql}: {}\n{}",
-        stderr(&out),
-        proxy.log()
-    );
-    stdout(&out)
+    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
 }
 
 fn app(proxy: &Proxy, sql: &str) -> String {
-    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", sql]);
-    assert!(out.status.success(), "{sql}: {}", stderr(&out));
-    stdout(&out)
+    mariadb_ok(proxy, proxy.port, "app", sql)
 }
 
 #[test]

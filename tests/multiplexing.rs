@@ -8,12 +8,10 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{mariadb, stderr, stdout, Proxy, RawClient};
+use common::{stderr, Proxy, RawClient};
 
 fn admin(proxy: &Proxy, sql: &str) -> String {
-    let out = mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql]);
-    assert!(out.status.success(), "{sql}: {}", stderr(&out));
-    stdout(&out)
+    common::mariadb_ok(proxy, proxy.admin_port, "admin", sql)
 }
 
 /// The demo config with the writer capped at `max` backend connections and no split.

@@ -7,21 +7,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{direct, mariadb, stderr, stdout, Proxy};
+use common::{direct, mariadb, mariadb_ok, stderr, stdout, Proxy};
 
 fn run(proxy: &Proxy, sql: &str) -> std::process::Output {
     mariadb(proxy.port, &["-uapp", "-papp", "-e", sql])
 }
 
 fn ok(proxy: &Proxy, sql: &str) -> String {
-    let out = run(proxy, sql);
-    assert!(
-        out.status.success(),
-        "{sql}: {}\n{}",
-        stderr(&out),
-        proxy.log()
-    );
-    stdout(&out)
+    mariadb_ok(proxy, proxy.port, "app", sql)
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -366,6 +366,7 @@ fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
 
 fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     let idle = live.frontend.pool.idle_by_server();
+    let checks = live.frontend.shared.checks();
     let mut rows = Vec::new();
     for row in runtime_servers(live, runtime) {
         let (Value::Integer(hg), Value::Text(host), Value::Integer(port)) =
@@ -382,10 +383,7 @@ fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
         let stats = &server.stats;
         let free = idle.get(server.address()).copied().unwrap_or(0) as i64;
         let open = i64::from(server.connections.load(Ordering::Relaxed));
-        let latency = live
-            .frontend
-            .shared
-            .checks()
+        let latency = checks
             .iter()
             .rev()
             .find(|c| c.host == *host && i64::from(c.port) == *port)
@@ -561,21 +559,20 @@ fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
 }
 
 fn memory(live: &Live<'_>) -> Vec<Vec<Value>> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |k| k * 1024)
-    };
+    let memory = crate::metrics::process_memory_bytes;
     let f = live.frontend;
     [
-        ("process_resident_memory_bytes", kib("VmRSS:").to_string()),
-        ("process_virtual_memory_bytes", kib("VmSize:").to_string()),
+        (
+            "process_resident_memory_bytes",
+            memory("VmRSS:").to_string(),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            memory("VmSize:").to_string(),
+        ),
         ("client_sessions", f.registry.sessions().len().to_string()),
         ("pool_idle_connections", f.pool.idle_count().to_string()),
-        ("query_digests", f.digests.rows().len().to_string()),
+        ("query_digests", f.digests.len().to_string()),
     ]
     .into_iter()
     .map(|(n, v)| vec![text(n), text(v)])

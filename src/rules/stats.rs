@@ -120,6 +120,16 @@ impl DigestStats {
         }
     }
 
+    /// How many digests are tracked.
+    pub fn len(&self) -> u64 {
+        self.digests.load(Ordering::Relaxed)
+    }
+
+    /// Whether no digest is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets every row (`stats_mysql_query_digest_reset`).
     pub fn reset(&self) {
         for shard in &self.shards {
@@ -168,6 +178,7 @@ mod tests {
         stats.record(8, || b"SELECT ? FROM t".to_vec(), run("a", 1));
         stats.record(9, || b"DELETE FROM t".to_vec(), run("a", 1));
         assert!(stats.known(7) && stats.known(8) && !stats.known(9));
+        assert_eq!(stats.len(), 2);
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
         let mut rows = stats.rows();
         rows.sort_by_key(|r| (r.digest, r.user.clone()));

@@ -218,6 +218,23 @@ pub fn mariadb(port: u16, args: &[&str]) -> Output {
         .expect("the mariadb client is installed")
 }
 
+/// Runs `sql` with the mariadb client on `port` as `user` (the demo accounts' password is
+/// their name); fails the test with the client's error and the proxy's log unless it
+/// succeeds, and returns what it printed.
+pub fn mariadb_ok(proxy: &Proxy, port: u16, user: &str, sql: &str) -> String {
+    let out = mariadb(
+        port,
+        &[&format!("-u{user}"), &format!("-p{user}"), "-e", sql],
+    );
+    assert!(
+        out.status.success(),
+        "{sql}: {}\n{}",
+        stderr(&out),
+        proxy.log()
+    );
+    stdout(&out)
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
