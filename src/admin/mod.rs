@@ -108,9 +108,9 @@ impl AdminServer {
         let logged_in =
             match tokio::time::timeout(timeout, handshake::login(tcp, peer, &door, id)).await {
                 Ok(Ok(li)) => li,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "admin login failed");
-                    return;
+                Ok(Err(failure)) => {
+                    tracing::warn!(%peer, error = %failure.error, "admin login failed");
+                    return failure.answer().await;
                 }
                 Err(_) => return,
             };

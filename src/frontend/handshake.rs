@@ -93,6 +93,61 @@ pub enum HandshakeError {
     },
 }
 
+/// A login that did not complete. When the client is owed an ERR it comes along unsent:
+/// the caller accounts for the failure first (the failed-login throttle), so that a
+/// client retrying the moment it reads its ERR already meets the consequence.
+#[derive(Debug)]
+pub struct LoginFailure {
+    pub error: HandshakeError,
+    pub owed: Option<OwedErr>,
+}
+
+impl<E: Into<HandshakeError>> From<E> for LoginFailure {
+    fn from(e: E) -> Self {
+        LoginFailure {
+            error: e.into(),
+            owed: None,
+        }
+    }
+}
+
+impl LoginFailure {
+    /// Sends the ERR the client is owed, if any.
+    pub async fn answer(self) {
+        if let Some(owed) = self.owed {
+            owed.send().await;
+        }
+    }
+}
+
+/// An ERR packet due to a client, with the connection to send it on.
+pub struct OwedErr {
+    conn: Connection,
+    seq: u8,
+    capabilities: u32,
+    code: error::Code,
+    message: String,
+}
+
+impl std::fmt::Debug for OwedErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwedErr({}: {})", self.code.0, self.message)
+    }
+}
+
+impl OwedErr {
+    async fn send(mut self) {
+        send_err(
+            &mut self.conn,
+            self.seq,
+            self.capabilities,
+            self.code,
+            &self.message,
+        )
+        .await;
+    }
+}
+
 impl From<ReadError> for HandshakeError {
     fn from(e: ReadError) -> Self {
         match e {
@@ -122,14 +177,14 @@ impl<'a> Door<'a> {
     }
 }
 
-/// Runs the login on a fresh client socket. On refusal the client has already been sent
-/// its ERR packet.
+/// Runs the login on a fresh client socket. A refusal comes back with its ERR unsent
+/// (see [`LoginFailure`]).
 pub async fn login(
     tcp: TcpStream,
     peer: SocketAddr,
     door: &Door<'_>,
     connection_id: u32,
-) -> Result<LoggedIn, HandshakeError> {
+) -> Result<LoggedIn, LoginFailure> {
     let mut conn = Connection::new(Stream::Tcp(tcp));
     let scramble = auth::new_scramble();
     let mut offered = SERVER_CAPABILITIES;
@@ -155,9 +210,7 @@ pub async fn login(
     let mut tls = None;
     if is_ssl_request(&packet.payload) {
         let Some(config) = door.tls else {
-            return Err(HandshakeError::Protocol(
-                "TLS requested but not offered".into(),
-            ));
+            return Err(HandshakeError::Protocol("TLS requested but not offered".into()).into());
         };
         let (upgraded, info) = accept_tls(conn, config.clone()).await?;
         conn = upgraded;
@@ -168,15 +221,16 @@ pub async fn login(
     let response = match HandshakeResponse::decode(&packet.payload) {
         Ok(r) => r,
         Err(e) => {
-            send_err(
-                &mut conn,
-                packet.last_seq.wrapping_add(1),
-                0,
-                error::HANDSHAKE_ERROR,
-                "Bad handshake",
-            )
-            .await;
-            return Err(HandshakeError::Protocol(e.to_string()));
+            return Err(LoginFailure {
+                error: HandshakeError::Protocol(e.to_string()),
+                owed: Some(OwedErr {
+                    conn,
+                    seq: packet.last_seq.wrapping_add(1),
+                    capabilities: 0,
+                    code: error::HANDSHAKE_ERROR,
+                    message: "Bad handshake".into(),
+                }),
+            });
         }
     };
     let capabilities = response.capabilities & (offered | capability::SSL);
@@ -199,11 +253,19 @@ pub async fn login(
         Ok(key) => key,
         Err(reason) => {
             let message = access_denied(&response.username, peer, !proof.is_empty());
-            send_err(&mut conn, seq, capabilities, error::ACCESS_DENIED, &message).await;
-            return Err(HandshakeError::Denied {
-                user: response.username,
-                reason,
-                tls: tls.map(Box::new),
+            return Err(LoginFailure {
+                error: HandshakeError::Denied {
+                    user: response.username,
+                    reason,
+                    tls: tls.map(Box::new),
+                },
+                owed: Some(OwedErr {
+                    conn,
+                    seq,
+                    capabilities,
+                    code: error::ACCESS_DENIED,
+                    message,
+                }),
             });
         }
     };

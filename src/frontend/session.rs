@@ -21,7 +21,7 @@ use crate::rules::Analyzer;
 use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
-use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, TlsInfo};
+use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure, TlsInfo};
 use super::registry::{Listed, Registry};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
@@ -50,7 +50,7 @@ pub(super) async fn run(
     .await;
     let logged_in = match login {
         Ok(Ok(client)) => client,
-        Ok(Err(e)) => return login_failed(&frontend, peer, e),
+        Ok(Err(failure)) => return login_failed(&frontend, peer, failure).await,
         Err(_) => {
             tracing::info!(%peer, "login timed out");
             let mut entry = Entry::new(peer, "refused");
@@ -83,11 +83,12 @@ pub(super) async fn run(
     drop(slot);
 }
 
-/// Logs a failed login and counts it against the address.
-fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
+/// Logs a failed login and counts it against the address, then tells the client.
+async fn login_failed(frontend: &Frontend, peer: SocketAddr, failure: LoginFailure) {
+    let error = &failure.error;
     tracing::info!(%peer, %error, "login failed");
     let mut entry = Entry::new(peer, "refused");
-    let counts = match &error {
+    let counts = match error {
         HandshakeError::Denied { user, reason, tls } => {
             entry.user = Some(user);
             entry.reason = Some(reason);
@@ -117,6 +118,7 @@ fn login_failed(frontend: &Frontend, peer: SocketAddr, error: HandshakeError) {
             tracing::warn!(client = %peer.ip(), ?block, "too many failed logins: address refused");
         }
     }
+    failure.answer().await;
 }
 
 /// Refuses a connection before its greeting (throttled address, per-address cap) with the
