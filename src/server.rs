@@ -105,6 +105,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         "shutting down: draining sessions"
     );
     let _ = stop_tx.send(true);
+    frontend.registry.shut_down_all();
     let _ = accept.await;
     drain(
         &frontend,

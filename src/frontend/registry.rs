@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,21 @@ pub struct SessionEntry {
     pub client: SocketAddr,
     pub started: Instant,
     activity: Mutex<Activity>,
-    kill: Notify,
+    /// Why the session must end (an [`Interrupt`] as a number; 0 while none).
+    interrupt: AtomicU8,
+    /// Wakes the session when `interrupt` is set. Each session waits on its own: a
+    /// channel shared by all sessions would be a lock every statement of every session
+    /// takes.
+    interrupted: Notify,
+}
+
+/// Why a session is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// `KILL` from the admin port.
+    Killed = 1,
+    /// The proxy is shutting down.
+    Shutdown = 2,
 }
 
 impl SessionEntry {
@@ -50,9 +64,18 @@ impl SessionEntry {
         update(&mut self.activity.lock().expect("activity lock"));
     }
 
-    /// Completes when the session has been killed from the admin port.
-    pub async fn killed(&self) {
-        self.kill.notified().await;
+    /// Completes when the session is told to end, with the reason.
+    pub async fn interrupted(&self) -> Interrupt {
+        self.interrupted.notified().await;
+        match self.interrupt.load(Ordering::Acquire) {
+            1 => Interrupt::Killed,
+            _ => Interrupt::Shutdown,
+        }
+    }
+
+    fn interrupt(&self, why: Interrupt) {
+        self.interrupt.store(why as u8, Ordering::Release);
+        self.interrupted.notify_one();
     }
 }
 
@@ -102,7 +125,8 @@ impl Registry {
                 command: "Sleep",
                 ..Activity::default()
             }),
-            kill: Notify::new(),
+            interrupt: AtomicU8::new(0),
+            interrupted: Notify::new(),
         });
         self.sessions
             .lock()
@@ -131,10 +155,18 @@ impl Registry {
     pub fn kill(&self, id: u32) -> bool {
         match self.sessions.lock().expect("registry lock").get(&id) {
             Some(entry) => {
-                entry.kill.notify_one();
+                entry.interrupt(Interrupt::Killed);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tells every listed session that the proxy is shutting down. A session listed
+    /// after this call sees the shutdown signal itself when its command loop starts.
+    pub fn shut_down_all(&self) {
+        for entry in self.sessions.lock().expect("registry lock").values() {
+            entry.interrupt(Interrupt::Shutdown);
         }
     }
 }

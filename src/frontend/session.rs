@@ -22,7 +22,7 @@ use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
 use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure, TlsInfo};
-use super::registry::{Listed, Registry};
+use super::registry::{self, Listed, Registry};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
 
@@ -345,42 +345,66 @@ impl Session {
         })
     }
 
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.frontend.shared.load().proxy.idle_timeout_ms)
+    }
+
     async fn command_loop(&mut self) {
-        let mut shutdown = self.frontend.shutdown_signal();
+        // What can interrupt a read lives as long as the loop: made anew for every
+        // statement it would register and deregister with the timer wheel each time. The
+        // idle timer is lazy: it fires at the deadline it was set for and is moved on if
+        // the client was active since.
         let entry = self.listed.entry.clone();
+        let interrupted = entry.interrupted();
+        tokio::pin!(interrupted);
+        // the shutdown may have been announced before this session was listed
+        if *self.frontend.shutdown_signal().borrow() {
+            self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
+                .await;
+            return;
+        }
+        let mut idle = self.idle_timeout();
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
         loop {
-            let (max, idle) = {
-                let proxy = &self.frontend.shared.load().proxy;
-                (
-                    proxy.max_allowed_packet,
-                    Duration::from_millis(proxy.idle_timeout_ms),
-                )
-            };
-            let read = tokio::select! {
-                read = self.client.read_request(max) => Ok(read),
-                _ = shutdown.wait_for(|stop| *stop) => Err(Interrupt::Shutdown),
-                _ = entry.killed() => Err(Interrupt::Killed),
-                _ = tokio::time::sleep(idle) => Err(Interrupt::Idle),
-            };
-            let read = match read {
-                Ok(read) => read,
-                Err(Interrupt::Shutdown) => {
-                    self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
-                        .await;
-                    return;
-                }
-                Err(Interrupt::Killed) => {
-                    tracing::info!(peer = %self.peer, id = entry.id, "session killed from the admin port");
-                    self.send_error(0, error::CONNECTION_KILLED, "Connection was killed")
-                        .await;
-                    return;
-                }
-                Err(Interrupt::Idle) => {
-                    tracing::info!(peer = %self.peer, ?idle, "idle client disconnected");
-                    let message =
-                        "The client was disconnected by the server because of inactivity.";
-                    self.send_error(0, error::IDLE_TIMEOUT, message).await;
-                    return;
+            let max = self.frontend.shared.load().proxy.max_allowed_packet;
+            let last_active = tokio::time::Instant::now();
+            let configured = self.idle_timeout();
+            if configured != idle {
+                idle = configured;
+                idle_timer.as_mut().reset(last_active + idle);
+            }
+            let read = loop {
+                let interrupted = tokio::select! {
+                    read = self.client.read_request(max) => break read,
+                    why = &mut interrupted => match why {
+                        registry::Interrupt::Killed => Interrupt::Killed,
+                        registry::Interrupt::Shutdown => Interrupt::Shutdown,
+                    },
+                    _ = &mut idle_timer => Interrupt::Idle,
+                };
+                match interrupted {
+                    Interrupt::Idle if last_active.elapsed() < idle => {
+                        idle_timer.as_mut().reset(last_active + idle);
+                    }
+                    Interrupt::Idle => {
+                        tracing::info!(peer = %self.peer, ?idle, "idle client disconnected");
+                        let message =
+                            "The client was disconnected by the server because of inactivity.";
+                        self.send_error(0, error::IDLE_TIMEOUT, message).await;
+                        return;
+                    }
+                    Interrupt::Shutdown => {
+                        self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
+                            .await;
+                        return;
+                    }
+                    Interrupt::Killed => {
+                        tracing::info!(peer = %self.peer, id = entry.id, "session killed from the admin port");
+                        self.send_error(0, error::CONNECTION_KILLED, "Connection was killed")
+                            .await;
+                        return;
+                    }
                 }
             };
             let packet = match read {
