@@ -9,7 +9,6 @@ use std::sync::Mutex;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
-use tokio::sync::watch;
 
 use crate::config::{
     Config, Firewall as FirewallSettings, GaleraHostgroups, Monitor, PoolSettings, ProxySection,
@@ -61,6 +60,63 @@ pub struct ServerStats {
     pub connect_errors: AtomicU64,
     /// The most connections open at once.
     pub max_connections_used: AtomicU32,
+    /// Wakes the statements waiting on this server when the monitor gives up on it.
+    pub evictions: Evictions,
+}
+
+/// One wake-up per open connection to a server, so that a statement waiting for the
+/// server's answer can be told the monitor found the server unreachable. Each statement
+/// waits on its own connection's: one channel shared by every session would be a lock
+/// taken by every statement. The table is touched when a connection opens or closes.
+#[derive(Debug, Default)]
+pub struct Evictions {
+    wakers: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
+    next: AtomicU64,
+}
+
+/// A connection's place in [`Evictions`], given up when the connection closes.
+#[derive(Debug)]
+pub struct EvictionWaker {
+    id: u64,
+    pub notify: Arc<tokio::sync::Notify>,
+    owner: Arc<ServerStats>,
+}
+
+impl Evictions {
+    /// Registers a new connection of the server whose stats these are.
+    pub fn register(stats: &Arc<ServerStats>) -> EvictionWaker {
+        let id = stats.evictions.next.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        stats
+            .evictions
+            .wakers
+            .lock()
+            .expect("evictions lock")
+            .insert(id, notify.clone());
+        EvictionWaker {
+            id,
+            notify,
+            owner: stats.clone(),
+        }
+    }
+
+    /// Wakes whatever waits on any connection to the server.
+    pub fn wake_all(&self) {
+        for notify in self.wakers.lock().expect("evictions lock").values() {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for EvictionWaker {
+    fn drop(&mut self) {
+        self.owner
+            .evictions
+            .wakers
+            .lock()
+            .expect("evictions lock")
+            .remove(&self.id);
+    }
 }
 
 impl ServerTarget {
@@ -325,8 +381,6 @@ pub struct Shared {
     /// `None` until (and unless) a monitor publishes membership; then it replaces the
     /// configured hostgroups.
     membership: ArcSwapOption<Membership>,
-    /// Bumped whenever membership changes, so sessions can notice cheaply.
-    generation: watch::Sender<u64>,
     /// The monitor's latest checks, newest last (the admin port's monitor logs).
     checks: Mutex<VecDeque<CheckRecord>>,
     /// Checks and failed checks per server address, since start.
@@ -357,7 +411,6 @@ impl Shared {
             checks: Mutex::new(VecDeque::new()),
             check_totals: Mutex::new(HashMap::new()),
             writer_changes: AtomicU64::new(0),
-            generation: watch::Sender::new(0),
         }
     }
 
@@ -406,10 +459,24 @@ impl Shared {
         self.membership.load_full()
     }
 
-    /// Publishes new membership (from the monitor).
+    /// Publishes new membership (from the monitor), and wakes the statements waiting on a
+    /// server it newly finds unreachable, so they end with an error instead of hanging.
     pub fn publish(&self, membership: Membership) {
-        self.membership.store(Some(Arc::new(membership)));
-        self.generation.send_modify(|g| *g += 1);
+        let membership = Arc::new(membership);
+        let before = self.membership.swap(Some(membership.clone()));
+        let newly_lost = |address: &str| {
+            membership.unreachable.contains(address)
+                && !before
+                    .as_ref()
+                    .is_some_and(|b| b.unreachable.contains(address))
+        };
+        for members in self.load().hostgroups.values() {
+            for server in &members.servers {
+                if newly_lost(server.address()) {
+                    server.stats.evictions.wake_all();
+                }
+            }
+        }
     }
 
     /// Keeps one check for the monitor logs (the oldest falls off).
@@ -461,11 +528,6 @@ impl Shared {
     /// Times a Galera writer hostgroup got a different writer, since start.
     pub fn writer_changes(&self) -> u64 {
         self.writer_changes.load(Ordering::Relaxed)
-    }
-
-    /// A receiver that changes whenever membership does.
-    pub fn generation(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
     }
 
     /// Rebuilds the snapshot from a new configuration and swaps it in; on error the old

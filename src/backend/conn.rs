@@ -19,7 +19,7 @@ use crate::protocol::handshake::{
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Progress, ResponseTracker};
 use crate::protocol::text::{decode_result, TextResult};
-use crate::runtime::ServerTarget;
+use crate::runtime::{EvictionWaker, Evictions, ServerTarget};
 
 /// Largest packet accepted from a backend during login.
 const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
@@ -122,6 +122,8 @@ pub struct BackendConn {
     pub created: std::time::Instant,
     /// Which sessions this connection can serve: it was logged in for this.
     pub(super) key: PoolKey,
+    /// Wakes a statement waiting here when the monitor finds the server unreachable.
+    pub eviction: EvictionWaker,
     _slot: Slot,
 }
 
@@ -246,6 +248,7 @@ impl BackendConn {
                 schema: login.database.clone(),
                 names: None,
                 created: std::time::Instant::now(),
+                eviction: Evictions::register(&slot.0.stats),
                 _slot: slot,
             }),
             Ok(Err(e)) => Err(e),

@@ -323,13 +323,17 @@ impl Session {
         let shared = self.frontend.shared.clone();
         let max = shared.load().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        let mut eviction = Eviction::new(&shared, backend.server.address());
+        let eviction = Eviction::new(
+            &shared,
+            backend.server.address(),
+            backend.eviction.notify.clone(),
+        );
         let relayed = relay(
             &mut self.client,
             &mut backend.conn,
             &mut tracker,
             max,
-            &mut eviction,
+            &eviction,
             &backend.server.stats.bytes_received,
         )
         .await;

@@ -3,7 +3,9 @@
 //! answering because the monitor found it unreachable is abandoned, not waited for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
@@ -11,30 +13,33 @@ use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
 use crate::runtime::Shared;
 
 /// Resolves when the monitor declares `address` unreachable (a hung or dead server), so
-/// that a statement in flight there ends with an error instead of hanging.
+/// that a statement in flight there ends with an error instead of hanging. It waits on its
+/// own connection's wake-up (see `runtime::Evictions`).
 pub(super) struct Eviction<'a> {
     shared: &'a Shared,
     address: &'a str,
-    generation: watch::Receiver<u64>,
+    notify: Arc<Notify>,
 }
 
 impl<'a> Eviction<'a> {
-    pub(super) fn new(shared: &'a Shared, address: &'a str) -> Self {
+    pub(super) fn new(shared: &'a Shared, address: &'a str, notify: Arc<Notify>) -> Self {
         Eviction {
-            generation: shared.generation(),
             shared,
             address,
+            notify,
         }
     }
 
-    async fn wait(&mut self) {
+    async fn wait(&self) {
         loop {
-            if self.generation.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+            let woken = self.notify.notified();
+            tokio::pin!(woken);
+            // listening before looking: a verdict published in between still wakes us
+            woken.as_mut().enable();
             if self.shared.is_unreachable(self.address) {
                 return;
             }
+            woken.await;
         }
     }
 }
@@ -59,7 +64,7 @@ pub(super) async fn relay(
     backend: &mut Connection,
     tracker: &mut ResponseTracker,
     max_packet: usize,
-    eviction: &mut Eviction<'_>,
+    eviction: &Eviction<'_>,
     received: &AtomicU64,
 ) -> Result<Outcome, RelayError> {
     loop {
