@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Connection-scale runs against the local cluster, in one go:
 
-1. Folding: sysbench oltp_point_select (text protocol, so sessions multiplex) with 64 and
-   then 2,000 client threads through Sluice onto a writer capped at 64 backend
-   connections, and the same 2,000 threads directly on the node (its max_connections
-   raised for the run). Prints qps, errors and the most backend connections Sluice used.
+1. Folding: sysbench's point select (text protocol, so sessions multiplex) from 64 and
+   then 2,000 clients through Sluice onto a writer capped at 64 backend connections, and
+   the same 64 and 2,000 clients directly on the node (its max_connections raised for the
+   run), in interleaved rounds; medians of the rounds. Prints qps, errors and the most
+   backend connections Sluice used. The clients come from `examples/pointload.rs` (one
+   thread, one task per client) unless `--client sysbench` asks for sysbench, whose
+   thread per client costs this small machine more CPU at 2,000 clients than the proxy
+   and the node together.
 2. Idle memory: 10,000 logged-in client connections held open, plain and then TLS;
    prints the proxy's resident memory per idle connection.
 
@@ -51,8 +55,19 @@ def mariadb(port, sql, user="app", password="app"):
                      f"-p{password}", "-N", "-B", "-e", sql], capture_output=True).stdout.strip()
 
 
-def point_selects(port, threads, seconds):
-    """sysbench text-protocol point selects; qps and errors (a failed run counts as such)."""
+def point_selects(port, threads, seconds, client="pointload"):
+    """Text-protocol point selects; qps and errors (a failed run counts as such)."""
+    if client == "pointload":
+        done = subprocess.run([str(ROOT / "target/release/examples/pointload"), "--port", str(port),
+                               "--clients", str(threads), "--time", str(seconds),
+                               "--tables", str(load.TABLES), "--table-size", str(load.TABLE_SIZE)],
+                              capture_output=True, text=True)
+        fields = dict(kv.split("=", 1) for kv in done.stdout.split())
+        if "qps" not in fields:
+            return {"qps": 0.0, "errors": "run failed: " + done.stderr.strip()[-300:]}
+        failed = int(fields["failed_clients"])
+        errors = fields["errors"] + (f" ({failed} clients failed)" if failed else "")
+        return {"qps": float(fields["qps"]), "errors": errors}
     args = ["sysbench", "oltp_point_select", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
             "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
             f"--tables={load.TABLES}", f"--table-size={load.TABLE_SIZE}",
@@ -134,17 +149,31 @@ def idle_per_connection(pid, count, tls_context):
     return before, after, (after - before) / count
 
 
+CLIENT_NAMES = {
+    "pointload": "`examples/pointload.rs` (one thread, a task per client)",
+    "sysbench": "sysbench (`oltp_point_select --db-ps-mode=disable`, a thread per client)",
+}
+
+
+def median_run(runs):
+    """The run with the median qps (its errors come with it)."""
+    return sorted(runs, key=lambda r: r["qps"])[len(runs) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time", type=int, default=10)
     ap.add_argument("--clients", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--client", choices=["pointload", "sysbench"], default="pointload")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
 
     load.run([str(ROOT / "scripts/setup.sh")])
     load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.run(["cargo", "build", "--release", "--quiet", "--bin", "sluice", "--example", "pointload"],
+             cwd=ROOT)
     work = Path(tempfile.mkdtemp(prefix="sluice-scale-"))
     proc = start_sluice(work)
     original = mariadb(load.NODE_PORT, "SELECT @@global.max_connections")
@@ -152,14 +181,22 @@ def main():
     try:
         load.sysbench("oltp_read_only", load.NODE_PORT, 1, 1, "cleanup")
         load.sysbench("oltp_read_only", load.NODE_PORT, 4, 1, "prepare")
-        few = point_selects(SLUICE_PORT, CAP, opts.time)
-        many = point_selects(SLUICE_PORT, opts.clients, opts.time)
-        used = mariadb(ADMIN_PORT, "SELECT MaxConnUsed FROM stats_mysql_connection_pool",
-                       user="admin", password="admin")
-        mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {opts.clients + 500}")
-        direct_few = point_selects(load.NODE_PORT, CAP, opts.time)
-        direct = point_selects(load.NODE_PORT, opts.clients, opts.time)
-        mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {original}")
+        runs = {name: [] for name in ("few", "many", "direct_few", "direct")}
+        used = []
+        for r in range(opts.rounds):
+            runs["few"].append(point_selects(SLUICE_PORT, CAP, opts.time, opts.client))
+            runs["many"].append(point_selects(SLUICE_PORT, opts.clients, opts.time, opts.client))
+            used.append(int(mariadb(ADMIN_PORT, "SELECT MaxConnUsed FROM stats_mysql_connection_pool",
+                                    user="admin", password="admin")))
+            mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {opts.clients + 500}")
+            runs["direct_few"].append(point_selects(load.NODE_PORT, CAP, opts.time, opts.client))
+            runs["direct"].append(point_selects(load.NODE_PORT, opts.clients, opts.time, opts.client))
+            mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {original}")
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['qps']:.0f}" for k, v in runs.items()),
+                  flush=True)
+        few, many, direct_few, direct = (median_run(runs[k]) for k in ("few", "many", "direct_few", "direct"))
+        used = max(used)
+        pairs = [m["qps"] / f["qps"] if f["qps"] else float("nan") for f, m in zip(runs["few"], runs["many"])]
         ratio = many["qps"] / few["qps"] if few["qps"] else float("nan")
         lines += [
             f"| {CAP} clients through Sluice | {few['qps']:.0f} | {few['errors']} |",
@@ -168,7 +205,8 @@ def main():
             f"| {opts.clients} clients directly on the node | {direct['qps']:.0f} | {direct['errors']} |",
         ]
         print("\n".join(lines))
-        print(f"{opts.clients}/{CAP} through Sluice: {ratio:.2f}; most backend connections used: {used}")
+        print(f"{opts.clients}/{CAP} through Sluice: {ratio:.2f} (rounds: "
+              + ", ".join(f"{p:.2f}" for p in pairs) + f"); most backend connections used: {used}")
 
         context = ssl.create_default_context(cafile=str(ROOT / "certs/ca.pem"))
         plain = idle_per_connection(proc.pid, opts.idle, None)
@@ -183,19 +221,21 @@ def main():
     section = [
         "# Connection scale",
         "",
-        f"`benches/scale.py --time {opts.time}` on the same machine, "
-        f"{time.strftime('%Y-%m-%d')}: sysbench oltp_point_select over the text protocol "
-        f"(`--db-ps-mode=disable`, so sessions multiplex), the writer capped at {CAP} backend "
-        "connections in Sluice; the direct run raises the node's max_connections.",
+        f"`benches/scale.py --time {opts.time} --rounds {opts.rounds} --client {opts.client}` "
+        f"on the same machine, {time.strftime('%Y-%m-%d')}: sysbench's point select over the "
+        f"text protocol (so sessions multiplex), clients from {CLIENT_NAMES[opts.client]}, the "
+        f"writer capped at {CAP} backend connections in Sluice; the direct runs raise the "
+        "node's max_connections. Medians of the rounds, run interleaved.",
         "",
         "| run | qps | errors |",
         "|---|---|---|",
         *lines,
         "",
         f"{opts.clients} clients on ≤ {CAP} connections reach {ratio:.2f}× the qps of {CAP} "
-        f"clients; the most backend connections Sluice held at once: {used}. Directly on the "
+        "clients (per round: " + ", ".join(f"{p:.2f}" for p in pairs) + "); the most backend "
+        f"connections Sluice held at once: {used}. Directly on the "
         f"node, {opts.clients} clients reach {direct['qps'] / direct_few['qps']:.2f}× the qps of "
-        f"{CAP}: the same machine runs sysbench's {opts.clients} threads, the node and the proxy.",
+        f"{CAP}: the same machine runs the clients, the node and the proxy.",
         "",
         f"Idle sessions ({opts.idle:,} logged-in connections held open): plain "
         f"{plain[2]:.1f} KiB each (RSS {plain[0]:,} → {plain[1]:,} KiB), TLS {tls[2]:.1f} KiB "
