@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -179,5 +181,106 @@ fn idle_connections_of_another_user_make_room_at_a_full_server() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn session_variables_follow_each_session_onto_shared_connections() {
+    // twelve sessions on three connections: were a SET to bind its session to a
+    // connection, nine of them would wait for one and fail with 1040
+    let proxy = Proxy::start_with(|c| {
+        capped(3)(c).replacen(
+            "[throttle]",
+            "[pool]\nwait_timeout_ms = 3000\n\n[throttle]",
+            1,
+        )
+    });
+    let port = proxy.port;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let sessions: Vec<_> = (0..12)
+        .map(|i| {
+            let ready = ready.clone();
+            thread::spawn(move || {
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                let zone = format!("+{:02}:00", i % 10);
+                let mode = if i % 2 == 0 {
+                    "ANSI_QUOTES"
+                } else {
+                    "NO_ZERO_DATE"
+                };
+                let set = format!("SET time_zone = '{zone}', @@session.sql_mode = '{mode}'");
+                let reply = c.query(&set);
+                assert_ne!(reply[0].payload[0], 0xff, "{set} failed");
+                // all twelve hold their settings at once before any goes on
+                ready.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while ready.load(Ordering::SeqCst) < 12 && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let want = format!("{zone}|{mode}");
+                for round in 0..15 {
+                    assert_eq!(
+                        c.query_column("SELECT CONCAT(@@time_zone, '|', @@sql_mode)"),
+                        std::slice::from_ref(&want),
+                        "session {i}, round {round}"
+                    );
+                }
+                // a later SET of one variable keeps the other
+                c.query("SET SESSION time_zone = DEFAULT");
+                let system = c.query_column("SELECT @@global.time_zone")[0].clone();
+                assert_eq!(
+                    c.query_column("SELECT CONCAT(@@time_zone, '|', @@sql_mode)"),
+                    [format!("{system}|{mode}")],
+                    "session {i} after DEFAULT"
+                );
+            })
+        })
+        .collect();
+    for s in sessions {
+        s.join().unwrap();
+    }
+    // a new session on a connection others changed sees the server's defaults
+    let mut fresh = RawClient::login(port, "app", "app").unwrap();
+    let defaults = common::direct(&[
+        "-N",
+        "-e",
+        "SELECT CONCAT(@@global.time_zone, '|', @@global.sql_mode)",
+    ]);
+    assert!(defaults.status.success(), "{}", stderr(&defaults));
+    let defaults = String::from_utf8_lossy(&defaults.stdout).trim().to_string();
+    for _ in 0..6 {
+        assert_eq!(
+            fresh.query_column("SELECT CONCAT(@@time_zone, '|', @@sql_mode)"),
+            std::slice::from_ref(&defaults)
+        );
+    }
+    let max_used: u32 = admin(
+        &proxy,
+        "SELECT MaxConnUsed FROM stats_mysql_connection_pool WHERE hostgroup = 10 AND srv_port = 13306",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(
+        max_used <= 3,
+        "the node saw {max_used} connections from the proxy"
+    );
+}
+
+#[test]
+fn a_session_that_sets_its_time_zone_still_reads_from_the_replicas() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    c.query("SET time_zone = '+03:00'");
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let row = c.query_column("SELECT CONCAT(@@port, ' ', @@time_zone)")[0].clone();
+        let (port, zone) = row.split_once(' ').unwrap();
+        assert_eq!(zone, "+03:00", "on {port}");
+        ports.insert(port.to_string());
+    }
+    assert!(
+        ports.iter().any(|p| p == "13309" || p == "13310"),
+        "reads stayed on {ports:?}"
     );
 }

@@ -19,6 +19,7 @@ use crate::protocol::handshake::{
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Progress, ResponseTracker};
 use crate::protocol::text::{decode_result, TextResult};
+use crate::rules::variables::Values;
 use crate::runtime::{EvictionWaker, Evictions, ServerTarget};
 
 /// Largest packet accepted from a backend during login.
@@ -118,6 +119,8 @@ pub struct BackendConn {
     pub schema: Option<String>,
     /// The `SET NAMES …` statement in force on it since its login or last reset, if any.
     pub names: Option<Vec<u8>>,
+    /// The followed session variables set on it since its login or last reset.
+    pub variables: Values,
     /// When the login happened (for the pool's max lifetime).
     pub created: std::time::Instant,
     /// Which sessions this connection can serve: it was logged in for this.
@@ -247,6 +250,7 @@ impl BackendConn {
                 thread_id,
                 schema: login.database.clone(),
                 names: None,
+                variables: Values::new(),
                 created: std::time::Instant::now(),
                 eviction: Evictions::register(&slot.0.stats),
                 _slot: slot,

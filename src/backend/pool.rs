@@ -278,6 +278,7 @@ impl Pool {
             return;
         }
         conn.names = None;
+        conn.variables.clear();
         // the session may have changed schema in ways the proxy did not follow (USE in a
         // statement, a procedure): ask, so the next borrower's schema is set right
         match conn.query_text("SELECT DATABASE()").await {

@@ -16,7 +16,8 @@ use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
 use crate::router::{Statement, Target};
-use crate::rules::Kind;
+use crate::rules::variables::Values;
+use crate::rules::{variables, Kind};
 use crate::runtime::Runtime;
 
 use super::inspect::{Plan, Ran};
@@ -386,6 +387,9 @@ impl Session {
                     primary.names = self.names.clone();
                 }
             }
+            command::QUERY if statement == Statement::SetVariables => {
+                self.follow_variables(body).await;
+            }
             _ => {}
         }
     }
@@ -460,14 +464,52 @@ impl Session {
         }
     }
 
+    /// After a `SET` of followed variables ran on the primary: reads back what the server
+    /// made of them, to replay on other connections. When that fails, the session stays
+    /// on its connection instead (as for any other session state).
+    async fn follow_variables(&mut self, sql: &[u8]) {
+        let Some(primary) = self.primary.as_mut() else {
+            return;
+        };
+        let names = variables::replayed_assignments(sql).unwrap_or_default();
+        let select = names
+            .iter()
+            .map(|n| format!("@@SESSION.{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let read = match primary.query_text(&format!("SELECT {select}")).await {
+            Ok(Ok(result)) => result.rows.into_iter().next().and_then(|row| {
+                names
+                    .iter()
+                    .zip(row)
+                    .map(|(n, v)| Some((*n, variables::literal(v.as_deref())?)))
+                    .collect::<Option<Vec<_>>>()
+            }),
+            _ => None,
+        };
+        match read {
+            Some(values) if !names.is_empty() => {
+                variables::merge(&mut self.variables, values);
+                primary.variables = self.variables.clone();
+            }
+            _ => {
+                tracing::debug!(peer = %self.peer, "session variables not followed: the session keeps its connection");
+                self.bound = true;
+                self.routing.pinned = true;
+            }
+        }
+    }
+
     /// Back to a clean session: no pin, no transaction, no replayed state.
     pub(super) async fn reset_routing(&mut self) {
         self.routing = routing_for(&self.frontend, &self.user);
         self.names = None;
+        self.variables.clear();
         self.bound = false;
         self.hold_next = false;
         if let Some(primary) = self.primary.as_mut() {
             primary.names = None;
+            primary.variables.clear();
         }
         if let Some((reader, _)) = self.reader.take() {
             self.release(reader).await;
@@ -501,6 +543,7 @@ impl Session {
                 &mut b,
                 self.login.database.as_deref(),
                 self.names.as_deref(),
+                &self.variables,
             )
             .await
             {
@@ -578,6 +621,7 @@ impl Session {
             reader,
             self.login.database.as_deref(),
             self.names.as_deref(),
+            &self.variables,
         )
         .await
     }
@@ -614,19 +658,28 @@ impl Session {
     }
 }
 
-/// Brings a connection's schema and character set in line with a session's.
-async fn sync(
+/// Brings a connection's character set, followed session variables and schema in line
+/// with a session's, each only where it differs.
+pub(super) async fn sync(
     conn: &mut BackendConn,
     schema: Option<&str>,
     names: Option<&[u8]>,
+    variables: &Values,
 ) -> Result<(), String> {
     if conn.names.as_deref() != names {
         match names {
             Some(names) => conn.run(command::QUERY, names).await?,
             // no statement unsets a SET NAMES: start the connection over
-            None => conn.run(command::RESET_CONNECTION, &[]).await?,
+            None => {
+                conn.run(command::RESET_CONNECTION, &[]).await?;
+                conn.variables.clear();
+            }
         }
         conn.names = names.map(<[u8]>::to_vec);
+    }
+    if let Some(set) = variables::replay(&conn.variables, variables) {
+        conn.run(command::QUERY, set.as_bytes()).await?;
+        conn.variables = variables.clone();
     }
     if conn.schema.as_deref() != schema {
         if let Some(schema) = schema {
@@ -660,7 +713,10 @@ fn rewritten(cmd: u8, text: &[u8]) -> BytesMut {
 /// Whether a command may have written (and so moves the session's last write GTID).
 fn writes(cmd: u8, statement: Statement) -> bool {
     match cmd {
-        command::QUERY => statement != Statement::Read && statement != Statement::SetNames,
+        command::QUERY => !matches!(
+            statement,
+            Statement::Read | Statement::SetNames | Statement::SetVariables
+        ),
         command::STMT_EXECUTE => true,
         _ => false,
     }

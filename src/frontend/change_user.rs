@@ -92,7 +92,22 @@ impl Session {
             )
             .await
         {
-            Ok(b) => self.primary = Some(b),
+            Ok(mut b) => {
+                // the connection may carry another session's character set or variables
+                if let Err(why) = super::backends::sync(
+                    &mut b,
+                    self.login.database.as_deref(),
+                    None,
+                    &self.variables,
+                )
+                .await
+                {
+                    let message = format!("Lost connection to backend while changing user: {why}");
+                    self.send_error(seq, error::LOST_BACKEND, &message).await;
+                    return Err(Failure::Backend);
+                }
+                self.primary = Some(b);
+            }
             Err(e) => {
                 self.send_packet_err(seq, &e.to_err_packet()).await?;
                 return Err(Failure::Backend);

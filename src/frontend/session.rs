@@ -17,6 +17,7 @@ use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::router::SessionRouting;
+use crate::rules::variables::Values;
 use crate::rules::Analyzer;
 use crate::runtime::UserEntry;
 
@@ -211,8 +212,10 @@ pub(super) struct Session {
     /// The connection to the readers, with the session state replayed on it so far.
     pub(super) reader: Option<(BackendConn, Replayed)>,
     pub(super) routing: SessionRouting,
-    /// The last `SET NAMES` that succeeded, to replay on reader connections.
+    /// The last `SET NAMES` that succeeded, to replay on other connections.
     pub(super) names: Option<Vec<u8>>,
+    /// The followed session variables the session set, to replay on other connections.
+    pub(super) variables: Values,
     /// For read-your-writes: the GTID of this session's last committed write.
     pub(super) last_write_gtid: Option<String>,
     pub(super) tls: Option<TlsInfo>,
@@ -314,6 +317,20 @@ impl Session {
             frontend.pool.put_back(backend, &runtime.pool);
             None
         } else {
+            // a connection from the pool may carry another session's character set or
+            // variables (given back without a reset while multiplexing was on)
+            let mut backend = backend;
+            if let Err(why) = super::backends::sync(
+                &mut backend,
+                li.login.database.as_deref(),
+                None,
+                &Values::new(),
+            )
+            .await
+            {
+                tracing::warn!(%peer, error = %why, "backend connection failed while setting the session up");
+                return Err("backend lost");
+            }
             Some(backend)
         };
         let listed =
@@ -334,6 +351,7 @@ impl Session {
             reader: None,
             routing,
             names: None,
+            variables: Values::new(),
             last_write_gtid: None,
             tls: li.tls,
             analyzer: Analyzer::default(),

@@ -9,6 +9,9 @@ pub enum Statement {
     Read,
     /// `SET NAMES …`: changes the connection character set; replayable on other connections.
     SetNames,
+    /// `SET` of session variables the proxy follows (`sql_mode`, `time_zone`, …): runs on
+    /// the primary, and the values are replayed on other connections.
+    SetVariables,
     /// Anything else: writes, DDL, locking reads, transaction control, session changes.
     Write,
     /// A statement that leaves state on its connection that later reads may depend on
@@ -29,6 +32,7 @@ impl Statement {
             Kind::Select if f.session_function || f.select_into => Statement::Write,
             Kind::Select => Statement::Read,
             Kind::Set if f.set_names_only => Statement::SetNames,
+            Kind::Set if f.set_replayed_only => Statement::SetVariables,
             Kind::Set | Kind::Use => Statement::SessionState,
             _ => Statement::Write,
         }
@@ -103,7 +107,8 @@ mod tests {
             "SELECT @a := 5",
             "SELECT a INTO @x FROM t",
             "SET autocommit = 0",
-            "SET SESSION sql_mode = ''",
+            "SET SESSION wait_timeout = 10",
+            "SET sql_mode = @saved",
             "CREATE TEMPORARY TABLE t (a INT)",
             "create or replace temporary table t (a int)",
             "LOCK TABLES t WRITE",
@@ -123,6 +128,12 @@ mod tests {
             c("SET NAMES utf8mb4, time_zone = '+00:00'"),
             Statement::SessionState
         );
+        for sql in [
+            "SET SESSION sql_mode = ''",
+            "SET time_zone = '+00:00', @@session.sql_mode = CONCAT(@@sql_mode, ',ANSI')",
+        ] {
+            assert_eq!(c(sql), Statement::SetVariables, "{sql}");
+        }
     }
 
     #[test]

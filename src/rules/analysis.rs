@@ -66,6 +66,9 @@ pub struct Features {
     pub temporary_table: bool,
     /// `SET NAMES …` and nothing else.
     pub set_names_only: bool,
+    /// A `SET` of session variables the proxy follows and replays (see
+    /// `rules::variables`) and nothing else.
+    pub set_replayed_only: bool,
     /// A statement that leaves state on its connection: `LOCK TABLES`, `PREPARE`,
     /// `HANDLER`.
     pub session_statement: bool,
@@ -366,7 +369,11 @@ impl<'a> Pass<'a> {
         }
         match kind {
             Kind::Update => self.table_after(rest),
-            Kind::Set => self.analysis.features.set_names_only = set_names_only(rest, self.sql),
+            Kind::Set => {
+                let f = &mut self.analysis.features;
+                f.set_names_only = set_names_only(rest, self.sql);
+                f.set_replayed_only = super::variables::after_set(rest.clone(), self.sql).is_some();
+            }
             _ => {}
         }
     }

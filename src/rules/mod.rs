@@ -10,6 +10,7 @@ pub mod keywords;
 pub mod querylog;
 pub mod stats;
 pub mod tokens;
+pub mod variables;
 
 pub use analysis::{Analysis, Analyzer, Features, Kind};
 pub use engine::{format_digest, parse_digest, Decision, Query, QueryRules};
