@@ -260,7 +260,39 @@ fn backends(f: &Frontend) -> Collectors {
     );
     lost.with_label_values(&[])
         .inc_by(load(&f.counters.backends_lost));
+    let w = &f.pool.waits;
+    let waiting = gauge(
+        "sluice_backend_pool_waiting",
+        "Statements waiting now for a connection at a server that is at its max_connections.",
+        &[],
+    );
+    waiting.with_label_values(&[]).set(load(&w.waiting) as i64);
+    let waits = counter(
+        "sluice_backend_pool_waits_total",
+        "Statements that waited for a connection, by how the wait ended.",
+        &["result"],
+    );
+    let timeouts = load(&w.timeouts);
+    let ended = load(&w.waits).saturating_sub(load(&w.waiting));
+    waits.with_label_values(&["timeout"]).inc_by(timeouts);
+    waits
+        .with_label_values(&["served"])
+        .inc_by(ended.saturating_sub(timeouts));
+    let waited = prometheus::CounterVec::new(
+        prometheus::Opts::new(
+            "sluice_backend_pool_wait_seconds_total",
+            "Time statements spent waiting for a connection, all together.",
+        ),
+        &[],
+    )
+    .expect("valid metric");
+    waited
+        .with_label_values(&[])
+        .inc_by(load(&w.waited_us) as f64 / 1e6);
     let mut out: Collectors = vec![
+        Box::new(waiting),
+        Box::new(waits),
+        Box::new(waited),
         Box::new(connections),
         Box::new(connects),
         Box::new(queries),

@@ -89,6 +89,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             loop {
                 tick.tick().await;
                 frontend.pool.sweep(&frontend.shared.load().pool);
+                frontend.pool.top_up(&frontend.shared).await;
             }
         })
     };

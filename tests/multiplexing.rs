@@ -158,6 +158,23 @@ fn a_statement_waits_for_a_connection_and_gives_up_with_1040_after_the_timeout()
     for q in queued {
         assert_eq!(q.join().unwrap(), ["0"]);
     }
+    // the waits are counted: the one that gave up, and those served after waiting
+    let stats = admin(
+        &proxy,
+        "SELECT Variable_Name, Variable_Value FROM stats_mysql_global WHERE Variable_Name LIKE 'Pool_wait%' ORDER BY 1",
+    );
+    let value = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name} missing from {stats}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("Pool_wait_timeouts"), 1, "{stats}");
+    assert!(value("Pool_waits") >= 2, "{stats}");
+    assert!(value("Pool_wait_us") >= 300_000, "{stats}");
+    assert_eq!(value("Pool_waiting"), 0, "{stats}");
 }
 
 #[test]

@@ -95,3 +95,37 @@ fn idle_connections_expire_and_pooling_can_be_off() {
     settle();
     assert_ne!(session_on_writer(&proxy, &[]), first, "no pooling");
 }
+
+#[test]
+fn idle_connections_are_opened_ahead_once_a_user_has_logged_in() {
+    let proxy = Proxy::start_with(|c| format!("{c}\n[pool]\nmin_idle_per_server = 3\n"));
+    let free = |port: u16| -> u32 {
+        common::mariadb_ok(
+            &proxy,
+            proxy.admin_port,
+            "admin",
+            &format!("SELECT ConnFree FROM stats_mysql_connection_pool WHERE srv_port = {port}"),
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    // the proxy can log in as a user only after it has seen the user's password proof
+    assert_eq!(free(13306), 0);
+    let _session = RawClient::login(proxy.port, "app", "app").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let warm = |p| free(p) >= 3;
+    while !(warm(13306) && warm(13309) && warm(13310)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle on writer {}, replicas {} and {}",
+            free(13306),
+            free(13309),
+            free(13310)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // the sweeper keeps them at the minimum, no more
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(free(13306), 3);
+}

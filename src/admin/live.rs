@@ -463,6 +463,10 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
         ("SQL_injection_flagged", n(&c.injection_flagged)),
         ("Backend_connections_lost", n(&c.backends_lost)),
         ("Pool_idle_connections", f.pool.idle_count().to_string()),
+        ("Pool_waiting", n(&f.pool.waits.waiting)),
+        ("Pool_waits", n(&f.pool.waits.waits)),
+        ("Pool_wait_timeouts", n(&f.pool.waits.timeouts)),
+        ("Pool_wait_us", n(&f.pool.waits.waited_us)),
         ("Digests_dropped", n(&f.digests.dropped)),
     ];
     pairs

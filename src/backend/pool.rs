@@ -10,6 +10,7 @@
 //! session, not per statement.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,10 +61,53 @@ struct Idle {
     since: Instant,
 }
 
+/// How statements fared waiting for a connection at a full server, since start.
+#[derive(Debug, Default)]
+pub struct WaitStats {
+    /// Statements waiting right now.
+    pub waiting: AtomicU64,
+    /// Statements that had to wait (and then got a connection or gave up).
+    pub waits: AtomicU64,
+    /// Of those, the ones that gave up after `pool.wait_timeout_ms`.
+    pub timeouts: AtomicU64,
+    /// Time spent waiting, in microseconds, all waits together.
+    pub waited_us: AtomicU64,
+}
+
+/// Counts one statement as waiting while it lives.
+struct Waiting<'a> {
+    stats: &'a WaitStats,
+    since: Instant,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(stats: &'a WaitStats) -> Self {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        stats.waits.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            stats,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let us = self.since.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.stats.waited_us.fetch_add(us, Ordering::Relaxed);
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// See the module documentation.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    /// How statements fared waiting for a connection.
+    pub waits: WaitStats,
+    /// For `min_idle_per_server`: how to log in as each user that logged in, per
+    /// hostgroup its sessions use.
+    warm: Mutex<HashMap<(u32, String), Login>>,
     /// Statements waiting for a connection at a full server, by key, oldest first: a
     /// connection that comes back goes to the first of them still waiting.
     waiters: Mutex<HashMap<PoolKey, VecDeque<tokio::sync::oneshot::Sender<BackendConn>>>>,
@@ -167,6 +211,7 @@ impl Pool {
         else {
             return first;
         };
+        let _waiting = Waiting::start(&self.waits);
         let mut handed = self.queue_for(&key);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -195,6 +240,7 @@ impl Pool {
                     return Ok(conn);
                 }
                 Err(AcquireError::Full(hg)) if tokio::time::Instant::now() >= deadline => {
+                    self.waits.timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(AcquireError::WaitedTooLong(hg, wait));
                 }
                 Err(AcquireError::Full(_)) => {}
@@ -345,6 +391,70 @@ impl Pool {
         }
         waiters.remove(&conn.key);
         Some(conn)
+    }
+
+    /// Remembers how to log in as a user for `hostgroup`, so that `min_idle_per_server`
+    /// connections can be kept ready for it; true the first time.
+    pub fn remember(&self, hostgroup: u32, login: &Login) -> bool {
+        let mut warm = self.warm.lock().expect("pool lock");
+        let key = (hostgroup, login.user.clone());
+        let first = !warm.contains_key(&key);
+        warm.insert(key, login.clone());
+        first
+    }
+
+    /// Opens connections until every remembered user has `min_idle_per_server` idle ones
+    /// on each online server of its hostgroup, as far as the servers' max_connections
+    /// allow. Users no longer configured, or whose login a server refuses, are forgotten.
+    pub async fn top_up(&self, shared: &Shared) {
+        let runtime = shared.load();
+        let min = runtime
+            .pool
+            .min_idle_per_server
+            .min(runtime.pool.max_idle_per_server);
+        let logins: Vec<(u32, Login)> = {
+            let mut warm = self.warm.lock().expect("pool lock");
+            warm.retain(|(_, user), _| runtime.users.contains_key(user));
+            if min == 0 {
+                return;
+            }
+            warm.iter().map(|((hg, _), l)| (*hg, l.clone())).collect()
+        };
+        let timeout = Duration::from_millis(runtime.proxy.connect_timeout_ms);
+        for (hostgroup, login) in logins {
+            for server in shared.candidates(hostgroup) {
+                let key = PoolKey::new(&server, &login);
+                let idle = |pool: &Pool| {
+                    pool.idle
+                        .lock()
+                        .expect("pool lock")
+                        .get(&key)
+                        .map_or(0, Vec::len)
+                };
+                while idle(self) < min {
+                    let Some(slot) = Slot::try_take(&server) else {
+                        break;
+                    };
+                    match BackendConn::open(slot, &login, runtime.backend_tls.as_ref(), timeout)
+                        .await
+                    {
+                        Ok(conn) => self.keep(conn, &runtime.pool),
+                        Err(BackendError::Refused(..)) => {
+                            tracing::warn!(user = %login.user, server = %server.address(), "a server refused a pool login: the user is no longer kept warm");
+                            self.warm
+                                .lock()
+                                .expect("pool lock")
+                                .remove(&(hostgroup, login.user.clone()));
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(server = %server.address(), error = %e, "cannot open an idle connection");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Closes idle connections past their idle timeout or lifetime.

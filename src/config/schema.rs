@@ -253,6 +253,10 @@ pub struct ProxySection {
 pub struct PoolSettings {
     /// Idle connections kept per server and user (0: no pooling, close on release).
     pub max_idle_per_server: usize,
+    /// Idle connections opened ahead of need per server and user, once the user has
+    /// logged in (the proxy can log in as a user only after seeing its password proof),
+    /// kept up every few seconds within the server's max_connections.
+    pub min_idle_per_server: usize,
     /// An idle connection unused this long is closed.
     pub idle_timeout_ms: u64,
     /// A connection older than this is closed instead of reused.
@@ -273,6 +277,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             max_idle_per_server: 64,
+            min_idle_per_server: 0,
             idle_timeout_ms: 60_000,
             max_lifetime_ms: 3_600_000,
             check_after_idle_ms: 1_000,

@@ -181,6 +181,19 @@ pub(super) async fn refuse_too_many(
     conn.shutdown().await;
 }
 
+/// Remembers how to log in as this session's user for `min_idle_per_server`, and opens
+/// the idle connections at once the first time (the sweeper keeps them up after).
+fn keep_warm(frontend: &Arc<Frontend>, login: &Login, primary: u32, reader: Option<u32>) {
+    let mut first = false;
+    for hostgroup in std::iter::once(primary).chain(reader) {
+        first |= frontend.pool.remember(hostgroup, login);
+    }
+    if first {
+        let frontend = frontend.clone();
+        tokio::spawn(async move { frontend.pool.top_up(&frontend.shared).await });
+    }
+}
+
 /// A user's share of its `max_connections`, held while the session is logged in as it.
 pub(super) struct UserSlot(Arc<UserEntry>);
 
@@ -311,8 +324,16 @@ impl Session {
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
         let routing = routing_for(&frontend, &li.user);
-        // multiplexing: the login's connection goes back until the first statement
         let runtime = frontend.shared.load();
+        if runtime.pool.min_idle_per_server > 0 {
+            keep_warm(
+                &frontend,
+                &li.login,
+                li.user.config.default_hostgroup,
+                routing.reader_hostgroup,
+            );
+        }
+        // multiplexing: the login's connection goes back until the first statement
         let backend = if runtime.pool.multiplex {
             frontend.pool.put_back(backend, &runtime.pool);
             None
