@@ -301,3 +301,24 @@ fn a_session_that_sets_its_time_zone_still_reads_from_the_replicas() {
         "reads stayed on {ports:?}"
     );
 }
+
+#[test]
+fn state_set_where_the_proxy_cannot_see_it_keeps_the_session_on_its_connection() {
+    // a procedure sets a user variable: nothing in `CALL …` says so, but the server flags
+    // the state change to a client that negotiated session tracking
+    let out = common::direct(&[
+        "-e",
+        "CREATE PROCEDURE IF NOT EXISTS sbtest.mux_remember(v INT) SET @mux_v = v",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let proxy = Proxy::start_with(capped(3));
+    let track = sluice::protocol::constants::capability::SESSION_TRACK;
+    let mut a = RawClient::login_with(proxy.port, "app", "app", track).unwrap();
+    let mut b = RawClient::login_with(proxy.port, "app", "app", track).unwrap();
+    for round in 0..5 {
+        a.query("CALL mux_remember(1)");
+        b.query("CALL mux_remember(2)");
+        assert_eq!(a.query_column("SELECT @mux_v"), ["1"], "round {round}");
+        assert_eq!(b.query_column("SELECT @mux_v"), ["2"], "round {round}");
+    }
+}

@@ -121,6 +121,9 @@ pub struct BackendConn {
     pub names: Option<Vec<u8>>,
     /// The followed session variables set on it since its login or last reset.
     pub variables: Values,
+    /// Whether the server flags session state changes on this connection
+    /// (`session_track_state_change`); see [`BackendConn::track_state_changes`].
+    pub tracking: bool,
     /// When the login happened (for the pool's max lifetime).
     pub created: std::time::Instant,
     /// Which sessions this connection can serve: it was logged in for this.
@@ -178,6 +181,35 @@ impl BackendConn {
 
     /// Runs a command of the proxy's own (replaying session state) whose answer is OK or
     /// ERR; the answer is consumed here, never forwarded.
+    /// Asks the server to flag, in the status of each OK packet, a statement that changed
+    /// the session's state (`SERVER_SESSION_STATE_CHANGED`): how the proxy learns of state
+    /// its analysis cannot see, such as a user variable set inside a procedure. Only where
+    /// the client negotiated session tracking: without it the server never sets the flag,
+    /// and the extra bytes it adds to OK packets are what such a client expects. A reset
+    /// turns it off again (`tracking` is then false).
+    pub async fn track_state_changes(&mut self) -> Result<(), String> {
+        if self.tracking || self.key.capabilities & capability::SESSION_TRACK == 0 {
+            return Ok(());
+        }
+        self.run(
+            command::QUERY,
+            b"SET SESSION session_track_state_change = ON",
+        )
+        .await?;
+        self.tracking = true;
+        Ok(())
+    }
+
+    /// COM_RESET_CONNECTION: the session on the server starts over (and state tracking is
+    /// turned back on).
+    pub async fn reset(&mut self) -> Result<(), String> {
+        self.run(command::RESET_CONNECTION, &[]).await?;
+        self.names = None;
+        self.variables.clear();
+        self.tracking = false;
+        self.track_state_changes().await
+    }
+
     pub async fn run(&mut self, cmd: u8, body: &[u8]) -> Result<(), String> {
         let packets = self.exchange(cmd, body).await.map_err(|e| e.to_string())?;
         match packets.last().and_then(|p| p.first()) {
@@ -242,8 +274,8 @@ impl BackendConn {
             _ => &stats.connect_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        match opened {
-            Ok(Ok((conn, thread_id))) => Ok(BackendConn {
+        let mut conn = match opened {
+            Ok(Ok((conn, thread_id))) => BackendConn {
                 conn,
                 key: PoolKey::new(&slot.0, login),
                 server: slot.0.clone(),
@@ -251,11 +283,17 @@ impl BackendConn {
                 schema: login.database.clone(),
                 names: None,
                 variables: Values::new(),
+                tracking: false,
                 created: std::time::Instant::now(),
                 eviction: Evictions::register(&slot.0.stats),
                 _slot: slot,
-            }),
-            Ok(Err(e)) => Err(e),
+            },
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(BackendError::Timeout(address, timeout)),
+        };
+        match tokio::time::timeout(timeout, conn.track_state_changes()).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(why)) => Err(BackendError::Protocol(address, why)),
             Err(_) => Err(BackendError::Timeout(address, timeout)),
         }
     }

@@ -320,11 +320,9 @@ impl Pool {
         if settings.max_idle_per_server == 0 {
             return;
         }
-        if conn.run(command::RESET_CONNECTION, &[]).await.is_err() {
+        if conn.reset().await.is_err() {
             return;
         }
-        conn.names = None;
-        conn.variables.clear();
         // the session may have changed schema in ways the proxy did not follow (USE in a
         // statement, a procedure): ask, so the next borrower's schema is set right
         match conn.query_text("SELECT DATABASE()").await {

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use crate::backend::BackendConn;
 use crate::config::FirewallMode;
 use crate::connection::RawPacket;
-use crate::protocol::constants::{command, error};
+use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
@@ -370,6 +370,20 @@ impl Session {
             return;
         }
         self.routing.after(statement, outcome.status);
+        let changed = outcome
+            .status
+            .is_some_and(|s| s & status::SESSION_STATE_CHANGED != 0);
+        let followed = match cmd {
+            command::QUERY => matches!(statement, Statement::SetNames | Statement::SetVariables),
+            command::INIT_DB | command::RESET_CONNECTION => true,
+            _ => false,
+        };
+        if changed && !followed {
+            // state the analysis did not see (a procedure that set a variable, …): the
+            // session keeps its connection, as for any session state
+            self.bound = true;
+            self.routing.pinned = true;
+        }
         match cmd {
             command::INIT_DB => {
                 let name = String::from_utf8_lossy(body).into_owned();
@@ -380,7 +394,16 @@ impl Session {
                 }
                 self.login.database = Some(name);
             }
-            command::RESET_CONNECTION => self.reset_routing().await,
+            command::RESET_CONNECTION => {
+                if let Some(primary) = self.primary.as_mut() {
+                    primary.tracking = false;
+                    if let Err(why) = primary.track_state_changes().await {
+                        tracing::warn!(peer = %self.peer, error = %why, "cannot turn state tracking back on");
+                        self.primary = None;
+                    }
+                }
+                self.reset_routing().await
+            }
             command::QUERY if statement == Statement::SetNames => {
                 self.names = Some(body.to_vec());
                 if let Some(primary) = self.primary.as_mut() {
@@ -670,13 +693,11 @@ pub(super) async fn sync(
         match names {
             Some(names) => conn.run(command::QUERY, names).await?,
             // no statement unsets a SET NAMES: start the connection over
-            None => {
-                conn.run(command::RESET_CONNECTION, &[]).await?;
-                conn.variables.clear();
-            }
+            None => conn.reset().await?,
         }
         conn.names = names.map(<[u8]>::to_vec);
     }
+    conn.track_state_changes().await?;
     if let Some(set) = variables::replay(&conn.variables, variables) {
         conn.run(command::QUERY, set.as_bytes()).await?;
         conn.variables = variables.clone();

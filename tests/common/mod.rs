@@ -312,6 +312,19 @@ impl RawClient {
         RawClient::login_on(RawClient::connect(port), user, password)
     }
 
+    /// Like [`RawClient::login`], with extra capability flags (e.g. session tracking, which
+    /// libmariadb-based clients ask for).
+    pub fn login_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        extra_capabilities: u32,
+    ) -> Result<RawClient, ErrPacket> {
+        RawClient::connect(port)
+            .handshake_with(user, password, client_capabilities() | extra_capabilities)
+            .expect("the proxy answered the login")
+    }
+
     /// Like [`RawClient::login`], from a chosen source address in 127.0.0.0/8.
     pub fn login_from(
         port: u16,
@@ -367,14 +380,23 @@ impl RawClient {
 
     /// The login exchange: `None` when the connection failed, else the server's verdict
     /// (an ERR may also come instead of the greeting).
-    fn handshake(mut self, user: &str, password: &str) -> Option<Result<RawClient, ErrPacket>> {
+    fn handshake(self, user: &str, password: &str) -> Option<Result<RawClient, ErrPacket>> {
+        self.handshake_with(user, password, client_capabilities())
+    }
+
+    fn handshake_with(
+        mut self,
+        user: &str,
+        password: &str,
+        capabilities: u32,
+    ) -> Option<Result<RawClient, ErrPacket>> {
         let first = self.read()?;
         if first.payload.first() == Some(&header::ERR) {
             return Some(Err(ErrPacket::decode(&first.payload).ok()?));
         }
         let hs = InitialHandshake::decode(&first.payload).ok()?;
         let response = HandshakeResponse {
-            capabilities: client_capabilities(),
+            capabilities,
             max_packet: 1 << 24,
             charset: 45,
             username: user.into(),
