@@ -322,3 +322,56 @@ fn state_set_where_the_proxy_cannot_see_it_keeps_the_session_on_its_connection()
         assert_eq!(b.query_column("SELECT @mux_v"), ["2"], "round {round}");
     }
 }
+
+#[test]
+fn autocommit_off_holds_the_connection_until_it_is_back_on() {
+    let out = common::direct(&[
+        "-e",
+        "CREATE TABLE IF NOT EXISTS sbtest.mux_autocommit (id INT PRIMARY KEY, who INT)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    common::direct(&["-e", "DELETE FROM sbtest.mux_autocommit"]);
+    let proxy = Proxy::start_with(capped(4));
+    // `SET autocommit = 1`, which many drivers send at connect, binds nothing: twelve
+    // such sessions hold their connections' worth at once without waiting
+    let port = proxy.port;
+    let mut polite: Vec<_> = (0..12)
+        .map(|_| {
+            let mut c = RawClient::login(port, "app", "app").unwrap();
+            assert_eq!(c.query_column("SELECT 1 + @@autocommit"), ["2"]);
+            c
+        })
+        .collect();
+    for c in &mut polite {
+        let reply = c.query("SET autocommit = 1");
+        assert_eq!(reply[0].payload[0], 0, "SET autocommit = 1 failed");
+    }
+    for c in &mut polite {
+        assert_eq!(c.query_column("SELECT 1 + @@autocommit"), ["2"]);
+    }
+    // autocommit off: the session's writes stay its own until it commits
+    let mut writer = RawClient::login(port, "app", "app").unwrap();
+    let mut reader = RawClient::login(port, "app", "app").unwrap();
+    writer.query("SET autocommit = 0");
+    writer.query("INSERT INTO mux_autocommit VALUES (1, 1)");
+    for c in polite.iter_mut().take(3) {
+        c.query_column("SELECT 1");
+    }
+    assert_eq!(
+        writer.query_column("SELECT COUNT(*) FROM mux_autocommit"),
+        ["1"],
+        "the writer sees its uncommitted row"
+    );
+    assert_eq!(
+        reader.query_column("SELECT COUNT(*) FROM mux_autocommit"),
+        ["0"],
+        "nobody else does"
+    );
+    writer.query("SET autocommit = 1");
+    assert_eq!(
+        reader.query_column("SELECT COUNT(*) FROM mux_autocommit"),
+        ["1"],
+        "turning autocommit back on committed it"
+    );
+    assert_eq!(writer.query_column("SELECT @@autocommit"), ["1"]);
+}

@@ -494,7 +494,12 @@ impl Session {
         let Some(primary) = self.primary.as_mut() else {
             return;
         };
-        let names = variables::replayed_assignments(sql).unwrap_or_default();
+        let mut names = variables::replayed_assignments(sql).unwrap_or_default();
+        // autocommit is followed by the status flags of every reply
+        names.retain(|n| *n != variables::BY_STATUS);
+        if names.is_empty() {
+            return;
+        }
         let select = names
             .iter()
             .map(|n| format!("@@SESSION.{n}"))
@@ -511,7 +516,7 @@ impl Session {
             _ => None,
         };
         match read {
-            Some(values) if !names.is_empty() => {
+            Some(values) => {
                 variables::merge(&mut self.variables, values);
                 primary.variables = self.variables.clone();
             }

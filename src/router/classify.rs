@@ -106,7 +106,6 @@ mod tests {
             "SELECT @a",
             "SELECT @a := 5",
             "SELECT a INTO @x FROM t",
-            "SET autocommit = 0",
             "SET SESSION wait_timeout = 10",
             "SET sql_mode = @saved",
             "CREATE TEMPORARY TABLE t (a INT)",
@@ -130,6 +129,7 @@ mod tests {
         );
         for sql in [
             "SET SESSION sql_mode = ''",
+            "SET autocommit = 0",
             "SET time_zone = '+00:00', @@session.sql_mode = CONCAT(@@sql_mode, ',ANSI')",
         ] {
             assert_eq!(c(sql), Statement::SetVariables, "{sql}");

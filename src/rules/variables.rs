@@ -5,9 +5,11 @@
 //! connection the session's statements run on, only where they differ.
 //!
 //! The variables followed change what statements mean or return and hold nothing on the
-//! connection; each can be put back to its global value with `DEFAULT`. Variables that
-//! shape the connection itself (`wait_timeout`, `autocommit`, isolation) are not followed:
-//! a `SET` of them keeps the session on its connection.
+//! connection; each can be put back to its global value with `DEFAULT`. `autocommit` is
+//! followed too, through the status flags of every reply rather than by replay: with it
+//! off the session is in a transaction and keeps its connection until it is back on.
+//! Variables that shape the connection itself (`wait_timeout`, isolation) are not
+//! followed: a `SET` of them keeps the session on its connection.
 
 use super::tokens::{Token, TokenKind, Tokens};
 
@@ -28,6 +30,9 @@ pub const REPLAYED: [&str; 14] = [
     "innodb_lock_wait_timeout",
     "lock_wait_timeout",
 ];
+
+/// Followed through the server's status flags, never read back or replayed.
+pub const BY_STATUS: &str = "autocommit";
 
 /// A session's (or a connection's) values of the replayed variables it changed, sorted by
 /// name, each as the SQL literal that sets it.
@@ -94,6 +99,7 @@ fn variable(tokens: &mut Tokens<'_>, sql: &[u8]) -> Option<&'static str> {
     REPLAYED
         .iter()
         .copied()
+        .chain([BY_STATUS])
         .find(|v| v.as_bytes().eq_ignore_ascii_case(name))
 }
 
@@ -212,10 +218,9 @@ mod tests {
             "SET sql_mode = @saved",
             "SET @x = 1",
             "SET NAMES utf8mb4",
-            "SET autocommit = 0",
             "SET wait_timeout = 10",
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            "SET sql_mode = 'ANSI', autocommit = 0",
+            "SET sql_mode = 'ANSI', wait_timeout = 0",
             "SET sql_mode = 'ANSI'; DROP TABLE t",
             "SET sql_mode =",
             "SET sql_mode",
