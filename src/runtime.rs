@@ -418,12 +418,19 @@ impl Shared {
         self.current.load_full()
     }
 
+    /// A look at the current snapshot without taking a reference to it (no write to the
+    /// snapshot's shared counter, which every session would otherwise touch on every
+    /// statement); not to be held across an await.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.current.load()
+    }
+
     /// The servers to try, in order, for a new connection to `hostgroup`.
     pub fn candidates(&self, hostgroup: u32) -> Vec<Arc<ServerTarget>> {
         match &*self.membership.load() {
             Some(m) => m.hostgroups.get(&hostgroup).map(Members::candidates),
             None => self
-                .load()
+                .peek()
                 .hostgroups
                 .get(&hostgroup)
                 .map(Members::candidates),
@@ -439,7 +446,7 @@ impl Shared {
                 .get(&hostgroup)
                 .is_some_and(|g| g.contains(address)),
             None => self
-                .load()
+                .peek()
                 .hostgroups
                 .get(&hostgroup)
                 .is_some_and(|g| g.contains(address)),

@@ -4,6 +4,7 @@
 //! cleanly.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -63,7 +64,10 @@ impl Session {
         self.listed.entry.set(|a| {
             a.command = command::name(cmd);
             a.hostgroup = Some(hostgroup);
-            a.server = Some(server.clone());
+            // the same server as last time, mostly: no new reference to count then
+            if !a.server.as_ref().is_some_and(|s| Arc::ptr_eq(s, &server)) {
+                a.server = Some(server.clone());
+            }
             a.since = Some(started);
             a.info.clear();
             if inspected {
@@ -321,11 +325,11 @@ impl Session {
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
             return Ok(true);
         };
-        let shared = self.frontend.shared.clone();
-        let max = shared.load().proxy.max_allowed_packet;
+        let shared = &*self.frontend.shared;
+        let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let eviction = Eviction::new(
-            &shared,
+            shared,
             backend.server.address(),
             backend.eviction.notify.clone(),
         );

@@ -122,8 +122,7 @@ impl Session {
             .counters
             .statement(plan.analysis.kind, ran.duration);
         if let Some(hostgroup) = ran.hostgroup {
-            let histogram = self.latency(hostgroup);
-            histogram.observe(ran.duration.as_secs_f64());
+            self.latency(hostgroup).observe(ran.duration.as_secs_f64());
         }
         let schema = self.login.database.as_deref().unwrap_or_default();
         if let Some(hostgroup) = ran.hostgroup {
@@ -154,13 +153,16 @@ impl Session {
     }
 
     /// The latency histogram of `hostgroup`, looked up once per session and hostgroup.
-    fn latency(&mut self, hostgroup: u32) -> prometheus::Histogram {
-        if let Some((_, h)) = self.histograms.iter().find(|(id, _)| *id == hostgroup) {
-            return h.clone();
-        }
-        let h = self.frontend.metrics.hostgroup_histogram(hostgroup);
-        self.histograms.push((hostgroup, h.clone()));
-        h
+    fn latency(&mut self, hostgroup: u32) -> &prometheus::Histogram {
+        let i = match self.histograms.iter().position(|(id, _)| *id == hostgroup) {
+            Some(i) => i,
+            None => {
+                let h = self.frontend.metrics.hostgroup_histogram(hostgroup);
+                self.histograms.push((hostgroup, h));
+                self.histograms.len() - 1
+            }
+        };
+        &self.histograms[i].1
     }
 
     fn log_line(&self, plan: &Plan, ran: &Ran<'_>, schema: &str) -> String {

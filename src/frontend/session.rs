@@ -385,7 +385,7 @@ impl Session {
     }
 
     fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.frontend.shared.load().proxy.idle_timeout_ms)
+        Duration::from_millis(self.frontend.shared.peek().proxy.idle_timeout_ms)
     }
 
     async fn command_loop(&mut self) {
@@ -406,9 +406,14 @@ impl Session {
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
         loop {
-            let max = self.frontend.shared.load().proxy.max_allowed_packet;
+            let (max, configured) = {
+                let proxy = &self.frontend.shared.peek().proxy;
+                (
+                    proxy.max_allowed_packet,
+                    Duration::from_millis(proxy.idle_timeout_ms),
+                )
+            };
             let last_active = tokio::time::Instant::now();
-            let configured = self.idle_timeout();
             if configured != idle {
                 idle = configured;
                 idle_timer.as_mut().reset(last_active + idle);
