@@ -65,6 +65,19 @@ def sysbench(workload, port, threads, seconds, command="run"):
     return run(args, capture_output=True).stdout
 
 
+def measured(workload, port, threads, seconds, label, failures):
+    """A sysbench run's report; a run that fails (the machine or the cluster hiccuped) is
+    noted in `failures` and repeated once, a second failure ends the harness."""
+    for attempt in (1, 2):
+        try:
+            return sysbench(workload, port, threads, seconds)
+        except subprocess.CalledProcessError as e:
+            tail = " / ".join(((e.stdout or "") + (e.stderr or "")).strip().splitlines()[-2:])
+            failures.append(f"{label}: {tail}")
+            print(f"run failed ({label}): {tail}", file=sys.stderr)
+    sys.exit(f"{label} failed twice")
+
+
 def parse(report):
     """qps and p50/p95/p99 latency (ms) from a sysbench report with --histogram."""
     qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", report).group(1))
@@ -171,6 +184,7 @@ def main():
         sysbench("oltp_read_only", NODE_PORT, 1, 1, "cleanup")
         sysbench("oltp_read_only", NODE_PORT, 4, 1, "prepare")
         rows = []
+        failures = []
         for workload in workloads:
             for n in threads:
                 samples = {t: [] for t in targets}
@@ -178,7 +192,7 @@ def main():
                     for target, port in targets.items():
                         proc = procs.get(target)
                         before = cpu_seconds(proc.pid) if proc else None
-                        result = parse(sysbench(workload, port, n, opts.time))
+                        result = parse(measured(workload, port, n, opts.time, f"{workload} {n} threads {target}", failures))
                         if proc:
                             used = cpu_seconds(proc.pid) - before
                             result["cpu_per_1k"] = used / result["queries"] * 1000
@@ -190,8 +204,10 @@ def main():
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=30)
+    if failures:
+        print("runs that failed and were repeated:\n  " + "\n  ".join(failures))
     if not opts.no_results_file:
-        write_results(rows, opts)
+        write_results(rows, opts, failures)
 
 
 def report_row(workload, n, med):
@@ -202,7 +218,7 @@ def report_row(workload, n, med):
           f" | CPU s/1k queries haproxy {h['cpu_per_1k']:.4f} sluice {s['cpu_per_1k']:.4f}", flush=True)
 
 
-def write_results(rows, opts):
+def write_results(rows, opts, failures):
     lines = [
         "# Load harness results",
         "",
@@ -228,6 +244,8 @@ def write_results(rows, opts):
     lines += ["", "Latencies are per sysbench event: one query for oltp_point_select, one transaction "
               "(BEGIN, 14 reads, COMMIT) for oltp_read_only. They come from sysbench's latency "
               "histogram, whose buckets are about 2 % wide."]
+    if failures:
+        lines += ["", "Runs that failed and were repeated: " + "; ".join(f"`{f}`" for f in failures) + "."]
     results = ROOT / "benches/RESULTS.md"
     # other sections of the file (criterion results) stay as they are
     others = []

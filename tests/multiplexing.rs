@@ -375,3 +375,32 @@ fn autocommit_off_holds_the_connection_until_it_is_back_on() {
     );
     assert_eq!(writer.query_column("SELECT @@autocommit"), ["1"]);
 }
+
+#[test]
+fn temporary_tables_of_the_same_name_stay_with_their_sessions() {
+    let proxy = Proxy::start_with(capped(5));
+    let port = proxy.port;
+    let sessions: Vec<_> = (0..8)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = RawClient::login(port, "app", "app").unwrap();
+                // sessions without temporary tables share the connections meanwhile
+                for _ in 0..5 {
+                    assert_eq!(c.query_column("SELECT 1"), ["1"]);
+                }
+                c.query("CREATE TEMPORARY TABLE mux_tmp (who INT)");
+                c.query(&format!("INSERT INTO mux_tmp VALUES ({i})"));
+                for round in 0..10 {
+                    assert_eq!(
+                        c.query_column("SELECT who FROM mux_tmp"),
+                        [i.to_string()],
+                        "session {i}, round {round}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in sessions {
+        s.join().unwrap();
+    }
+}
