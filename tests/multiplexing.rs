@@ -311,7 +311,13 @@ fn state_set_where_the_proxy_cannot_see_it_keeps_the_session_on_its_connection()
         "CREATE PROCEDURE IF NOT EXISTS sbtest.mux_remember(v INT) SET @mux_v = v",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = Proxy::start_with(capped(3));
+    let proxy = Proxy::start_with(|c| {
+        capped(3)(c).replacen(
+            "[throttle]",
+            "[pool]\ntrack_session_state = true\n\n[throttle]",
+            1,
+        )
+    });
     let track = sluice::protocol::constants::capability::SESSION_TRACK;
     let mut a = RawClient::login_with(proxy.port, "app", "app", track).unwrap();
     let mut b = RawClient::login_with(proxy.port, "app", "app", track).unwrap();

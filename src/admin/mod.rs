@@ -102,6 +102,7 @@ impl AdminServer {
                 None
             },
             server_version: &runtime.proxy.server_version,
+            track_session_state: false,
         };
         let id = self.frontend.next_connection_id();
         let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);

@@ -271,6 +271,10 @@ pub struct PoolSettings {
     /// When every server of a hostgroup is at its max_connections, how long a statement
     /// waits for a connection to come back before it gets ERR 1040 (0: no wait).
     pub wait_timeout_ms: u64,
+    /// Ask backends to flag session state changes (for clients that negotiated session
+    /// tracking), so that state set where the proxy cannot see it — a procedure that sets
+    /// a variable — keeps the session on its connection. Off by default: it costs CPU.
+    pub track_session_state: bool,
 }
 
 impl Default for PoolSettings {
@@ -283,6 +287,7 @@ impl Default for PoolSettings {
             check_after_idle_ms: 1_000,
             multiplex: true,
             wait_timeout_ms: 10_000,
+            track_session_state: false,
         }
     }
 }

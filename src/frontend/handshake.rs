@@ -162,6 +162,8 @@ impl From<ReadError> for HandshakeError {
 /// announces. The client port and the admin port each have one.
 pub struct Door<'a> {
     pub users: &'a HashMap<String, Arc<UserEntry>>,
+    /// Whether sessions ask backends to flag session state changes.
+    pub track_session_state: bool,
     pub tls: Option<&'a Arc<ServerConfig>>,
     pub server_version: &'a str,
 }
@@ -173,6 +175,7 @@ impl<'a> Door<'a> {
             users: &runtime.users,
             tls: runtime.frontend_tls.as_ref(),
             server_version: &runtime.proxy.server_version,
+            track_session_state: runtime.pool.track_session_state,
         }
     }
 }
@@ -280,6 +283,7 @@ pub async fn login(
         charset: response.charset,
         client_capabilities: capabilities,
         connect_attrs: response.connect_attrs.clone(),
+        track_session_state: door.track_session_state,
     };
     Ok(LoggedIn {
         conn,

@@ -70,6 +70,7 @@ impl Monitor {
             charset: DEFAULT_CHARSET,
             client_capabilities: 0,
             connect_attrs: None,
+            track_session_state: false,
         };
         let timeout = Duration::from_millis(settings.config.timeout_ms);
         let servers = unique_servers(&runtime);
