@@ -256,8 +256,7 @@ fn a_session_is_killed_from_the_admin_port() {
 #[test]
 fn reloads_under_load_lose_no_statement() {
     let proxy = Proxy::start();
-    let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS admin_reload"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::direct_ok("CREATE DATABASE IF NOT EXISTS admin_reload");
     let bench =
         |args: &[&str]| common::sysbench(proxy.port, "oltp_point_select", "admin_reload", args);
     let _ = bench(&["cleanup"]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{stderr, Proxy, RawClient};
+use common::{Proxy, RawClient};
 
 fn admin(proxy: &Proxy, sql: &str) -> String {
     common::mariadb_ok(proxy, proxy.admin_port, "admin", sql)
@@ -29,6 +29,13 @@ fn capped(max: u32) -> impl FnOnce(String) -> String {
             "default_schema = \"sbtest\"\nsplit_reads = false",
             1,
         )
+    }
+}
+
+/// [`capped`], with `pool` (lines of the `[pool]` section) added.
+fn capped_pool(max: u32, pool: &'static str) -> impl FnOnce(String) -> String {
+    move |c: String| {
+        capped(max)(c).replacen("[throttle]", &format!("[pool]\n{pool}\n\n[throttle]"), 1)
     }
 }
 
@@ -77,11 +84,9 @@ fn forty_sessions_share_four_connections_and_each_keeps_its_own_state() {
 #[test]
 fn transactions_last_insert_id_charset_and_schema_survive_multiplexing() {
     let proxy = Proxy::start_with(capped(3));
-    let out = common::direct(&[
-        "-e",
+    common::direct_ok(
         "CREATE TABLE IF NOT EXISTS sbtest.mux_ids (id INT AUTO_INCREMENT PRIMARY KEY, who INT)",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     let port = proxy.port;
     let workers: Vec<_> = (0..6)
         .map(|w| {
@@ -124,13 +129,7 @@ fn transactions_last_insert_id_charset_and_schema_survive_multiplexing() {
 fn a_statement_waits_for_a_connection_and_gives_up_with_1040_after_the_timeout() {
     // two connections to the node: the monitor's and one for every session; a statement
     // waits at most 300 ms for it
-    let proxy = Proxy::start_with(|c| {
-        capped(2)(c).replacen(
-            "[throttle]",
-            "[pool]\nwait_timeout_ms = 300\n\n[throttle]",
-            1,
-        )
-    });
+    let proxy = Proxy::start_with(capped_pool(2, "wait_timeout_ms = 300"));
     // sessions log in while the connection is free; then one holds it in a transaction
     let mut holder = RawClient::login(proxy.port, "app", "app").unwrap();
     let mut waiter = RawClient::login(proxy.port, "app", "app").unwrap();
@@ -205,13 +204,7 @@ fn idle_connections_of_another_user_make_room_at_a_full_server() {
 fn session_variables_follow_each_session_onto_shared_connections() {
     // twelve sessions on three connections: were a SET to bind its session to a
     // connection, nine of them would wait for one and fail with 1040
-    let proxy = Proxy::start_with(|c| {
-        capped(3)(c).replacen(
-            "[throttle]",
-            "[pool]\nwait_timeout_ms = 3000\n\n[throttle]",
-            1,
-        )
-    });
+    let proxy = Proxy::start_with(capped_pool(3, "wait_timeout_ms = 3000"));
     let port = proxy.port;
     let ready = Arc::new(AtomicUsize::new(0));
     let sessions: Vec<_> = (0..12)
@@ -258,13 +251,9 @@ fn session_variables_follow_each_session_onto_shared_connections() {
     }
     // a new session on a connection others changed sees the server's defaults
     let mut fresh = RawClient::login(port, "app", "app").unwrap();
-    let defaults = common::direct(&[
-        "-N",
-        "-e",
-        "SELECT CONCAT(@@global.time_zone, '|', @@global.sql_mode)",
-    ]);
-    assert!(defaults.status.success(), "{}", stderr(&defaults));
-    let defaults = String::from_utf8_lossy(&defaults.stdout).trim().to_string();
+    let defaults = common::direct_ok("SELECT CONCAT(@@global.time_zone, '|', @@global.sql_mode)")
+        .trim()
+        .to_string();
     for _ in 0..6 {
         assert_eq!(
             fresh.query_column("SELECT CONCAT(@@time_zone, '|', @@sql_mode)"),
@@ -306,18 +295,8 @@ fn a_session_that_sets_its_time_zone_still_reads_from_the_replicas() {
 fn state_set_where_the_proxy_cannot_see_it_keeps_the_session_on_its_connection() {
     // a procedure sets a user variable: nothing in `CALL …` says so, but the server flags
     // the state change to a client that negotiated session tracking
-    let out = common::direct(&[
-        "-e",
-        "CREATE PROCEDURE IF NOT EXISTS sbtest.mux_remember(v INT) SET @mux_v = v",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = Proxy::start_with(|c| {
-        capped(3)(c).replacen(
-            "[throttle]",
-            "[pool]\ntrack_session_state = true\n\n[throttle]",
-            1,
-        )
-    });
+    common::direct_ok("CREATE PROCEDURE IF NOT EXISTS sbtest.mux_remember(v INT) SET @mux_v = v");
+    let proxy = Proxy::start_with(capped_pool(3, "track_session_state = true"));
     let track = sluice::protocol::constants::capability::SESSION_TRACK;
     let mut a = RawClient::login_with(proxy.port, "app", "app", track).unwrap();
     let mut b = RawClient::login_with(proxy.port, "app", "app", track).unwrap();
@@ -331,12 +310,10 @@ fn state_set_where_the_proxy_cannot_see_it_keeps_the_session_on_its_connection()
 
 #[test]
 fn autocommit_off_holds_the_connection_until_it_is_back_on() {
-    let out = common::direct(&[
-        "-e",
+    common::direct_ok(
         "CREATE TABLE IF NOT EXISTS sbtest.mux_autocommit (id INT PRIMARY KEY, who INT)",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    common::direct(&["-e", "DELETE FROM sbtest.mux_autocommit"]);
+    );
+    common::direct_ok("DELETE FROM sbtest.mux_autocommit");
     let proxy = Proxy::start_with(capped(4));
     // `SET autocommit = 1`, which many drivers send at connect, binds nothing: twelve
     // such sessions hold their connections' worth at once without waiting

@@ -184,8 +184,7 @@ fn slowloris_sockets_are_closed_while_sysbench_runs_without_errors() {
     let proxy =
         Proxy::start_with(|c| c.replacen("listen =", "handshake_timeout_ms = 2000\nlisten =", 1));
     // its own database: other tests use sbtest's sysbench tables at the same time
-    let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS slowloris"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::direct_ok("CREATE DATABASE IF NOT EXISTS slowloris");
     let _ = sysbench(proxy.port, &["cleanup"]);
     let out = sysbench(proxy.port, &["prepare"]);
     assert!(
@@ -386,8 +385,7 @@ fn a_huge_packet_is_refused_without_the_proxy_buffering_it() {
 #[test]
 fn churn_of_20000_connections_leaves_sysbench_unharmed_and_memory_where_it_was() {
     let proxy = Proxy::start_with(|c| c.replace("max_failures = 10", "max_failures = 100000"));
-    let out = common::direct(&["-e", "CREATE DATABASE IF NOT EXISTS churn"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::direct_ok("CREATE DATABASE IF NOT EXISTS churn");
     let bench = |args: &[&str]| common::sysbench(proxy.port, "oltp_point_select", "churn", args);
     let _ = bench(&["cleanup"]);
     assert!(bench(&["prepare"]).status.success());

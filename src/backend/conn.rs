@@ -211,6 +211,12 @@ impl BackendConn {
     /// turned back on).
     pub async fn reset(&mut self) -> Result<(), String> {
         self.run(command::RESET_CONNECTION, &[]).await?;
+        self.after_reset().await
+    }
+
+    /// Forgets what a COM_RESET_CONNECTION (the proxy's or the client's own) wiped on the
+    /// server, and turns state tracking back on.
+    pub async fn after_reset(&mut self) -> Result<(), String> {
         self.names = None;
         self.variables.clear();
         self.tracking = false;

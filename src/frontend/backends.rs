@@ -328,11 +328,7 @@ impl Session {
         let shared = &*self.frontend.shared;
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        let eviction = Eviction::new(
-            shared,
-            backend.server.address(),
-            backend.eviction.notify.clone(),
-        );
+        let eviction = Eviction::new(shared, backend.server.address(), &backend.eviction.notify);
         let relayed = relay(
             &mut self.client,
             &mut backend.conn,
@@ -400,8 +396,7 @@ impl Session {
             }
             command::RESET_CONNECTION => {
                 if let Some(primary) = self.primary.as_mut() {
-                    primary.tracking = false;
-                    if let Err(why) = primary.track_state_changes().await {
+                    if let Err(why) = primary.after_reset().await {
                         tracing::warn!(peer = %self.peer, error = %why, "cannot turn state tracking back on");
                         self.primary = None;
                     }
@@ -539,10 +534,6 @@ impl Session {
         self.variables.clear();
         self.bound = false;
         self.hold_next = false;
-        if let Some(primary) = self.primary.as_mut() {
-            primary.names = None;
-            primary.variables.clear();
-        }
         if let Some((reader, _)) = self.reader.take() {
             self.release(reader).await;
         }

@@ -3,8 +3,6 @@
 //! answering because the monitor found it unreachable is abandoned, not waited for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use tokio::sync::Notify;
 
 use crate::connection::Connection;
@@ -18,11 +16,11 @@ use crate::runtime::Shared;
 pub(super) struct Eviction<'a> {
     shared: &'a Shared,
     address: &'a str,
-    notify: Arc<Notify>,
+    notify: &'a Notify,
 }
 
 impl<'a> Eviction<'a> {
-    pub(super) fn new(shared: &'a Shared, address: &'a str, notify: Arc<Notify>) -> Self {
+    pub(super) fn new(shared: &'a Shared, address: &'a str, notify: &'a Notify) -> Self {
         Eviction {
             shared,
             address,

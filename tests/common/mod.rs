@@ -248,6 +248,14 @@ pub fn direct(args: &[&str]) -> Output {
     mariadb(WRITER_PORT, &[&["-uapp", "-papp"], args].concat())
 }
 
+/// Runs `sql` on the writer node directly, failing the test if it fails; its output,
+/// tab-separated without column names.
+pub fn direct_ok(sql: &str) -> String {
+    let out = direct(&["-N", "-e", sql]);
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A client that speaks the protocol packet by packet, for tests of what well-behaved
 /// clients never send.
 #[derive(Debug)]
