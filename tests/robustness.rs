@@ -143,6 +143,24 @@ fn silent_clients_are_closed_after_the_handshake_timeout() {
 fn connections_beyond_the_limit_get_1040() {
     let proxy =
         Proxy::start_with(|c| c.replacen("listen =", "max_client_connections = 3\nlisten =", 1));
+    // the start-up probe's connection holds a client slot until the proxy has seen it close
+    let connected = || {
+        common::mariadb_ok(
+            &proxy,
+            proxy.admin_port,
+            "admin",
+            "SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = 'Client_Connections_connected'",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connected().trim() != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "clients still connected: {}",
+            connected()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let held: Vec<RawClient> = (0..3)
         .map(|_| RawClient::login(proxy.port, "app", "app").unwrap())
         .collect();
