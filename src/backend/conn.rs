@@ -22,6 +22,8 @@ use crate::protocol::text::{decode_result, TextResult};
 use crate::rules::variables::Values;
 use crate::runtime::{EvictionWaker, Evictions, ServerTarget};
 
+use super::statements::ConnStatements;
+
 /// Largest packet accepted from a backend during login.
 const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
 /// The `max_packet_size` announced to backends: the protocol's maximum.
@@ -135,6 +137,8 @@ pub struct BackendConn {
     pub(super) key: PoolKey,
     /// Wakes a statement waiting here when the monitor finds the server unreachable.
     pub eviction: EvictionWaker,
+    /// The prepared statements the server holds for this connection.
+    pub statements: ConnStatements,
     _slot: Slot,
 }
 
@@ -217,6 +221,7 @@ impl BackendConn {
     /// Forgets what a COM_RESET_CONNECTION (the proxy's or the client's own) wiped on the
     /// server, and turns state tracking back on.
     pub async fn after_reset(&mut self) -> Result<(), String> {
+        self.statements.clear();
         self.names = None;
         self.variables.clear();
         self.tracking = false;
@@ -244,27 +249,24 @@ impl BackendConn {
             .flush()
             .await
             .map_err(|e| BackendError::Connect(address.clone(), e))?;
-        let mut tracker = ResponseTracker::for_command(cmd).ok_or_else(|| {
-            BackendError::Protocol(address.clone(), "command without a response".into())
-        })?;
-        let mut packets = Vec::new();
-        loop {
-            let packet = read(&mut self.conn, &address).await?;
-            let progress = tracker
-                .feed(&packet.payload, packet.payload.len())
-                .map_err(|e| BackendError::Protocol(address.clone(), e.to_string()))?;
-            packets.push(packet.payload);
-            match progress {
-                Progress::More => {}
-                Progress::Done(_) => return Ok(packets),
-                Progress::LocalInfile => {
-                    return Err(BackendError::Protocol(
-                        address,
-                        "unexpected LOCAL INFILE".into(),
-                    ))
-                }
-            }
-        }
+        read_response(&mut self.conn, &address, cmd).await
+    }
+
+    /// Sends COM_STMT_PREPARE for `text` (the reply is read with [`read_response`]).
+    pub async fn send_prepare(&mut self, text: &[u8]) -> std::io::Result<()> {
+        let mut payload = Vec::with_capacity(text.len() + 1);
+        payload.push(command::STMT_PREPARE);
+        payload.extend_from_slice(text);
+        self.conn.queue_packet(0, &payload);
+        self.conn.flush().await
+    }
+
+    /// Queues COM_STMT_CLOSE of a statement of this connection; it has no reply and goes
+    /// out ahead of the next command.
+    pub fn queue_close(&mut self, backend_id: u32) {
+        let mut payload = [command::STMT_CLOSE, 0, 0, 0, 0];
+        payload[1..].copy_from_slice(&backend_id.to_le_bytes());
+        self.conn.queue_packet(0, &payload);
     }
 
     pub(super) async fn open(
@@ -301,6 +303,7 @@ impl BackendConn {
                     && login.client_capabilities & capability::SESSION_TRACK != 0,
                 created: std::time::Instant::now(),
                 eviction: Evictions::register(&slot.0.stats),
+                statements: ConnStatements::default(),
                 _slot: slot,
             },
             Ok(Err(e)) => return Err(e),
@@ -413,6 +416,36 @@ fn proof(login: &Login, scramble: &[u8]) -> Vec<u8> {
     match &login.key {
         Some(key) => native_proof(key, scramble).to_vec(),
         None => Vec::new(),
+    }
+}
+
+/// Reads the whole response to `cmd` (small responses of the proxy's own commands, and
+/// prepare replies) and returns the payloads of its packets.
+pub async fn read_response(
+    conn: &mut Connection,
+    address: &str,
+    cmd: u8,
+) -> Result<Vec<bytes::Bytes>, BackendError> {
+    let mut tracker = ResponseTracker::for_command(cmd).ok_or_else(|| {
+        BackendError::Protocol(address.to_string(), "command without a response".into())
+    })?;
+    let mut packets = Vec::new();
+    loop {
+        let packet = read(conn, address).await?;
+        let progress = tracker
+            .feed(&packet.payload, packet.payload.len())
+            .map_err(|e| BackendError::Protocol(address.to_string(), e.to_string()))?;
+        packets.push(packet.payload);
+        match progress {
+            Progress::More => {}
+            Progress::Done(_) => return Ok(packets),
+            Progress::LocalInfile => {
+                return Err(BackendError::Protocol(
+                    address.to_string(),
+                    "unexpected LOCAL INFILE".into(),
+                ))
+            }
+        }
     }
 }
 

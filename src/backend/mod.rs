@@ -7,6 +7,7 @@
 
 mod conn;
 mod pool;
+pub mod statements;
 
-pub use conn::{BackendConn, BackendError, Login};
+pub use conn::{read_response, BackendConn, BackendError, Login};
 pub use pool::{AcquireError, Pool};

@@ -111,6 +111,8 @@ pub struct Pool {
     /// Statements waiting for a connection at a full server, by key, oldest first: a
     /// connection that comes back goes to the first of them still waiting.
     waiters: Mutex<HashMap<PoolKey, VecDeque<tokio::sync::oneshot::Sender<BackendConn>>>>,
+    /// The prepared statements sessions share across connections.
+    pub statements: super::statements::StatementCache,
 }
 
 impl std::fmt::Debug for Pool {

@@ -275,6 +275,16 @@ pub struct PoolSettings {
     /// tracking), so that state set where the proxy cannot see it — a procedure that sets
     /// a variable — keeps the session on its connection. Off by default: it costs CPU.
     pub track_session_state: bool,
+    /// Prepared statements the proxy keeps, one per user, schema and text, so that
+    /// sessions that prepare the same text share it on every connection.
+    pub statement_cache_size: usize,
+    /// Prepared statements one backend connection holds at most: beyond it the least
+    /// recently used is closed there (and prepared again when it is next needed), so
+    /// clients cannot exhaust the server's max_prepared_stmt_count.
+    pub max_prepared_per_connection: usize,
+    /// Prepared statements one client session may hold open, as a server's
+    /// max_prepared_stmt_count would limit it (ERR 1461 beyond).
+    pub max_prepared_per_session: usize,
 }
 
 impl Default for PoolSettings {
@@ -288,6 +298,9 @@ impl Default for PoolSettings {
             multiplex: true,
             wait_timeout_ms: 10_000,
             track_session_state: false,
+            statement_cache_size: 10_000,
+            max_prepared_per_connection: 256,
+            max_prepared_per_session: 16_382,
         }
     }
 }

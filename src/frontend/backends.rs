@@ -17,11 +17,12 @@ use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
 use crate::router::{Statement, Target};
+use crate::rules::variables;
 use crate::rules::variables::Values;
-use crate::rules::{variables, Kind};
 use crate::runtime::Runtime;
 
 use super::inspect::{Plan, Ran};
+use super::prepared::Effects;
 use super::registry::Registry;
 use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
 use super::session::{is_refused, routing_for, Failure, Replayed, Session};
@@ -29,7 +30,7 @@ use super::session::{is_refused, routing_for, Failure, Replayed, Session};
 impl Session {
     /// Inspects the statement (rules, firewall), sends it to the backend the rules or the
     /// router pick, relays the response, and accounts for it.
-    pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
+    pub(super) async fn forward(&mut self, cmd: u8, mut packet: RawPacket) -> Result<(), Failure> {
         let started = Instant::now();
         let runtime = self.frontend.shared.load();
         let counters = &self.frontend.counters;
@@ -38,6 +39,18 @@ impl Session {
         counters
             .bytes_from_clients
             .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
+        // a command naming a prepared statement: the session's statement, or answered here
+        let prepared = match cmd {
+            command::STMT_EXECUTE
+            | command::STMT_FETCH
+            | command::STMT_RESET
+            | command::STMT_CLOSE
+            | command::STMT_SEND_LONG_DATA => match self.statement_command(cmd, &packet).await? {
+                Some(id) => Some(id),
+                None => return Ok(()),
+            },
+            _ => None,
+        };
         let inspected = matches!(cmd, command::QUERY | command::STMT_PREPARE);
         let plan = if inspected {
             self.inspect(&runtime, &packet.first_frame()[1..])
@@ -48,16 +61,37 @@ impl Session {
             self.account(&runtime, &plan, refused(started));
             return self.send_packet_err(1, &refusal).await;
         }
-        let statement = match cmd {
-            command::QUERY => Statement::of(&plan.analysis),
-            _ => Statement::Write,
+        let (statement, effects, ruled) = match (cmd, prepared) {
+            (command::QUERY, _) => {
+                let statement = Statement::of(&plan.analysis);
+                let effects = Effects::of_text(&plan.analysis, statement);
+                (statement, effects, plan.decision.hostgroup)
+            }
+            (command::STMT_EXECUTE, Some(id)) => self.statements.routing(id),
+            (command::SET_OPTION, _) => (
+                Statement::Write,
+                Effects {
+                    binds: true,
+                    writes: false,
+                },
+                None,
+            ),
+            _ => (
+                Statement::Write,
+                Effects::default(),
+                plan.decision.hostgroup,
+            ),
         };
-        let Some((target, hostgroup)) =
-            self.choose(cmd, statement, plan.decision.hostgroup).await?
-        else {
+        let Some((target, hostgroup)) = self.choose(cmd, statement, ruled).await? else {
             self.account(&runtime, &plan, refused(started));
             return Ok(());
         };
+        if let Some(id) = prepared {
+            if !self.bind_statement(target, cmd, id, &mut packet).await? {
+                self.multiplex(&runtime, target, Effects::default());
+                return Ok(());
+            }
+        }
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let server = backend.server.clone();
         let digest_text = self.analyzer.digest_text();
@@ -92,7 +126,13 @@ impl Session {
             .timeout_ms
             .map(|ms| self.kill_after(target, Duration::from_millis(ms)));
         let body = &packet.first_frame()[1..];
-        let result = self.relay_response(target, cmd, statement, body).await;
+        let result = if cmd == command::STMT_PREPARE {
+            let text = plan.decision.rewritten.as_deref().unwrap_or(body);
+            self.relay_prepare(target, text, &plan.analysis, plan.decision.hostgroup)
+                .await
+        } else {
+            self.relay_response(target, cmd, statement, body).await
+        };
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -110,8 +150,12 @@ impl Session {
         if inspected {
             self.account(&runtime, &plan, ran);
         }
+        if let (Some(id), Ok(_)) = (prepared, &result) {
+            let status = self.last_outcome.and_then(|o| o.status);
+            self.after_statement_command(cmd, id, status);
+        }
         if result.is_ok() {
-            self.multiplex(&runtime, target, cmd, statement, &plan);
+            self.multiplex(&runtime, target, effects);
         }
         result.map(|_| ())
     }
@@ -119,37 +163,20 @@ impl Session {
     /// Multiplexing: after a statement, gives the connection it ran on back to the pool
     /// when the session left nothing on it that a later statement could depend on. What
     /// binds a session to its connection: an open transaction, session state (user
-    /// variables, SET other than NAMES, temporary tables, locks, USE, PREPARE), prepared
-    /// statements, connection-bound functions (GET_LOCK, FOUND_ROWS, LAST_INSERT_ID…),
-    /// multi-statements, COM_SET_OPTION. A write holds its connection for one more
+    /// variables, SET other than NAMES, temporary tables, locks, USE, PREPARE),
+    /// connection-bound functions (GET_LOCK, FOUND_ROWS, LAST_INSERT_ID…),
+    /// multi-statements, COM_SET_OPTION — and, for as long as they last, a prepared
+    /// statement's long data or open cursor. A write holds its connection for one more
     /// statement, so `SELECT LAST_INSERT_ID()` or `ROW_COUNT()` right after it sees it;
     /// so does `SET TRANSACTION …`, for the transaction it shapes.
-    fn multiplex(
-        &mut self,
-        runtime: &Runtime,
-        target: Target,
-        cmd: u8,
-        statement: Statement,
-        plan: &Plan,
-    ) {
+    fn multiplex(&mut self, runtime: &Runtime, target: Target, effects: Effects) {
         if !runtime.pool.multiplex {
             return;
         }
-        let a = &plan.analysis;
-        if matches!(cmd, command::STMT_PREPARE | command::SET_OPTION)
-            || statement == Statement::SessionState
-            || a.features.session_function
-            || a.multi_statement
-        {
+        if effects.binds {
             self.bound = true;
         }
-        let writes = cmd == command::STMT_EXECUTE
-            || a.features.next_transaction
-            || matches!(
-                a.kind,
-                Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
-            ) && cmd == command::QUERY;
-        let held = std::mem::replace(&mut self.hold_next, writes);
+        let held = std::mem::replace(&mut self.hold_next, effects.writes);
         match target {
             Target::Reader => {
                 if let Some((reader, _)) = self.reader.take() {
@@ -160,8 +187,9 @@ impl Session {
                 let free = !self.bound
                     && !self.routing.pinned
                     && !self.routing.in_transaction
+                    && !self.statements.holds_connection()
                     && !held
-                    && !writes;
+                    && !effects.writes;
                 if free {
                     if let Some(primary) = self.primary.take() {
                         self.frontend.pool.put_back(primary, &runtime.pool);
@@ -285,13 +313,28 @@ impl Session {
         if self.ensure_primary().await.is_err() {
             return Err(Failure::Client);
         }
+        let prepared = match cmd {
+            command::STMT_EXECUTE | command::STMT_SEND_LONG_DATA => {
+                match self.bind_streamed_statement(cmd).await? {
+                    Some(id) => Some(id),
+                    None => return Err(Failure::Client),
+                }
+            }
+            _ => None,
+        };
         let max = runtime.proxy.max_allowed_packet;
         let primary = self.primary.as_mut().expect("ensured");
         match stream_packet(&mut self.client, &mut primary.conn, max).await {
-            Ok(_) => self
-                .relay_response(Target::Primary, cmd, Statement::Write, &[])
-                .await
-                .map(|_| ()),
+            Ok(_) => {
+                let result = self
+                    .relay_response(Target::Primary, cmd, Statement::Write, &[])
+                    .await;
+                if let (Some(id), Ok(_)) = (prepared, &result) {
+                    let status = self.last_outcome.and_then(|o| o.status);
+                    self.after_statement_command(cmd, id, status);
+                }
+                result.map(|_| ())
+            }
             Err(e) => {
                 // the backend holds part of a packet: it cannot be used again
                 self.primary = None;
@@ -322,6 +365,7 @@ impl Session {
         statement: Statement,
         body: &[u8],
     ) -> Result<bool, Failure> {
+        self.last_outcome = None;
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
             return Ok(true);
         };
@@ -341,7 +385,11 @@ impl Session {
         backend.conn.shrink_buffers();
         match relayed {
             Ok(outcome) => {
+                self.last_outcome = Some(outcome);
                 if target == Target::Primary {
+                    if let Some(flags) = outcome.status {
+                        self.server_status = flags;
+                    }
                     self.after_primary(cmd, statement, body, outcome).await;
                     if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
                         self.note_write_gtid().await;
@@ -534,6 +582,7 @@ impl Session {
         self.variables.clear();
         self.bound = false;
         self.hold_next = false;
+        self.statements.clear();
         if let Some((reader, _)) = self.reader.take() {
             self.release(reader).await;
         }
@@ -745,7 +794,7 @@ fn writes(cmd: u8, statement: Statement) -> bool {
 
 /// The session's connection for `target`, which must be there. A function of the two
 /// fields rather than a method, so the client connection can be borrowed beside it.
-fn connection_for<'a>(
+pub(super) fn connection_for<'a>(
     primary: &'a mut Option<BackendConn>,
     reader: &'a mut Option<(BackendConn, Replayed)>,
     target: Target,

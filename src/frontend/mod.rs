@@ -12,6 +12,7 @@ mod change_user;
 pub mod handshake;
 mod inspect;
 pub mod listener;
+mod prepared;
 pub mod registry;
 mod relay;
 pub mod session;

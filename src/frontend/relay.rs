@@ -28,7 +28,7 @@ impl<'a> Eviction<'a> {
         }
     }
 
-    async fn wait(&self) {
+    pub(super) async fn wait(&self) {
         loop {
             let woken = self.notify.notified();
             tokio::pin!(woken);

@@ -16,6 +16,7 @@ use crate::connection::{Connection, ReadError, Request};
 use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
 use crate::protocol::packets::{ErrPacket, OkPacket};
+use crate::protocol::response::Outcome;
 use crate::router::SessionRouting;
 use crate::rules::variables::Values;
 use crate::rules::Analyzer;
@@ -23,6 +24,7 @@ use crate::runtime::UserEntry;
 
 use super::admission::{AddressSlot, Refusal};
 use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure, TlsInfo};
+use super::prepared::ClientStatements;
 use super::registry::{self, Listed, Registry};
 use super::{ClientSlot, Frontend};
 use crate::connlog::Entry;
@@ -240,6 +242,12 @@ pub(super) struct Session {
     pub(super) bound: bool,
     /// The last statement wrote: its connection serves the next statement too.
     pub(super) hold_next: bool,
+    /// The client's prepared statements.
+    pub(super) statements: ClientStatements,
+    /// The status flags of the primary's last reply (for answers the proxy gives itself).
+    pub(super) server_status: u16,
+    /// How the last relayed response ended.
+    pub(super) last_outcome: Option<Outcome>,
     /// Latency histograms of the hostgroups this session used.
     pub(super) histograms: Vec<(u32, prometheus::Histogram)>,
     /// This connection's share of its address's connection cap.
@@ -380,6 +388,9 @@ impl Session {
             histograms: Default::default(),
             bound: false,
             hold_next: false,
+            statements: ClientStatements::default(),
+            server_status: status::AUTOCOMMIT,
+            last_outcome: None,
             _address_slot: address_slot,
         })
     }

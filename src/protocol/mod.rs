@@ -10,4 +10,5 @@ pub mod frame;
 pub mod handshake;
 pub mod packets;
 pub mod response;
+pub mod statement;
 pub mod text;
