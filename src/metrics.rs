@@ -300,8 +300,64 @@ fn backends(f: &Frontend) -> Collectors {
         Box::new(received),
         Box::new(lost),
     ];
+    out.extend(statements(f));
     out.extend(health(f));
     out
+}
+
+/// Prepared statements: prepares by who asked, executes, the cache, evictions.
+fn statements(f: &Frontend) -> Collectors {
+    let cache = &f.pool.statements;
+    let st = &cache.stats;
+    let prepares = counter(
+        "sluice_statement_prepares_total",
+        "Statements prepared on backends: for a client's COM_STMT_PREPARE, or by the proxy on a connection that lacked one before an execute.",
+        &["by"],
+    );
+    prepares
+        .with_label_values(&["client"])
+        .inc_by(load(&st.client_prepares));
+    prepares
+        .with_label_values(&["proxy"])
+        .inc_by(load(&st.reprepares));
+    let executes = counter(
+        "sluice_statement_executes_total",
+        "COM_STMT_EXECUTE from clients.",
+        &[],
+    );
+    executes.with_label_values(&[]).inc_by(load(&st.executes));
+    let changed = counter(
+        "sluice_statement_definitions_changed_total",
+        "Prepares by the proxy whose column or parameter definitions differed from the ones seen before.",
+        &[],
+    );
+    changed
+        .with_label_values(&[])
+        .inc_by(load(&st.definitions_changed));
+    let evictions = counter(
+        "sluice_statement_evictions_total",
+        "Statements closed on a backend to stay under max_prepared_per_connection, or dropped from the cache to stay under statement_cache_size.",
+        &["from"],
+    );
+    evictions
+        .with_label_values(&["backend"])
+        .inc_by(load(&st.backend_evictions));
+    evictions
+        .with_label_values(&["cache"])
+        .inc_by(load(&st.cache_evictions));
+    let entries = gauge(
+        "sluice_statement_cache_entries",
+        "Prepared statements in the proxy's cache (one per user, schema and text).",
+        &[],
+    );
+    entries.with_label_values(&[]).set(cache.len() as i64);
+    vec![
+        Box::new(prepares),
+        Box::new(executes),
+        Box::new(changed),
+        Box::new(evictions),
+        Box::new(entries),
+    ]
 }
 
 /// Server health, roles, failovers and the monitor's checks.

@@ -10,33 +10,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, RawClient};
+use common::{capped, capped_pool, Proxy, RawClient};
 
 fn admin(proxy: &Proxy, sql: &str) -> String {
     common::mariadb_ok(proxy, proxy.admin_port, "admin", sql)
-}
-
-/// The demo config with the writer capped at `max` backend connections and no split.
-fn capped(max: u32) -> impl FnOnce(String) -> String {
-    move |c: String| {
-        c.replacen(
-            "port = 13306\nhostgroup = 10\nmax_connections = 1000",
-            &format!("port = 13306\nhostgroup = 10\nmax_connections = {max}"),
-            1,
-        )
-        .replacen(
-            "default_schema = \"sbtest\"",
-            "default_schema = \"sbtest\"\nsplit_reads = false",
-            1,
-        )
-    }
-}
-
-/// [`capped`], with `pool` (lines of the `[pool]` section) added.
-fn capped_pool(max: u32, pool: &'static str) -> impl FnOnce(String) -> String {
-    move |c: String| {
-        capped(max)(c).replacen("[throttle]", &format!("[pool]\n{pool}\n\n[throttle]"), 1)
-    }
 }
 
 #[test]

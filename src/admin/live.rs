@@ -439,6 +439,8 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
     let f = live.frontend;
     let c = &f.counters;
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let ps = &f.pool.statements.stats;
     let runtime = live.runtime();
     let backend_connections: u64 = runtime
         .servers()
@@ -468,6 +470,17 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
         ("Pool_wait_timeouts", n(&f.pool.waits.timeouts)),
         ("Pool_wait_us", n(&f.pool.waits.waited_us)),
         ("Digests_dropped", n(&f.digests.dropped)),
+        ("Com_frontend_stmt_prepare", n(&ps.client_prepares)),
+        ("Com_frontend_stmt_execute", n(&ps.executes)),
+        (
+            "Com_backend_stmt_prepare",
+            (load(&ps.client_prepares) + load(&ps.reprepares)).to_string(),
+        ),
+        ("Stmt_reprepares", n(&ps.reprepares)),
+        ("Stmt_definitions_changed", n(&ps.definitions_changed)),
+        ("Stmt_backend_evictions", n(&ps.backend_evictions)),
+        ("Stmt_cache_evictions", n(&ps.cache_evictions)),
+        ("Stmt_Cached", f.pool.statements.len().to_string()),
     ];
     pairs
         .into_iter()

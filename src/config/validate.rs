@@ -169,6 +169,22 @@ fn proxy(config: &Config) -> Result<(), Failure> {
     if p.idle_timeout_ms == 0 {
         return fail("proxy.idle_timeout_ms", "must be greater than 0");
     }
+    let pool = &config.pool;
+    for (name, value) in [
+        ("pool.statement_cache_size", pool.statement_cache_size),
+        (
+            "pool.max_prepared_per_connection",
+            pool.max_prepared_per_connection,
+        ),
+        (
+            "pool.max_prepared_per_session",
+            pool.max_prepared_per_session,
+        ),
+    ] {
+        if value == 0 {
+            return fail(name, "must be at least 1");
+        }
+    }
     if config.throttle.max_failures == 0 || config.throttle.block_ms == 0 {
         return fail("throttle", "max_failures and block_ms must be at least 1");
     }

@@ -369,6 +369,7 @@ impl Session {
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
             return Ok(true);
         };
+        tracker.add_status(std::mem::take(&mut self.added_status));
         let shared = &*self.frontend.shared;
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);

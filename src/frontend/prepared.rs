@@ -35,6 +35,8 @@ use super::backends::connection_for;
 use super::relay::Eviction;
 use super::session::{Failure, Session};
 
+/// SERVER_STATUS_METADATA_CHANGED: a statement's result columns changed since its prepare.
+const METADATA_CHANGED: u16 = 1 << 10;
 /// MariaDB's ER_UNKNOWN_STMT_HANDLER.
 const UNKNOWN_STATEMENT: (u16, &str) = (1243, "HY000");
 /// MariaDB's ER_STMT_HAS_NO_OPEN_CURSOR.
@@ -91,6 +93,9 @@ pub(super) struct ClientStatement {
     effects: Effects,
     /// The hostgroup a query rule sent its prepare to, for its executes.
     ruled: Option<u32>,
+    /// The fingerprint of the definitions the client last learned (from its prepare, or
+    /// an execute flagged SERVER_STATUS_METADATA_CHANGED).
+    definitions: u64,
     /// The parameter types the client bound last (it may leave them out later).
     types: Option<Vec<u8>>,
     /// COM_STMT_SEND_LONG_DATA since the last execute or reset: the data waits on the
@@ -393,10 +398,18 @@ impl Session {
             self.send_packet_err(1, &err).await?;
             return Ok(None);
         }
-        if prepared.definitions_changed(fingerprint(&packets)) {
+        let definitions = fingerprint(&packets);
+        if prepared.definitions_changed(definitions) {
             stats.definitions_changed.fetch_add(1, Ordering::Relaxed);
+        }
+        let client = self.statements.by_id.get_mut(&id).expect("resolved");
+        if client.definitions != definitions {
+            // as the server that re-prepares a statement itself says it: the execute's
+            // reply carries the new columns, and its EOFs say they changed
+            client.definitions = definitions;
+            self.added_status = METADATA_CHANGED;
             tracing::info!(peer = %self.peer, server = %backend.server.address(),
-                "a prepared statement's columns changed since it was prepared (the execute's reply carries the new ones)");
+                "a prepared statement's definitions changed since the client prepared it");
         }
         if let Some(replaced) = backend.statements.insert(prepared.id, ok.statement_id) {
             backend.queue_close(replaced);
@@ -482,12 +495,13 @@ impl Session {
             self.send_packet_err(1, &err).await?;
             return Ok(false);
         }
+        let definitions = fingerprint(&packets);
         let prepared = cache.entry(
             &self.user.config.name,
             self.login.database.as_deref(),
             text,
             &ok,
-            fingerprint(&packets),
+            definitions,
             runtime.pool.statement_cache_size,
         );
         if backend.statements.get(prepared.id).is_none() {
@@ -512,6 +526,7 @@ impl Session {
             statement,
             effects,
             ruled,
+            definitions,
             types: None,
             long_data: false,
             cursor: false,

@@ -70,6 +70,7 @@ pub(super) async fn relay(
         let scan = tracker.scan(buf)?;
         buf.reserve(scan.missing);
         if scan.complete > 0 {
+            tracker.mark(&mut buf[..scan.complete]);
             received.fetch_add(scan.complete as u64, Ordering::Relaxed);
             let batch = buf.split_to(scan.complete);
             client

@@ -246,6 +246,9 @@ pub(super) struct Session {
     pub(super) statements: ClientStatements,
     /// The status flags of the primary's last reply (for answers the proxy gives itself).
     pub(super) server_status: u16,
+    /// Status flags to add to the EOFs of the next response (what the proxy knows and the
+    /// server answering it cannot: SERVER_STATUS_METADATA_CHANGED after a re-prepare).
+    pub(super) added_status: u16,
     /// How the last relayed response ended.
     pub(super) last_outcome: Option<Outcome>,
     /// Latency histograms of the hostgroups this session used.
@@ -391,6 +394,7 @@ impl Session {
             statements: ClientStatements::default(),
             server_status: status::AUTOCOMMIT,
             last_outcome: None,
+            added_status: 0,
             _address_slot: address_slot,
         })
     }

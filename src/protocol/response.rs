@@ -71,6 +71,10 @@ pub struct ResponseTracker {
     pending_end: Option<Progress>,
     /// Sequence id after the last frame scanned.
     next_seq: u8,
+    /// Status flags [`ResponseTracker::mark`] adds to the EOF packets scanned.
+    added_status: u16,
+    /// Where scanned EOF packets start, while flags are to be added.
+    eofs: Vec<usize>,
 }
 
 /// What [`ResponseTracker::scan`] found in a buffer of response bytes.
@@ -111,7 +115,28 @@ impl ResponseTracker {
             continuing: false,
             pending_end: None,
             next_seq: 1,
+            added_status: 0,
+            eofs: Vec::new(),
         })
+    }
+
+    /// Adds `flags` to the status of every EOF packet of the response, as
+    /// [`ResponseTracker::mark`] rewrites them: how a proxy reports what it knows and the
+    /// server answering could not (SERVER_STATUS_METADATA_CHANGED after a re-prepare).
+    pub fn add_status(&mut self, flags: u16) {
+        self.added_status = flags;
+    }
+
+    /// Writes the flags of [`ResponseTracker::add_status`] into the EOF packets the last
+    /// [`ResponseTracker::scan`] of `buf` found.
+    pub fn mark(&mut self, buf: &mut [u8]) {
+        for at in self.eofs.drain(..) {
+            let status = at + HEADER_LEN + 3;
+            if let Some(field) = buf.get_mut(status..status + 2) {
+                let flags = u16::from_le_bytes([field[0], field[1]]) | self.added_status;
+                field.copy_from_slice(&flags.to_le_bytes());
+            }
+        }
     }
 
     /// Walks the whole frames at the start of `buf` (raw wire bytes, headers included),
@@ -132,6 +157,13 @@ impl ResponseTracker {
             self.continuing = h.is_continued();
             self.next_seq = h.seq.wrapping_add(1);
             let payload = &buf[pos + HEADER_LEN..pos + h.frame_len()];
+            if self.added_status != 0
+                && first_of_packet
+                && is_eof(payload.first().copied(), h.payload_len)
+                && h.payload_len >= 5
+            {
+                self.eofs.push(pos);
+            }
             pos += h.frame_len();
             if first_of_packet {
                 match self.feed(payload, h.payload_len)? {
@@ -352,6 +384,8 @@ fn ok_or_eof_status(payload: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::encode_packet;
+    use bytes::BytesMut;
 
     const OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
     const OK_MORE: &[u8] = &[0x00, 0x00, 0x00, 0x0A, 0x00, 0x00, 0x00];
@@ -449,6 +483,29 @@ mod tests {
             vec![done(None, false)]
         );
         assert_eq!(run(command::STMT_PREPARE, &[ERR]), vec![done(None, true)]);
+    }
+
+    #[test]
+    fn added_status_flags_are_written_into_every_eof() {
+        let mut wire = BytesMut::new();
+        let mut seq = 1;
+        for p in [&[1][..], b"def", EOF, b"\x00\x00row", EOF] {
+            seq = encode_packet(&mut wire, seq, p);
+        }
+        let mut t = ResponseTracker::for_command(command::STMT_EXECUTE).unwrap();
+        t.add_status(0x0400);
+        let scan = t.scan(&wire).unwrap();
+        assert_eq!(scan.complete, wire.len());
+        t.mark(&mut wire);
+        let eof_status = |at: usize| u16::from_le_bytes([wire[at + 7], wire[at + 8]]);
+        // 1-byte count, 3-byte definition, then the first EOF; the row; the last EOF
+        assert_eq!(eof_status(5 + 7), 0x0402);
+        assert_eq!(eof_status(5 + 7 + 9 + 9), 0x0402);
+        assert_eq!(
+            &wire[5 + 7 + 9 + 4..5 + 7 + 9 + 9],
+            b"\x00\x00row",
+            "rows untouched"
+        );
     }
 
     #[test]

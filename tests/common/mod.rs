@@ -256,6 +256,29 @@ pub fn direct_ok(sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The demo config with the writer capped at `max` backend connections and no split.
+pub fn capped(max: u32) -> impl FnOnce(String) -> String {
+    move |c: String| {
+        c.replacen(
+            "port = 13306\nhostgroup = 10\nmax_connections = 1000",
+            &format!("port = 13306\nhostgroup = 10\nmax_connections = {max}"),
+            1,
+        )
+        .replacen(
+            "default_schema = \"sbtest\"",
+            "default_schema = \"sbtest\"\nsplit_reads = false",
+            1,
+        )
+    }
+}
+
+/// [`capped`], with `pool` (lines of the `[pool]` section) added.
+pub fn capped_pool(max: u32, pool: &'static str) -> impl FnOnce(String) -> String {
+    move |c: String| {
+        capped(max)(c).replacen("[throttle]", &format!("[pool]\n{pool}\n\n[throttle]"), 1)
+    }
+}
+
 /// A client that speaks the protocol packet by packet, for tests of what well-behaved
 /// clients never send.
 #[derive(Debug)]
