@@ -108,6 +108,26 @@ fn one_value(packets: &[RawPacket]) -> String {
 }
 
 #[test]
+fn connector_python_prepared_cursors_round_trip_every_type_on_four_connections() {
+    let proxy = Proxy::start_with(capped(4));
+    let out = std::process::Command::new(common::python())
+        .arg(common::repo().join("tests/driver/connector.py"))
+        .arg(proxy.port.to_string())
+        .arg("prepared_types")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nproxy log:\n{}",
+        common::stderr(&out),
+        proxy.log()
+    );
+    assert!(common::stdout(&out).contains("prepared types ok: 500 rows"));
+    let executes = global(&proxy, "Com_frontend_stmt_execute");
+    assert!(executes >= 1000, "{executes} executes went through the proxy");
+}
+
+#[test]
 fn fifty_preparing_sessions_share_four_connections_with_their_own_parameter_types() {
     let proxy = Proxy::start_with(capped(4));
     let port = proxy.port;

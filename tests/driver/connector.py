@@ -55,6 +55,64 @@ def check_prepared():
     print(f"prepared statements ok: {prepared} server-side prepares")
 
 
+def check_prepared_types():
+    """50 threads, each its own connection, insert and read back every kind of value
+    through prepared cursors (binary protocol, server-side statements)."""
+    import datetime
+    import decimal
+    import threading
+    setup = connect()
+    cur = setup.cursor()
+    cur.execute("CREATE OR REPLACE TABLE driver_ps_types (id INT PRIMARY KEY,"
+                " d DECIMAL(30,10) NULL, t DATETIME(6) NULL, u BIGINT UNSIGNED NULL,"
+                " b BLOB NULL, s VARCHAR(40) NULL)")
+    setup.close()
+    failures = []
+
+    def row(i, n):
+        if (i + n) % 7 == 0:
+            return (i * 100 + n, None, None, None, None, None)
+        return (i * 100 + n,
+                decimal.Decimal(f"{i}{n}.0123456789"),
+                datetime.datetime(2026, 1 + n % 12, 1 + i % 28, 13, 14, 15, 123456 + i),
+                18446744073709551615 - i * 1000 - n,
+                bytes((i + n + k) % 256 for k in range(1000 + i)),
+                f"row {i}/{n}")
+
+    def worker(i):
+        try:
+            # autocommit, as most web applications run: with it off, every session
+            # would hold a transaction open, and with it its connection
+            conn = connect(autocommit=True)
+            ps = conn.cursor(prepared=True)
+            for n in range(10):
+                ps.execute("INSERT INTO driver_ps_types VALUES (?, ?, ?, ?, ?, ?)", row(i, n))
+                ps.execute("SELECT id, d, t, u, b, s FROM driver_ps_types WHERE id = ?",
+                           (i * 100 + n,))
+                got = tuple(ps.fetchone())
+                want = row(i, n)
+                if got != want:
+                    failures.append((i, n, got, want))
+            conn.close()
+        except Exception as e:  # the assertion below reports it
+            failures.append((i, repr(e)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    check = connect()
+    cur = check.cursor()
+    cur.execute("SELECT COUNT(*) FROM driver_ps_types")
+    count = cur.fetchone()[0]
+    cur.execute("DROP TABLE driver_ps_types")
+    check.close()
+    assert count == 500, count
+    print(f"prepared types ok: {count} rows")
+
+
 def check_multi_statement():
     conn = connect(client_flags=[mysql.connector.constants.ClientFlag.MULTI_STATEMENTS])
     cur = conn.cursor()
