@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_PORT = 13306
 SLUICE_PORT = 16033
 HAPROXY_PORT = 16034
+BASELINE_PORT = 16035
 TABLES, TABLE_SIZE = 4, 10000
 
 
@@ -101,10 +102,11 @@ def parse(report):
             "p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
 
 
-def start_sluice(work, port=SLUICE_PORT, max_connections=2000, proxy_extra="", sections=""):
+def start_sluice(work, port=SLUICE_PORT, max_connections=2000, proxy_extra="", sections="",
+                 binary=None):
     """A release Sluice in front of the node; `proxy_extra` goes into [proxy], `sections`
-    after it (the connection-scale script adds its own)."""
-    config = work / "sluice.toml"
+    after it (the connection-scale script adds its own). `binary`: another build."""
+    config = work / f"sluice-{port}.toml"
     config.write_text(f"""
 [proxy]
 listen = "127.0.0.1:{port}"
@@ -124,8 +126,8 @@ password = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
 default_hostgroup = 10
 default_schema = "sbtest"
 """)
-    proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(work / "sluice.log", "w"),
+    proc = subprocess.Popen([binary or str(ROOT / "target/release/sluice"), "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"sluice-{port}.log", "w"),
                             env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port)
     return proc
@@ -166,6 +168,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,16,64")
     ap.add_argument("--workloads", default="oltp_point_select,oltp_read_only")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another build of sluice, measured beside this one in the same rounds")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
     threads = [int(t) for t in opts.threads.split(",")]
@@ -181,6 +185,9 @@ def main():
     try:
         procs["sluice"] = start_sluice(work)
         procs["haproxy"] = start_haproxy(work)
+        if opts.baseline:
+            procs["baseline"] = start_sluice(work, port=BASELINE_PORT, binary=opts.baseline)
+            targets["baseline"] = BASELINE_PORT
         sysbench("oltp_read_only", NODE_PORT, 1, 1, "cleanup")
         sysbench("oltp_read_only", NODE_PORT, 4, 1, "prepare")
         rows = []
@@ -212,6 +219,10 @@ def main():
 
 def report_row(workload, n, med):
     s, h, d = med["sluice"], med["haproxy"], med["direct"]
+    if "baseline" in med:
+        b = med["baseline"]
+        print(f"{workload} {n} threads: baseline {b['qps']:.0f} qps, baseline/haproxy "
+              f"{b['qps'] / h['qps']:.2f}, CPU s/1k queries {b['cpu_per_1k']:.4f}", flush=True)
     print(f"{workload} {n} threads: direct {d['qps']:.0f} qps, haproxy {h['qps']:.0f}, sluice {s['qps']:.0f}"
           f" | sluice/haproxy {s['qps'] / h['qps']:.2f}, sluice/direct {s['qps'] / d['qps']:.2f}"
           f" | p50 ms direct {d['p50']:.3f} haproxy {h['p50']:.3f} sluice {s['p50']:.3f}"
@@ -230,7 +241,9 @@ def write_results(rows, opts, failures):
         "|---|---|---|---|---|---|---|---|",
     ]
     for workload, n, med in rows:
-        for target in ("direct", "haproxy", "sluice"):
+        for target in ("direct", "haproxy", "sluice", "baseline"):
+            if target not in med:
+                continue
             m = med[target]
             cpu = f"{m['cpu_per_1k']:.4f}" if "cpu_per_1k" in m else "–"
             lines.append(f"| {workload} | {n} | {target} | {m['qps']:.0f} | {m['p50']:.3f} | "

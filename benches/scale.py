@@ -55,12 +55,14 @@ def mariadb(port, sql, user="app", password="app"):
                      f"-p{password}", "-N", "-B", "-e", sql], capture_output=True).stdout.strip()
 
 
-def point_selects(port, threads, seconds, client="pointload"):
-    """Text-protocol point selects; qps and errors (a failed run counts as such)."""
+def point_selects(port, threads, seconds, client="pointload", prepared=False):
+    """Point selects (text protocol, or prepared as sysbench does by default); qps and
+    errors (a failed run counts as such)."""
     if client == "pointload":
         done = subprocess.run([str(ROOT / "target/release/examples/pointload"), "--port", str(port),
                                "--clients", str(threads), "--time", str(seconds),
-                               "--tables", str(load.TABLES), "--table-size", str(load.TABLE_SIZE)],
+                               "--tables", str(load.TABLES), "--table-size", str(load.TABLE_SIZE),
+                               "--prepared", str(int(prepared))],
                               capture_output=True, text=True)
         fields = dict(kv.split("=", 1) for kv in done.stdout.split())
         if "qps" not in fields:
@@ -71,7 +73,8 @@ def point_selects(port, threads, seconds, client="pointload"):
     args = ["sysbench", "oltp_point_select", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
             "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
             f"--tables={load.TABLES}", f"--table-size={load.TABLE_SIZE}",
-            f"--threads={threads}", f"--time={seconds}", "--db-ps-mode=disable",
+            f"--threads={threads}", f"--time={seconds}",
+            "--db-ps-mode=auto" if prepared else "--db-ps-mode=disable",
             "--mysql-ignore-errors=none", "run"]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
@@ -151,7 +154,7 @@ def idle_per_connection(pid, count, tls_context):
 
 CLIENT_NAMES = {
     "pointload": "`examples/pointload.rs` (one thread, a task per client)",
-    "sysbench": "sysbench (`oltp_point_select --db-ps-mode=disable`, a thread per client)",
+    "sysbench": "sysbench (`oltp_point_select`, a thread per client)",
 }
 
 
@@ -167,6 +170,9 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--client", choices=["pointload", "sysbench"], default="pointload")
+    ap.add_argument("--prepared", action="store_true",
+                    help="prepared point selects (binary protocol), as sysbench runs by default")
+    ap.add_argument("--skip-idle", action="store_true", help="only the folding runs")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
 
@@ -184,13 +190,13 @@ def main():
         runs = {name: [] for name in ("few", "many", "direct_few", "direct")}
         used = []
         for r in range(opts.rounds):
-            runs["few"].append(point_selects(SLUICE_PORT, CAP, opts.time, opts.client))
-            runs["many"].append(point_selects(SLUICE_PORT, opts.clients, opts.time, opts.client))
+            runs["few"].append(point_selects(SLUICE_PORT, CAP, opts.time, opts.client, opts.prepared))
+            runs["many"].append(point_selects(SLUICE_PORT, opts.clients, opts.time, opts.client, opts.prepared))
             used.append(int(mariadb(ADMIN_PORT, "SELECT MaxConnUsed FROM stats_mysql_connection_pool",
                                     user="admin", password="admin")))
             mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {opts.clients + 500}")
-            runs["direct_few"].append(point_selects(load.NODE_PORT, CAP, opts.time, opts.client))
-            runs["direct"].append(point_selects(load.NODE_PORT, opts.clients, opts.time, opts.client))
+            runs["direct_few"].append(point_selects(load.NODE_PORT, CAP, opts.time, opts.client, opts.prepared))
+            runs["direct"].append(point_selects(load.NODE_PORT, opts.clients, opts.time, opts.client, opts.prepared))
             mariadb(load.NODE_PORT, f"SET GLOBAL max_connections = {original}")
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['qps']:.0f}" for k, v in runs.items()),
                   flush=True)
@@ -208,22 +214,34 @@ def main():
         print(f"{opts.clients}/{CAP} through Sluice: {ratio:.2f} (rounds: "
               + ", ".join(f"{p:.2f}" for p in pairs) + f"); most backend connections used: {used}")
 
-        context = ssl.create_default_context(cafile=str(ROOT / "certs/ca.pem"))
-        plain = idle_per_connection(proc.pid, opts.idle, None)
-        tls = idle_per_connection(proc.pid, opts.idle, context)
-        print(f"idle plain: RSS {plain[0]} → {plain[1]} KiB, {plain[2]:.1f} KiB per connection")
-        print(f"idle TLS:   RSS {tls[0]} → {tls[1]} KiB, {tls[2]:.1f} KiB per connection")
+        statements = mariadb(ADMIN_PORT, "SELECT Variable_Name, Variable_Value FROM stats_mysql_global "
+                             "WHERE Variable_Name LIKE 'Com_%stmt%' OR Variable_Name LIKE 'Stmt_%'",
+                             user="admin", password="admin").replace("\t", " = ").replace("\n", ", ")
+        if opts.prepared:
+            print(f"statements: {statements}")
+        plain = tls = None
+        if not opts.skip_idle:
+            context = ssl.create_default_context(cafile=str(ROOT / "certs/ca.pem"))
+            plain = idle_per_connection(proc.pid, opts.idle, None)
+            tls = idle_per_connection(proc.pid, opts.idle, context)
+            print(f"idle plain: RSS {plain[0]} → {plain[1]} KiB, {plain[2]:.1f} KiB per connection")
+            print(f"idle TLS:   RSS {tls[0]} → {tls[1]} KiB, {tls[2]:.1f} KiB per connection")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     if opts.no_results_file:
         return
+    heading = "# Connection scale, prepared statements" if opts.prepared else "# Connection scale"
+    protocol = ("prepared (binary protocol, parameter types sent with each statement's first "
+                "execute only, as sysbench does by default)" if opts.prepared else
+                "over the text protocol")
     section = [
-        "# Connection scale",
+        heading,
         "",
-        f"`benches/scale.py --time {opts.time} --rounds {opts.rounds} --client {opts.client}` "
-        f"on the same machine, {time.strftime('%Y-%m-%d')}: sysbench's point select over the "
-        f"text protocol (so sessions multiplex), clients from {CLIENT_NAMES[opts.client]}, the "
+        f"`benches/scale.py --time {opts.time} --rounds {opts.rounds} --client {opts.client}"
+        f"{' --prepared' if opts.prepared else ''}{' --skip-idle' if opts.skip_idle else ''}` "
+        f"on the same machine, {time.strftime('%Y-%m-%d')}: sysbench's point select "
+        f"{protocol}, clients from {CLIENT_NAMES[opts.client]}, the "
         f"writer capped at {CAP} backend connections in Sluice; the direct runs raise the "
         "node's max_connections. Medians of the rounds, run interleaved.",
         "",
@@ -236,14 +254,19 @@ def main():
         f"connections Sluice held at once: {used}. Directly on the "
         f"node, {opts.clients} clients reach {direct['qps'] / direct_few['qps']:.2f}× the qps of "
         f"{CAP}: the same machine runs the clients, the node and the proxy.",
+    ]
+    if opts.prepared:
+        section += ["", f"Sluice's statement counters after the run: {statements}."]
+    if plain:
+        section += [
         "",
         f"Idle sessions ({opts.idle:,} logged-in connections held open): plain "
         f"{plain[2]:.1f} KiB each (RSS {plain[0]:,} → {plain[1]:,} KiB), TLS {tls[2]:.1f} KiB "
         f"each (RSS {tls[0]:,} → {tls[1]:,} KiB).",
-    ]
+        ]
     results = ROOT / "benches/RESULTS.md"
     text = results.read_text() if results.exists() else ""
-    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and not s.startswith("# Connection scale")]
+    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and s.splitlines()[0] != heading]
     results.write_text("".join(s.rstrip("\n") + "\n\n" for s in kept) + "\n".join(section) + "\n")
     print(f"wrote {results}")
 

@@ -8,7 +8,11 @@
 //! between 64 and 2,000 clients is what the proxy (or the server) does with them.
 //!
 //! usage: pointload --port P [--clients 64] [--time 10] [--user app] [--password app]
-//!                  [--database sbtest] [--tables 4] [--table-size 10000]
+//!                  [--database sbtest] [--tables 4] [--table-size 10000] [--prepared 0|1]
+//!
+//! With `--prepared 1` each client prepares the statement once per table and executes it
+//! (binary protocol) as sysbench does by default: the parameter types go with the first
+//! execute of each statement only, later ones rely on the server having kept them.
 //!
 //! Prints one line of `key=value` pairs: clients, seconds, queries, qps, errors, p50_us,
 //! p95_us, p99_us.
@@ -34,6 +38,7 @@ struct Options {
     database: String,
     tables: u32,
     table_size: u32,
+    prepared: bool,
 }
 
 impl Options {
@@ -47,6 +52,7 @@ impl Options {
             database: "sbtest".into(),
             tables: 4,
             table_size: 10_000,
+            prepared: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -64,6 +70,7 @@ impl Options {
                 "--database" => o.database = value,
                 "--tables" => o.tables = number(&value)? as u32,
                 "--table-size" => o.table_size = number(&value)? as u32,
+                "--prepared" => o.prepared = number(&value)? != 0,
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -158,11 +165,55 @@ impl Client {
 
     /// Runs one statement to the end of its response; whether it ended in an ERR.
     async fn query(&mut self, sql: &[u8]) -> Result<bool, String> {
+        self.command(command::QUERY, sql).await
+    }
+
+    /// Prepares `sql`; its statement id.
+    async fn prepare(&mut self, sql: &[u8]) -> Result<u32, String> {
         let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(command::QUERY);
+        payload.push(command::STMT_PREPARE);
         payload.extend_from_slice(sql);
         self.send(0, &payload).await?;
-        let mut tracker = ResponseTracker::for_command(command::QUERY).expect("query responds");
+        self.read().await?;
+        if self.payload.first() != Some(&header::OK) || self.payload.len() < 9 {
+            return Err(format!("prepare refused: {}", self.error_text()));
+        }
+        let id = u32::from_le_bytes(self.payload[1..5].try_into().expect("4 bytes"));
+        let params = u16::from_le_bytes([self.payload[7], self.payload[8]]);
+        let columns = u16::from_le_bytes([self.payload[5], self.payload[6]]);
+        // definitions, each followed by an EOF when there are any
+        let mut left = usize::from(params)
+            + usize::from(params > 0)
+            + usize::from(columns)
+            + usize::from(columns > 0);
+        while left > 0 {
+            self.read().await?;
+            left -= 1;
+        }
+        Ok(id)
+    }
+
+    /// Executes statement `id` with one integer parameter; whether it ended in an ERR.
+    async fn execute(&mut self, id: u32, value: u64, send_types: bool) -> Result<bool, String> {
+        let mut body = Vec::with_capacity(24);
+        body.extend_from_slice(&id.to_le_bytes());
+        body.push(0); // no cursor
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(0); // NULL bitmap
+        body.push(u8::from(send_types));
+        if send_types {
+            body.extend_from_slice(&[0x08, 0x00]); // LONGLONG
+        }
+        body.extend_from_slice(&value.to_le_bytes());
+        self.command(command::STMT_EXECUTE, &body).await
+    }
+
+    async fn command(&mut self, cmd: u8, body: &[u8]) -> Result<bool, String> {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(cmd);
+        payload.extend_from_slice(body);
+        self.send(0, &payload).await?;
+        let mut tracker = ResponseTracker::for_command(cmd).expect("the command responds");
         loop {
             self.read().await?;
             let len = self.payload.len();
@@ -262,15 +313,29 @@ async fn drive(
     };
     let mut state = seed | 1;
     let mut sql = Vec::with_capacity(64);
+    // prepared: one statement per table, and whether its types were sent yet
+    let mut statements = Vec::new();
+    if o.prepared {
+        for table in 1..=o.tables {
+            let text = format!("SELECT c FROM sbtest{table} WHERE id=?");
+            statements.push((client.prepare(text.as_bytes()).await?, false));
+        }
+    }
     tokio::time::sleep_until(start).await;
     while Instant::now() < deadline {
         let table = next_random(&mut state) % u64::from(o.tables) + 1;
         let id = next_random(&mut state) % u64::from(o.table_size) + 1;
-        sql.clear();
-        use std::io::Write;
-        write!(sql, "SELECT c FROM sbtest{table} WHERE id={id}").expect("in memory");
         let began = Instant::now();
-        let failed = client.query(&sql).await?;
+        let failed = if o.prepared {
+            let (statement, typed) = &mut statements[table as usize - 1];
+            let send_types = !std::mem::replace(typed, true);
+            client.execute(*statement, id, send_types).await?
+        } else {
+            sql.clear();
+            use std::io::Write;
+            write!(sql, "SELECT c FROM sbtest{table} WHERE id={id}").expect("in memory");
+            client.query(&sql).await?
+        };
         tally.latencies.record(began.elapsed());
         tally.queries += 1;
         tally.errors += u64::from(failed);

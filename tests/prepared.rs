@@ -124,7 +124,10 @@ fn connector_python_prepared_cursors_round_trip_every_type_on_four_connections()
     );
     assert!(common::stdout(&out).contains("prepared types ok: 500 rows"));
     let executes = global(&proxy, "Com_frontend_stmt_execute");
-    assert!(executes >= 1000, "{executes} executes went through the proxy");
+    assert!(
+        executes >= 1000,
+        "{executes} executes went through the proxy"
+    );
 }
 
 #[test]

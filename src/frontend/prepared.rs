@@ -339,11 +339,13 @@ impl Session {
     /// `None` when the prepare failed and the client was told why, as the answer to its
     /// command.
     async fn prepared_on(&mut self, target: Target, id: u32) -> Result<Option<u32>, Failure> {
-        let prepared = self.statements.by_id[&id].prepared.clone();
+        let prepared_id = self.statements.by_id[&id].prepared.id;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        if let Some(on) = backend.statements.get(prepared.id) {
+        if let Some(on) = backend.statements.get(prepared_id) {
             return Ok(Some(on.backend_id));
         }
+        // not here yet: the slow path, which may wait on the server
+        let prepared = self.statements.by_id[&id].prepared.clone();
         let frontend = self.frontend.clone();
         let runtime = frontend.shared.load();
         let stats = &frontend.pool.statements.stats;
