@@ -232,6 +232,8 @@ def main():
     if opts.no_results_file:
         return
     heading = "# Connection scale, prepared statements" if opts.prepared else "# Connection scale"
+    if opts.client != "pointload":
+        heading += f" ({opts.client})"
     protocol = ("prepared (binary protocol, parameter types sent with each statement's first "
                 "execute only, as sysbench does by default)" if opts.prepared else
                 "over the text protocol")

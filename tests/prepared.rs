@@ -228,6 +228,16 @@ fn a_statement_follows_its_session_to_another_connection_and_sees_an_altered_tab
         "prepared on the new connection"
     );
     assert_eq!(global(&proxy, "Stmt_definitions_changed"), 1);
+    // one client statement, prepared on both connections
+    let info = admin(
+        &proxy,
+        "SELECT username, schemaname, ref_count_client, ref_count_server, num_params, query \
+         FROM stats_mysql_prepared_statements_info",
+    );
+    assert_eq!(
+        info,
+        "app\tsbtest\t1\t2\t1\tSELECT * FROM ps_alter WHERE id = ?\n"
+    );
     direct_ok("DROP TABLE sbtest.ps_alter");
 }
 

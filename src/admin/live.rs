@@ -212,9 +212,26 @@ pub const LAG_LOG: Table = table(
     ],
 );
 
+/// The proxy's prepared statements, one per user, schema and text (ProxySQL's columns).
+pub const PREPARED_INFO: Table = table(
+    "stats_mysql_prepared_statements_info",
+    &[
+        ("global_stmt_id", INT),
+        ("schemaname", TEXT),
+        ("username", TEXT),
+        ("digest", TEXT),
+        ("ref_count_client", INT),
+        ("ref_count_server", INT),
+        ("num_columns", INT),
+        ("num_params", INT),
+        ("query", TEXT),
+    ],
+);
+
 /// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 13] = [
+pub const LIVE_TABLES: [(&str, &Table); 14] = [
     ("stats", &CLIENT_HOSTS),
+    ("stats", &PREPARED_INFO),
     ("stats", &CONNECTION_POOL),
     ("stats", &DIGEST),
     ("stats", &DIGEST_RESET),
@@ -315,6 +332,7 @@ fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> 
         "stats_mysql_commands_counters" => commands(live),
         "stats_memory_metrics" => memory(live),
         "stats_mysql_client_host_cache" => client_hosts(live),
+        "stats_mysql_prepared_statements_info" => prepared_statements(live),
         "mysql_server_ping_log" => checks(live, ping_row),
         "mysql_server_galera_log" => checks(live, galera_row),
         "mysql_server_read_only_log" => checks(live, read_only_row),
@@ -555,6 +573,28 @@ fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
             row.extend(k.buckets.iter().map(|b| int(b.load(Ordering::Relaxed))));
             debug_assert_eq!(k.buckets.len(), LATENCY_BUCKETS_US.len() + 1);
             row
+        })
+        .collect()
+}
+
+fn prepared_statements(live: &Live<'_>) -> Vec<Vec<Value>> {
+    live.frontend
+        .pool
+        .statements
+        .info()
+        .into_iter()
+        .map(|s| {
+            vec![
+                int(s.id),
+                text(s.schema.unwrap_or_default()),
+                text(s.user),
+                text(crate::rules::format_digest(s.digest)),
+                int(s.client_refs),
+                int(s.server_refs),
+                int(s.columns),
+                int(s.params),
+                text(String::from_utf8_lossy(&s.text).into_owned()),
+            ]
         })
         .collect()
 }

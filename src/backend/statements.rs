@@ -11,7 +11,7 @@
 //! statement ids (the session maps those, see `frontend::prepared`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,6 +23,9 @@ use crate::protocol::statement::PrepareOk;
 pub struct Prepared {
     /// The proxy's id for it: what connections remember it by.
     pub id: u64,
+    pub user: String,
+    /// The digest of its text, as the rule engine computed it at the first prepare.
+    pub digest: u64,
     /// The schema its table names were resolved in.
     pub schema: Option<String>,
     /// The text prepared (after any rewrite rule).
@@ -32,6 +35,24 @@ pub struct Prepared {
     /// A fingerprint of the parameter and column definitions the server sent last time
     /// it prepared this text: a different one means the tables changed in between.
     definitions: AtomicU64,
+    /// Backend connections that have it prepared now.
+    on_connections: AtomicU32,
+}
+
+/// One line of the cache's statistics (ProxySQL's `stats_mysql_prepared_statements_info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementInfo {
+    pub id: u64,
+    pub schema: Option<String>,
+    pub user: String,
+    pub digest: u64,
+    /// Client statements (of any session) that refer to it.
+    pub client_refs: usize,
+    /// Backend connections that have it prepared.
+    pub server_refs: u32,
+    pub columns: u16,
+    pub params: u16,
+    pub text: Bytes,
 }
 
 impl Prepared {
@@ -103,11 +124,13 @@ impl StatementCache {
     /// already known (its definitions refreshed), or a new one. At `capacity`, entries no
     /// session uses any more are dropped first; if all are in use the new statement is
     /// served without being shared.
+    #[allow(clippy::too_many_arguments)]
     pub fn entry(
         &self,
         user: &str,
         schema: Option<&str>,
         text: &[u8],
+        digest: u64,
         ok: &PrepareOk,
         definitions: u64,
         capacity: usize,
@@ -127,14 +150,18 @@ impl StatementCache {
         }
         let prepared = Arc::new(Prepared {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            user: key.user.clone(),
+            digest,
             schema: key.schema.clone(),
             text: key.text.clone(),
             params: ok.params,
             columns: ok.columns,
             definitions: AtomicU64::new(definitions),
+            on_connections: AtomicU32::new(0),
         });
         if entries.len() >= capacity && !entries.contains_key(&key) {
             let before = entries.len();
+            // held by a session or a connection: still in use
             entries.retain(|_, p| Arc::strong_count(p) > 1);
             let dropped = (before - entries.len()) as u64;
             self.stats
@@ -148,21 +175,49 @@ impl StatementCache {
         prepared
     }
 
-    /// Forgets every entry (sessions keep theirs until they close them).
-    pub fn clear(&self) {
-        self.entries.lock().expect("statement cache lock").clear();
+    /// What the cache holds, with who refers to each entry, ordered by id.
+    pub fn info(&self) -> Vec<StatementInfo> {
+        let entries = self.entries.lock().expect("statement cache lock");
+        let mut rows: Vec<StatementInfo> = entries
+            .values()
+            .map(|p| {
+                let server_refs = p.on_connections.load(Ordering::Relaxed);
+                StatementInfo {
+                    id: p.id,
+                    schema: p.schema.clone(),
+                    user: p.user.clone(),
+                    digest: p.digest,
+                    // one reference is the cache's own, one each connection's
+                    client_refs: Arc::strong_count(p).saturating_sub(1 + server_refs as usize),
+                    server_refs,
+                    columns: p.columns,
+                    params: p.params,
+                    text: p.text.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
     }
 }
 
 /// A statement prepared on one backend connection.
 #[derive(Debug)]
 pub struct OnConnection {
+    /// Counted in its `on_connections` while this lives.
+    prepared: Arc<Prepared>,
     /// The id the server gave it there.
     pub backend_id: u32,
     /// The parameter types last bound to it there (the server keeps them between
     /// executes), as sent in COM_STMT_EXECUTE.
     pub types: Option<Vec<u8>>,
     used: u64,
+}
+
+impl Drop for OnConnection {
+    fn drop(&mut self) {
+        self.prepared.on_connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The statements prepared on one backend connection, by [`Prepared::id`].
@@ -192,14 +247,16 @@ impl ConnStatements {
 
     /// Records that the server prepared `id` as `backend_id`; returns the backend id it
     /// replaces, which the caller closes.
-    pub fn insert(&mut self, id: u64, backend_id: u32) -> Option<u32> {
+    pub fn insert(&mut self, prepared: &Arc<Prepared>, backend_id: u32) -> Option<u32> {
         self.clock += 1;
+        prepared.on_connections.fetch_add(1, Ordering::Relaxed);
         let on = OnConnection {
+            prepared: prepared.clone(),
             backend_id,
             types: None,
             used: self.clock,
         };
-        self.map.insert(id, on).map(|old| old.backend_id)
+        self.map.insert(prepared.id, on).map(|old| old.backend_id)
     }
 
     /// Forgets `id` on this connection; returns its backend id to close.
@@ -239,11 +296,11 @@ mod tests {
     #[test]
     fn one_entry_per_user_schema_and_text() {
         let cache = StatementCache::new();
-        let a = cache.entry("app", Some("db"), b"SELECT ?", &ok(1), 7, 10);
-        let b = cache.entry("app", Some("db"), b"SELECT ?", &ok(1), 7, 10);
+        let a = cache.entry("app", Some("db"), b"SELECT ?", 0, &ok(1), 7, 10);
+        let b = cache.entry("app", Some("db"), b"SELECT ?", 0, &ok(1), 7, 10);
         assert!(Arc::ptr_eq(&a, &b));
-        let other_schema = cache.entry("app", Some("x"), b"SELECT ?", &ok(1), 7, 10);
-        let other_user = cache.entry("bob", Some("db"), b"SELECT ?", &ok(1), 7, 10);
+        let other_schema = cache.entry("app", Some("x"), b"SELECT ?", 0, &ok(1), 7, 10);
+        let other_user = cache.entry("bob", Some("db"), b"SELECT ?", 0, &ok(1), 7, 10);
         assert_ne!(a.id, other_schema.id);
         assert_ne!(a.id, other_user.id);
         assert_eq!(cache.len(), 3);
@@ -252,50 +309,72 @@ mod tests {
     #[test]
     fn changed_definitions_are_noticed_once() {
         let cache = StatementCache::new();
-        let a = cache.entry("app", None, b"SELECT * FROM t", &ok(0), 1, 10);
+        let a = cache.entry("app", None, b"SELECT * FROM t", 0, &ok(0), 1, 10);
         assert!(!a.definitions_changed(1));
         assert!(a.definitions_changed(2));
         assert!(!a.definitions_changed(2));
         // a client prepare refreshes them too
-        cache.entry("app", None, b"SELECT * FROM t", &ok(0), 3, 10);
+        cache.entry("app", None, b"SELECT * FROM t", 0, &ok(0), 3, 10);
         assert!(!a.definitions_changed(3));
     }
 
     #[test]
     fn a_full_cache_drops_what_no_session_holds() {
         let cache = StatementCache::new();
-        let held = cache.entry("app", None, b"SELECT 1", &ok(0), 0, 2);
-        drop(cache.entry("app", None, b"SELECT 2", &ok(0), 0, 2));
-        let third = cache.entry("app", None, b"SELECT 3", &ok(0), 0, 2);
+        let held = cache.entry("app", None, b"SELECT 1", 0, &ok(0), 0, 2);
+        drop(cache.entry("app", None, b"SELECT 2", 0, &ok(0), 0, 2));
+        let third = cache.entry("app", None, b"SELECT 3", 0, &ok(0), 0, 2);
         assert_eq!(cache.len(), 2, "SELECT 2 made room");
         assert_eq!(cache.stats.cache_evictions.load(Ordering::Relaxed), 1);
         // everything held: the next one is served but not kept
-        let fourth = cache.entry("app", None, b"SELECT 4", &ok(0), 0, 2);
+        let fourth = cache.entry("app", None, b"SELECT 4", 0, &ok(0), 0, 2);
         assert_eq!(cache.len(), 2);
         assert!(!Arc::ptr_eq(
             &fourth,
-            &cache.entry("app", None, b"SELECT 4", &ok(0), 0, 2)
+            &cache.entry("app", None, b"SELECT 4", 0, &ok(0), 0, 2)
         ));
         drop((held, third));
     }
 
     #[test]
     fn connections_forget_the_least_recently_used() {
+        let cache = StatementCache::new();
+        let [a, b, c] = [&b"SELECT 1"[..], b"SELECT 2", b"SELECT 3"]
+            .map(|text| cache.entry("app", None, text, 0, &ok(0), 0, 10));
         let mut on = ConnStatements::default();
-        assert_eq!(on.insert(1, 101), None);
-        assert_eq!(on.insert(2, 102), None);
-        assert_eq!(on.insert(3, 103), None);
-        on.get(1);
+        assert_eq!(on.insert(&a, 101), None);
+        assert_eq!(on.insert(&b, 102), None);
+        assert_eq!(on.insert(&c, 103), None);
+        on.get(a.id);
         assert_eq!(on.make_room(4), None, "room left");
-        assert_eq!(on.make_room(3), Some(102), "2 is the oldest use");
+        assert_eq!(on.make_room(3), Some(102), "b is the oldest use");
         assert_eq!(on.len(), 2);
         assert_eq!(
-            on.insert(1, 111),
+            on.insert(&a, 111),
             Some(101),
             "re-prepared: the old id is closed"
         );
-        assert_eq!(on.remove(3), Some(103));
+        assert_eq!(on.remove(c.id), Some(103));
         on.clear();
         assert!(on.is_empty());
+    }
+
+    #[test]
+    fn info_counts_sessions_and_connections_apart() {
+        let cache = StatementCache::new();
+        let held = cache.entry("app", Some("db"), b"SELECT ?", 42, &ok(1), 0, 10);
+        let mut first = ConnStatements::default();
+        let mut second = ConnStatements::default();
+        first.insert(&held, 1);
+        second.insert(&held, 7);
+        let info = cache.info();
+        assert_eq!(info.len(), 1);
+        assert_eq!((info[0].client_refs, info[0].server_refs), (1, 2));
+        assert_eq!((info[0].digest, info[0].params), (42, 1));
+        drop(second);
+        first.clear();
+        drop(held);
+        let info = cache.info();
+        assert_eq!((info[0].client_refs, info[0].server_refs), (0, 0));
     }
 }

@@ -413,7 +413,7 @@ impl Session {
             tracing::info!(peer = %self.peer, server = %backend.server.address(),
                 "a prepared statement's definitions changed since the client prepared it");
         }
-        if let Some(replaced) = backend.statements.insert(prepared.id, ok.statement_id) {
+        if let Some(replaced) = backend.statements.insert(&prepared, ok.statement_id) {
             backend.queue_close(replaced);
         }
         Ok(Some(ok.statement_id))
@@ -502,6 +502,7 @@ impl Session {
             &self.user.config.name,
             self.login.database.as_deref(),
             text,
+            analysis.digest,
             &ok,
             definitions,
             runtime.pool.statement_cache_size,
@@ -518,7 +519,7 @@ impl Session {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(replaced) = backend.statements.insert(prepared.id, ok.statement_id) {
+        if let Some(replaced) = backend.statements.insert(&prepared, ok.statement_id) {
             backend.queue_close(replaced);
         }
         cache.stats.client_prepares.fetch_add(1, Ordering::Relaxed);
