@@ -45,13 +45,7 @@ fn forty_sessions_share_four_connections_and_each_keeps_its_own_state() {
         s.join().unwrap();
     }
     // the cap counts the monitor's own connection to the node too
-    let max_used: u32 = admin(
-        &proxy,
-        "SELECT MaxConnUsed FROM stats_mysql_connection_pool WHERE hostgroup = 10 AND srv_port = 13306",
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let max_used = common::writer_connections_used(&proxy);
     assert!(
         max_used <= 4,
         "the node saw {max_used} connections from the proxy"
@@ -237,13 +231,7 @@ fn session_variables_follow_each_session_onto_shared_connections() {
             std::slice::from_ref(&defaults)
         );
     }
-    let max_used: u32 = admin(
-        &proxy,
-        "SELECT MaxConnUsed FROM stats_mysql_connection_pool WHERE hostgroup = 10 AND srv_port = 13306",
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let max_used = common::writer_connections_used(&proxy);
     assert!(
         max_used <= 3,
         "the node saw {max_used} connections from the proxy"

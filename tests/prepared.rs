@@ -162,13 +162,7 @@ fn fifty_preparing_sessions_share_four_connections_with_their_own_parameter_type
     for s in sessions {
         s.join().unwrap();
     }
-    let max_used: u32 = admin(
-        &proxy,
-        "SELECT MaxConnUsed FROM stats_mysql_connection_pool WHERE hostgroup = 10 AND srv_port = 13306",
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let max_used = common::writer_connections_used(&proxy);
     assert!(
         max_used <= 4,
         "the node saw {max_used} connections from the proxy"

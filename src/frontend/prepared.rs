@@ -189,14 +189,8 @@ impl Session {
         let id = self.statements.resolve(raw);
         let Some(statement) = self.statements.by_id.get(&id) else {
             if answers {
-                let err = ErrPacket::new(
-                    UNKNOWN_STATEMENT,
-                    format!(
-                        "Unknown prepared statement handler ({raw}) given to {}",
-                        server_function(cmd)
-                    ),
-                );
-                self.send_packet_err(1, &err).await?;
+                self.send_packet_err(1, &unknown_statement(raw, cmd))
+                    .await?;
             }
             return Ok(None);
         };
@@ -559,14 +553,8 @@ impl Session {
         let raw = statement_id(&self.client.buffered()[body_at..]).expect("buffered");
         let id = self.statements.resolve(raw);
         if !self.statements.by_id.contains_key(&id) {
-            let err = ErrPacket::new(
-                UNKNOWN_STATEMENT,
-                format!(
-                    "Unknown prepared statement handler ({raw}) given to {}",
-                    server_function(cmd)
-                ),
-            );
-            self.send_packet_err(1, &err).await?;
+            self.send_packet_err(1, &unknown_statement(raw, cmd))
+                .await?;
             return Ok(None);
         }
         let Some(backend_id) = self.prepared_on(Target::Primary, id).await? else {
@@ -620,6 +608,17 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// MariaDB's error for a statement id it does not know, `raw` as the client sent it.
+fn unknown_statement(raw: u32, cmd: u8) -> ErrPacket {
+    ErrPacket::new(
+        UNKNOWN_STATEMENT,
+        format!(
+            "Unknown prepared statement handler ({raw}) given to {}",
+            server_function(cmd)
+        ),
+    )
 }
 
 /// The server function MariaDB names in its unknown-statement error.

@@ -272,6 +272,17 @@ pub fn capped(max: u32) -> impl FnOnce(String) -> String {
     }
 }
 
+/// The most backend connections the proxy held at once to the writer node (13306 in
+/// hostgroup 10), from its admin port.
+pub fn writer_connections_used(proxy: &Proxy) -> u32 {
+    let sql = "SELECT MaxConnUsed FROM stats_mysql_connection_pool \
+               WHERE hostgroup = 10 AND srv_port = 13306";
+    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// [`capped`], with `pool` (lines of the `[pool]` section) added.
 pub fn capped_pool(max: u32, pool: &'static str) -> impl FnOnce(String) -> String {
     move |c: String| {
