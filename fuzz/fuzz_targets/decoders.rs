@@ -12,6 +12,7 @@ use sluice::protocol::handshake::{
 };
 use sluice::protocol::packets::{ErrPacket, OkPacket};
 use sluice::protocol::response::ResponseTracker;
+use sluice::protocol::statement::{statement_id, ExecuteLayout, PrepareOk};
 
 fuzz_target!(|data: &[u8]| {
     // framing: the first bytes of a buffer, as a socket would deliver them
@@ -39,12 +40,36 @@ fuzz_target!(|data: &[u8]| {
         let _ = ChangeUser::decode(body, u32::from(caps) << 8 | 0x200);
     }
 
+    // prepared statements: a client's execute, a server's PREPARE_OK
+    let _ = statement_id(data);
+    let _ = PrepareOk::decode(data);
+    if let Some((&params, execute)) = data.split_first() {
+        if let Ok(layout) = ExecuteLayout::parse(execute, u16::from(params)) {
+            if let Some(types) = &layout.types {
+                assert!(types.end <= execute.len());
+            }
+            let types = vec![0x08; 2 * usize::from(params)];
+            if let Some(bound) = layout.with_types(execute, &types) {
+                let again = ExecuteLayout::parse(&bound, u16::from(params)).expect("bound decodes");
+                assert_eq!(&bound[again.types.expect("now bound")], &types[..]);
+            }
+        }
+    }
+
     // responses
     let _ = OkPacket::decode(data);
     let _ = ErrPacket::decode(data);
     if let Some((&cmd, rest)) = data.split_first() {
         let cmd = cmd % (command::RESET_CONNECTION + 1);
         if let Some(mut tracker) = ResponseTracker::for_command(cmd) {
+            // the rest as wire bytes, with flags added to its EOFs: lengths stay as they were
+            let mut marked = tracker.clone();
+            marked.add_status(0x0400);
+            let mut wire = rest.to_vec();
+            if let Ok(scan) = marked.scan(&wire) {
+                marked.mark(&mut wire[..scan.complete]);
+                assert_eq!(wire.len(), rest.len());
+            }
             // the rest as a sequence of length-prefixed packets
             let mut input = rest;
             while let Some((&len, tail)) = input.split_first() {

@@ -150,9 +150,12 @@ impl Session {
         if inspected {
             self.account(&runtime, &plan, ran);
         }
-        if let (Some(id), Ok(_)) = (prepared, &result) {
-            let status = self.last_outcome.and_then(|o| o.status);
-            self.after_statement_command(cmd, id, status);
+        if let Some(id) = prepared {
+            // also after a lost backend: its cursor or long data went with it
+            if !matches!(result, Err(Failure::Client)) {
+                let status = self.last_outcome.and_then(|o| o.status);
+                self.after_statement_command(cmd, id, status);
+            }
         }
         if result.is_ok() {
             self.multiplex(&runtime, target, effects);

@@ -318,7 +318,11 @@ impl Session {
                 // the execute asked for a cursor; the server says whether it opened one
                 statement.cursor &= flags & status::CURSOR_EXISTS != 0;
             }
-            command::STMT_FETCH if flags & status::LAST_ROW_SENT != 0 => statement.cursor = false,
+            // the last row sent, or no status at all (an error, a lost backend): no cursor
+            // to stay for
+            command::STMT_FETCH if status.is_none() || flags & status::LAST_ROW_SENT != 0 => {
+                statement.cursor = false
+            }
             command::STMT_RESET => {
                 statement.long_data = false;
                 statement.cursor = false;
