@@ -45,11 +45,7 @@ fn forty_sessions_share_four_connections_and_each_keeps_its_own_state() {
         s.join().unwrap();
     }
     // the cap counts the monitor's own connection to the node too
-    let max_used = common::writer_connections_used(&proxy);
-    assert!(
-        max_used <= 4,
-        "the node saw {max_used} connections from the proxy"
-    );
+    common::assert_writer_connections_at_most(&proxy, 4);
 }
 
 #[test]
@@ -231,11 +227,7 @@ fn session_variables_follow_each_session_onto_shared_connections() {
             std::slice::from_ref(&defaults)
         );
     }
-    let max_used = common::writer_connections_used(&proxy);
-    assert!(
-        max_used <= 3,
-        "the node saw {max_used} connections from the proxy"
-    );
+    common::assert_writer_connections_at_most(&proxy, 3);
 }
 
 #[test]

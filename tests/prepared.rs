@@ -162,11 +162,7 @@ fn fifty_preparing_sessions_share_four_connections_with_their_own_parameter_type
     for s in sessions {
         s.join().unwrap();
     }
-    let max_used = common::writer_connections_used(&proxy);
-    assert!(
-        max_used <= 4,
-        "the node saw {max_used} connections from the proxy"
-    );
+    common::assert_writer_connections_at_most(&proxy, 4);
     assert_eq!(global(&proxy, "Com_frontend_stmt_execute"), 1000);
     assert_eq!(global(&proxy, "Com_frontend_stmt_prepare"), 50);
     assert_eq!(

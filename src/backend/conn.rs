@@ -241,22 +241,17 @@ impl BackendConn {
     /// Sends one command and collects the payloads of its whole response.
     async fn exchange(&mut self, cmd: u8, body: &[u8]) -> Result<Vec<bytes::Bytes>, BackendError> {
         let address = self.server.address().to_string();
-        let mut payload = Vec::with_capacity(body.len() + 1);
-        payload.push(cmd);
-        payload.extend_from_slice(body);
-        self.conn.queue_packet(0, &payload);
-        self.conn
-            .flush()
+        self.send_command(cmd, body)
             .await
             .map_err(|e| BackendError::Connect(address.clone(), e))?;
         read_response(&mut self.conn, &address, cmd).await
     }
 
-    /// Sends COM_STMT_PREPARE for `text` (the reply is read with [`read_response`]).
-    pub async fn send_prepare(&mut self, text: &[u8]) -> std::io::Result<()> {
-        let mut payload = Vec::with_capacity(text.len() + 1);
-        payload.push(command::STMT_PREPARE);
-        payload.extend_from_slice(text);
+    /// Sends one command of the proxy's own (its reply is read with [`read_response`]).
+    pub async fn send_command(&mut self, cmd: u8, body: &[u8]) -> std::io::Result<()> {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(cmd);
+        payload.extend_from_slice(body);
         self.conn.queue_packet(0, &payload);
         self.conn.flush().await
     }

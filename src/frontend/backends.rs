@@ -153,8 +153,7 @@ impl Session {
         if let Some(id) = prepared {
             // also after a lost backend: its cursor or long data went with it
             if !matches!(result, Err(Failure::Client)) {
-                let status = self.last_outcome.and_then(|o| o.status);
-                self.after_statement_command(cmd, id, status);
+                self.after_statement_command(cmd, id);
             }
         }
         if result.is_ok() {
@@ -332,9 +331,10 @@ impl Session {
                 let result = self
                     .relay_response(Target::Primary, cmd, Statement::Write, &[])
                     .await;
-                if let (Some(id), Ok(_)) = (prepared, &result) {
-                    let status = self.last_outcome.and_then(|o| o.status);
-                    self.after_statement_command(cmd, id, status);
+                if let Some(id) = prepared {
+                    if !matches!(result, Err(Failure::Client)) {
+                        self.after_statement_command(cmd, id);
+                    }
                 }
                 result.map(|_| ())
             }

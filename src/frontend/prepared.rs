@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::backend::read_response;
-use crate::backend::statements::{fingerprint, Prepared};
+use crate::backend::statements::{fingerprint, Prepared, StatementStats};
+use crate::backend::{read_response, BackendConn};
 use crate::connection::RawPacket;
 use crate::protocol::constants::{command, header, status};
 use crate::protocol::frame::{encode_packet, HEADER_LEN};
@@ -305,8 +305,10 @@ impl Session {
         Ok(true)
     }
 
-    /// After a statement command went through: what its long data and cursor are now.
-    pub(super) fn after_statement_command(&mut self, cmd: u8, id: u32, status: Option<u16>) {
+    /// After a statement command went through (or its backend was lost): what its long
+    /// data and cursor are now, from how its response ended.
+    pub(super) fn after_statement_command(&mut self, cmd: u8, id: u32) {
+        let status = self.last_outcome.and_then(|o| o.status);
         let Some(statement) = self.statements.by_id.get_mut(&id) else {
             return;
         };
@@ -347,13 +349,6 @@ impl Session {
         let frontend = self.frontend.clone();
         let runtime = frontend.shared.load();
         let stats = &frontend.pool.statements.stats;
-        if let Some(evicted) = backend
-            .statements
-            .make_room(runtime.pool.max_prepared_per_connection)
-        {
-            backend.queue_close(evicted);
-            stats.backend_evictions.fetch_add(1, Ordering::Relaxed);
-        }
         // the statement's names resolve in the schema it was prepared in
         let restore = match &prepared.schema {
             Some(schema) if backend.schema.as_ref() != Some(schema) => {
@@ -379,9 +374,7 @@ impl Session {
         if packets[0].first() == Some(&header::ERR) {
             // the statement cannot be prepared any more (a table dropped, …): the execute
             // fails as it would on the server that lost it
-            self.frontend.counters.error(error_code(&packets[0]));
-            self.client.queue_packet(1, &packets[0]);
-            self.client.flush().await.map_err(|_| Failure::Client)?;
+            self.relay_server_error(&packets[0]).await?;
             return Ok(None);
         }
         let ok = match PrepareOk::decode(&packets[0]) {
@@ -411,10 +404,17 @@ impl Session {
             tracing::info!(peer = %self.peer, server = %backend.server.address(),
                 "a prepared statement's definitions changed since the client prepared it");
         }
-        if let Some(replaced) = backend.statements.insert(&prepared, ok.statement_id) {
-            backend.queue_close(replaced);
-        }
+        let cap = runtime.pool.max_prepared_per_connection;
+        keep_prepared(backend, &prepared, ok.statement_id, cap, stats);
         Ok(Some(ok.statement_id))
+    }
+
+    /// Passes a server's ERR to a prepare on to the client as the answer to its command.
+    async fn relay_server_error(&mut self, err: &[u8]) -> Result<(), Failure> {
+        let code = ErrPacket::decode(err).map_or(0, |e| e.code);
+        self.frontend.counters.error(code);
+        self.client.queue_packet(1, err);
+        self.client.flush().await.map_err(|_| Failure::Client)
     }
 
     async fn prepare_failed(&mut self, target: Target, why: &str) -> Result<Option<u32>, Failure> {
@@ -430,7 +430,7 @@ impl Session {
     ) -> Result<Vec<Bytes>, String> {
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         backend
-            .send_prepare(text)
+            .send_command(command::STMT_PREPARE, text)
             .await
             .map_err(|e| e.to_string())?;
         self.read_reply(target).await
@@ -465,9 +465,7 @@ impl Session {
             Err(why) => return self.backend_lost(target, 1, &why).await.map(|_| false),
         };
         if packets[0].first() == Some(&header::ERR) {
-            self.frontend.counters.error(error_code(&packets[0]));
-            self.client.queue_packet(1, &packets[0]);
-            self.client.flush().await.map_err(|_| Failure::Client)?;
+            self.relay_server_error(&packets[0]).await?;
             return Ok(false);
         }
         let ok = match PrepareOk::decode(&packets[0]) {
@@ -505,21 +503,8 @@ impl Session {
             definitions,
             runtime.pool.statement_cache_size,
         );
-        if backend.statements.get(prepared.id).is_none() {
-            if let Some(evicted) = backend
-                .statements
-                .make_room(runtime.pool.max_prepared_per_connection)
-            {
-                backend.queue_close(evicted);
-                cache
-                    .stats
-                    .backend_evictions
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if let Some(replaced) = backend.statements.insert(&prepared, ok.statement_id) {
-            backend.queue_close(replaced);
-        }
+        let cap = runtime.pool.max_prepared_per_connection;
+        keep_prepared(backend, &prepared, ok.statement_id, cap, &cache.stats);
         cache.stats.client_prepares.fetch_add(1, Ordering::Relaxed);
         let (statement, effects) = executed(analysis);
         let id = self.statements.add(ClientStatement {
@@ -636,9 +621,22 @@ fn server_function(cmd: u8) -> &'static str {
     }
 }
 
-fn error_code(payload: &[u8]) -> u16 {
-    payload
-        .get(1..3)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .unwrap_or(0)
+/// Records that `backend` prepared `prepared` as `backend_id`, closing there what that
+/// replaces and, at `cap`, the statement used least recently.
+fn keep_prepared(
+    backend: &mut BackendConn,
+    prepared: &Arc<Prepared>,
+    backend_id: u32,
+    cap: usize,
+    stats: &StatementStats,
+) {
+    if backend.statements.get(prepared.id).is_none() {
+        if let Some(evicted) = backend.statements.make_room(cap) {
+            backend.queue_close(evicted);
+            stats.backend_evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if let Some(replaced) = backend.statements.insert(prepared, backend_id) {
+        backend.queue_close(replaced);
+    }
 }

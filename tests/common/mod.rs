@@ -272,15 +272,19 @@ pub fn capped(max: u32) -> impl FnOnce(String) -> String {
     }
 }
 
-/// The most backend connections the proxy held at once to the writer node (13306 in
-/// hostgroup 10), from its admin port.
-pub fn writer_connections_used(proxy: &Proxy) -> u32 {
+/// Asserts that the proxy never held more than `max` backend connections at once to the
+/// writer node (13306 in hostgroup 10), as its admin port counts them.
+pub fn assert_writer_connections_at_most(proxy: &Proxy, max: u32) {
     let sql = "SELECT MaxConnUsed FROM stats_mysql_connection_pool \
                WHERE hostgroup = 10 AND srv_port = 13306";
-    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
+    let used: u32 = mariadb_ok(proxy, proxy.admin_port, "admin", sql)
         .trim()
         .parse()
-        .unwrap()
+        .unwrap();
+    assert!(
+        used <= max,
+        "the node saw {used} connections from the proxy"
+    );
 }
 
 /// [`capped`], with `pool` (lines of the `[pool]` section) added.
