@@ -553,6 +553,12 @@ impl Session {
         if cmd == command::STMT_SEND_LONG_DATA {
             return Ok(Some(id));
         }
+        self.frontend
+            .pool
+            .statements
+            .stats
+            .executes
+            .fetch_add(1, Ordering::Relaxed);
         let statement = &self.statements.by_id[&id];
         let params = statement.prepared.params;
         let (prepared_id, bound) = (statement.prepared.id, statement.types.clone());
