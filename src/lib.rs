@@ -9,6 +9,7 @@ pub mod frontend;
 pub mod metrics;
 pub mod monitor;
 pub mod protocol;
+pub mod query_cache;
 pub mod router;
 pub mod rules;
 pub mod runtime;

@@ -39,6 +39,10 @@ pub struct Config {
     pub firewall: Firewall,
     #[serde(default)]
     pub query_log: QueryLog,
+    #[serde(default)]
+    pub query_cache: QueryCacheSettings,
+    #[serde(default)]
+    pub mirror: MirrorSettings,
     /// The SQL admin port; without it there is none.
     pub admin: Option<Admin>,
     /// The Prometheus endpoint; without it there is none.
@@ -133,6 +137,19 @@ pub struct QueryRule {
     pub log: bool,
     /// Kill a matching statement on its backend after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Answer matching autocommit reads from the query cache for this many milliseconds
+    /// after the server last answered them (ProxySQL's `cache_ttl`; see `[query_cache]`).
+    pub cache_ttl: Option<u64>,
+    /// Whether a result without rows is cached too; unset: `[query_cache]
+    /// stores_empty_result`.
+    pub cache_empty_result: Option<bool>,
+    /// Send a copy of each matching statement to a server of this hostgroup, after the
+    /// client has its answer (see `[mirror]`).
+    pub mirror_hostgroup: Option<u32>,
+    /// The copy walks the rules again from this flag (to be rewritten or routed for the
+    /// mirror); its destination_hostgroup, if one matches, overrides mirror_hostgroup.
+    #[serde(rename = "mirror_flagOUT", alias = "mirror_flag_out")]
+    pub mirror_flag_out: Option<u32>,
     /// Stop the walk at this rule when it matches.
     #[serde(default)]
     pub apply: bool,
@@ -301,6 +318,52 @@ impl Default for PoolSettings {
             statement_cache_size: 10_000,
             max_prepared_per_connection: 256,
             max_prepared_per_session: 16_382,
+        }
+    }
+}
+
+/// The query cache that rules with `cache_ttl` fill (ProxySQL's `mysql-query_cache_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryCacheSettings {
+    /// Memory the cached results may take, all together; beyond it the entries least
+    /// used lately go first.
+    pub max_memory_mb: u64,
+    /// A result larger than this is not cached.
+    pub max_entry_kb: u64,
+    /// Whether results without rows are cached (a rule's `cache_empty_result` overrides).
+    pub stores_empty_result: bool,
+}
+
+impl Default for QueryCacheSettings {
+    fn default() -> Self {
+        QueryCacheSettings {
+            max_memory_mb: 256,
+            max_entry_kb: 4096,
+            stores_empty_result: true,
+        }
+    }
+}
+
+/// Mirroring: copies of statements that rules with `mirror_hostgroup` send elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorSettings {
+    /// Copies waiting to be sent, at most; a copy beyond it is dropped (and counted), so
+    /// a slow or dead mirror never holds a client up.
+    pub max_queue: usize,
+    /// Copies being run on mirror servers at once.
+    pub max_concurrency: usize,
+    /// A copy not answered within this long is abandoned (its connection closed).
+    pub timeout_ms: u64,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        MirrorSettings {
+            max_queue: 32_000,
+            max_concurrency: 16,
+            timeout_ms: 10_000,
         }
     }
 }

@@ -69,7 +69,11 @@ fn query_rules(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure
                 format!("rule {} is defined twice", rule.rule_id),
             );
         }
-        if let Some(hg) = rule.destination_hostgroup {
+        for (field, hg) in [
+            ("destination_hostgroup", rule.destination_hostgroup),
+            ("mirror_hostgroup", rule.mirror_hostgroup),
+        ] {
+            let Some(hg) = hg else { continue };
             let managed = config.galera_hostgroups.iter().any(|g| {
                 [
                     g.writer_hostgroup,
@@ -80,10 +84,16 @@ fn query_rules(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure
             });
             if !hostgroups.contains(&hg) && !managed {
                 return fail(
-                    format!("query_rules[{i}].destination_hostgroup"),
+                    format!("query_rules[{i}].{field}"),
                     format!("hostgroup {hg} is not declared and has no servers"),
                 );
             }
+        }
+        if rule.cache_ttl == Some(0) {
+            return fail(
+                format!("query_rules[{i}].cache_ttl"),
+                "must be at least 1 ms",
+            );
         }
     }
     crate::rules::QueryRules::compile(&config.query_rules).map(|_| ())
@@ -184,6 +194,23 @@ fn proxy(config: &Config) -> Result<(), Failure> {
         if value == 0 {
             return fail(name, "must be at least 1");
         }
+    }
+    let cache = &config.query_cache;
+    if cache.max_memory_mb == 0 || cache.max_entry_kb == 0 {
+        return fail(
+            "query_cache",
+            "max_memory_mb and max_entry_kb must be at least 1",
+        );
+    }
+    if cache.max_entry_kb > cache.max_memory_mb * 1024 {
+        return fail("query_cache.max_entry_kb", "must not exceed max_memory_mb");
+    }
+    let mirror = &config.mirror;
+    if mirror.max_concurrency == 0 || mirror.timeout_ms == 0 {
+        return fail(
+            "mirror",
+            "max_concurrency and timeout_ms must be at least 1",
+        );
     }
     if config.throttle.max_failures == 0 || config.throttle.block_ms == 0 {
         return fail("throttle", "max_failures and block_ms must be at least 1");

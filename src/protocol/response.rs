@@ -381,6 +381,91 @@ fn ok_or_eof_status(payload: &[u8]) -> Option<u16> {
     }
 }
 
+/// What one complete text result set held, read back from its wire bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultSummary {
+    pub rows: u64,
+    /// The final EOF's warning count and status flags.
+    pub warnings: u16,
+    pub status: u16,
+}
+
+/// Reads `wire` (a response as relayed: frames with their headers, starting at sequence
+/// id 1) as exactly one result set — column count, definitions, EOF, rows, EOF — and
+/// nothing after it. `None` for anything else: an OK or ERR, several results, a LOCAL
+/// INFILE request, a cursor, bytes that do not add up. What a cache may keep must pass
+/// this.
+pub fn summarize_result(wire: &[u8]) -> Option<ResultSummary> {
+    let mut packets = FirstFrames { wire, pos: 0 };
+    let (first, seq) = packets.next()?;
+    if seq != 1
+        || matches!(
+            first.first(),
+            Some(&(header::OK | header::ERR | header::LOCAL_INFILE | header::EOF)) | None
+        )
+    {
+        return None;
+    }
+    let columns = Reader::new(first).lenenc_int("column count").ok()?;
+    for _ in 0..columns {
+        let (def, _) = packets.next()?;
+        if def.first() == Some(&header::ERR) || is_eof(def.first().copied(), def.len()) {
+            return None;
+        }
+    }
+    let (eof, _) = packets.next()?;
+    if !is_eof(eof.first().copied(), eof.len()) {
+        return None;
+    }
+    let mut rows = 0;
+    let last = loop {
+        let (packet, _) = packets.next()?;
+        match packet.first() {
+            Some(&header::ERR) => return None,
+            first if is_eof(first.copied(), packet.len()) => break packet,
+            _ => rows += 1,
+        }
+    };
+    let mut r = Reader::new(last);
+    r.skip(1, "EOF").ok()?;
+    let warnings = r.u16("EOF warnings").ok()?;
+    let status = r.u16("EOF status").ok()?;
+    let alone = status & (status::MORE_RESULTS_EXISTS | status::CURSOR_EXISTS) == 0;
+    (alone && packets.next().is_none() && packets.pos == wire.len()).then_some(ResultSummary {
+        rows,
+        warnings,
+        status,
+    })
+}
+
+/// The first frame of each logical packet in whole frames (a packet of 16 MiB or more
+/// continues in frames that are skipped), with its sequence id.
+struct FirstFrames<'a> {
+    wire: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for FirstFrames<'a> {
+    type Item = (&'a [u8], u8);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header = FrameHeader::parse(&self.wire[self.pos..])?;
+        let end = self.pos + header.frame_len();
+        let payload = self.wire.get(self.pos + HEADER_LEN..end)?;
+        self.pos = end;
+        let mut continued = header.is_continued();
+        while continued {
+            let more = FrameHeader::parse(&self.wire[self.pos..])?;
+            self.pos += more.frame_len();
+            if self.pos > self.wire.len() {
+                return None;
+            }
+            continued = more.is_continued();
+        }
+        Some((payload, header.seq))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +489,62 @@ mod tests {
 
     fn done(status: Option<u16>, error: bool) -> Progress {
         Progress::Done(Outcome { status, error })
+    }
+
+    #[test]
+    fn a_single_result_set_is_summarized() {
+        let def: &[u8] = &[3, b'd', b'e', b'f', 0, 0, 0, 1, b'a', 0, 0x0c];
+        let row: &[u8] = &[1, b'7'];
+        let warned: &[u8] = &[0xFE, 0x02, 0x00, 0x22, 0x00];
+        let summary = |packets: &[&[u8]]| summarize_result(&wire(packets));
+        assert_eq!(
+            summary(&[&[1], def, EOF, row, row, EOF]),
+            Some(ResultSummary {
+                rows: 2,
+                warnings: 0,
+                status: 2
+            })
+        );
+        assert_eq!(summary(&[&[1], def, EOF, EOF]).map(|s| s.rows), Some(0));
+        assert_eq!(
+            summary(&[&[1], def, EOF, row, warned]).map(|s| s.warnings),
+            Some(2)
+        );
+        // a big row (0xFE length prefix, 9 bytes or more) is a row, not the end
+        let mut long_row = vec![0xFE];
+        long_row.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            summary(&[&[1], def, EOF, &long_row, EOF]).map(|s| s.rows),
+            Some(1)
+        );
+        // what may not be cached
+        for packets in [
+            &[OK][..],
+            &[ERR][..],
+            &[&[1], def, EOF, row, ERR][..],
+            &[&[1], def, EOF, row, EOF_MORE][..],
+            &[&[1], def, EOF_CURSOR, EOF_CURSOR][..],
+            &[&[1], def, EOF, row, EOF, OK][..],
+            &[&[2], def, EOF, row, EOF][..],
+            &[&[1], def, EOF, row][..],
+        ] {
+            assert_eq!(summary(packets), None, "{packets:?}");
+        }
+        let mut cut = wire(&[&[1], def, EOF, row, EOF]);
+        cut.pop();
+        assert_eq!(summarize_result(&cut), None, "a truncated EOF");
+        let mut late = wire(&[&[1], def, EOF, EOF]);
+        late[3] = 2;
+        assert_eq!(summarize_result(&late), None, "not from sequence id 1");
+    }
+
+    #[test]
+    fn a_row_of_16_mib_or_more_counts_once() {
+        let def: &[u8] = &[3, b'd', b'e', b'f', 0, 0, 0, 1, b'a', 0, 0x0c];
+        let mut big = vec![0xFC, 0xFF, 0xFF];
+        big.resize(crate::protocol::frame::MAX_FRAME_PAYLOAD + 10, b'x');
+        let summary = summarize_result(&wire(&[&[1], def, EOF, &big, EOF]));
+        assert_eq!(summary.map(|s| s.rows), Some(1));
     }
 
     #[test]

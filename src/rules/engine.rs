@@ -41,8 +41,22 @@ pub struct Decision {
     pub log: bool,
     /// Kill the statement on its backend after this long.
     pub timeout_ms: Option<u64>,
+    /// Answer the statement from the query cache, and cache its result this long (ms).
+    pub cache_ttl: Option<u64>,
+    /// Whether a result without rows may be cached (`None`: the global setting).
+    pub cache_empty_result: Option<bool>,
+    /// Send a copy of the statement here once the client has its answer.
+    pub mirror: Option<MirrorTo>,
     /// The last rule that matched (for logs).
     pub last_rule: Option<u32>,
+}
+
+/// Where a statement's copy goes: a hostgroup, and the flag its copy walks the rules
+/// from again (ProxySQL's `mirror_flagOUT`), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorTo {
+    pub hostgroup: Option<u32>,
+    pub flag: Option<u32>,
 }
 
 /// A rule ready to match.
@@ -67,6 +81,9 @@ struct Compiled {
     error: Option<(u16, String)>,
     log: bool,
     timeout_ms: Option<u64>,
+    cache_ttl: Option<u64>,
+    cache_empty_result: Option<bool>,
+    mirror: Option<MirrorTo>,
     apply: bool,
 }
 
@@ -154,6 +171,12 @@ impl QueryRules {
 
     /// Walks the rules for one statement.
     pub fn evaluate(&self, query: &Query<'_>) -> Decision {
+        self.evaluate_from(query, 0)
+    }
+
+    /// Walks the rules from `flag` (0 for a client's statement; a mirror's copy starts at
+    /// its rule's `mirror_flagOUT`).
+    pub fn evaluate_from(&self, query: &Query<'_>, start: u32) -> Decision {
         let mut decision = Decision::default();
         if self.rules.is_empty() {
             return decision;
@@ -163,7 +186,7 @@ impl QueryRules {
             .as_ref()
             .map(|s| s.matches(query.digest_text));
         let mut pattern_hits = self.pattern_set.as_ref().map(|s| s.matches(query.sql));
-        let mut flag = 0;
+        let mut flag = start;
         for (rule, hits) in self.rules.iter().zip(&self.hits) {
             if rule.flag_in != flag {
                 continue;
@@ -195,6 +218,9 @@ impl QueryRules {
             }
             decision.hostgroup = rule.destination_hostgroup.or(decision.hostgroup);
             decision.timeout_ms = rule.timeout_ms.or(decision.timeout_ms);
+            decision.cache_ttl = rule.cache_ttl.or(decision.cache_ttl);
+            decision.cache_empty_result = rule.cache_empty_result.or(decision.cache_empty_result);
+            decision.mirror = rule.mirror.or(decision.mirror);
             decision.log |= rule.log;
             if let Some(error) = &rule.error {
                 decision.deny = Some(error.clone());
@@ -296,6 +322,14 @@ fn compile_one(
         error,
         log: rule.log,
         timeout_ms: rule.timeout_ms,
+        cache_ttl: rule.cache_ttl,
+        cache_empty_result: rule.cache_empty_result,
+        mirror: (rule.mirror_hostgroup.is_some() || rule.mirror_flag_out.is_some()).then_some(
+            MirrorTo {
+                hostgroup: rule.mirror_hostgroup,
+                flag: rule.mirror_flag_out,
+            },
+        ),
         apply: rule.apply,
     })
 }
@@ -465,6 +499,73 @@ mod tests {
         );
         let d = decide(&r, "app", "127.0.0.1", "UPDATE t SET a = 1");
         assert!(d.deny.is_none() && d.log);
+    }
+
+    #[test]
+    fn cache_and_mirror_settings_come_from_the_rules_that_matched() {
+        let r = rules(
+            r#"
+            [[query_rules]]
+            rule_id = 1
+            match_digest = "^SELECT"
+            cache_ttl = 5000
+            flag_out = 7
+            [[query_rules]]
+            rule_id = 2
+            flag_in = 7
+            match_pattern = "FROM big"
+            cache_empty_result = false
+            cache_ttl = 100
+            [[query_rules]]
+            rule_id = 3
+            match_pattern = "^INSERT INTO orders"
+            mirror_hostgroup = 40
+            mirror_flagOUT = 9
+            [[query_rules]]
+            rule_id = 4
+            flag_in = 9
+            match_pattern = "orders"
+            replace_pattern = "orders_copy"
+            destination_hostgroup = 41
+            "#,
+        );
+        let d = decide(&r, "a", "127.0.0.1", "SELECT x FROM small");
+        assert_eq!((d.cache_ttl, d.cache_empty_result), (Some(5000), None));
+        let d = decide(&r, "a", "127.0.0.1", "SELECT x FROM big");
+        assert_eq!(
+            (d.cache_ttl, d.cache_empty_result),
+            (Some(100), Some(false))
+        );
+        let d = decide(&r, "a", "127.0.0.1", "INSERT INTO orders VALUES (1)");
+        let mirror = d.mirror.expect("mirrored");
+        assert_eq!(
+            (mirror.hostgroup, mirror.flag, d.rewritten),
+            (Some(40), Some(9), None)
+        );
+        // the copy walks from flag 9 only: rule 4 rewrites it and sends it elsewhere
+        let mut analyzer = Analyzer::default();
+        let sql = b"INSERT INTO orders VALUES (1)";
+        let analysis = analyzer.analyze(sql);
+        let copy = r.evaluate_from(
+            &Query {
+                user: "a",
+                schema: None,
+                client: "127.0.0.1".parse().unwrap(),
+                sql,
+                digest_text: analyzer.digest_text(),
+                analysis: &analysis,
+                suspicious: false,
+            },
+            9,
+        );
+        assert_eq!(
+            (copy.rewritten.as_deref(), copy.hostgroup, copy.mirror),
+            (
+                Some(&b"INSERT INTO orders_copy VALUES (1)"[..]),
+                Some(41),
+                None
+            )
+        );
     }
 
     #[test]

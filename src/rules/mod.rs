@@ -13,7 +13,7 @@ pub mod tokens;
 pub mod variables;
 
 pub use analysis::{Analysis, Analyzer, Features, Kind};
-pub use engine::{format_digest, parse_digest, Decision, Query, QueryRules};
+pub use engine::{format_digest, parse_digest, Decision, MirrorTo, Query, QueryRules};
 pub use firewall::{Firewall, Verdict};
 pub use injection::Suspicion;
 pub use querylog::QueryLog;
