@@ -301,6 +301,8 @@ fn backends(f: &Frontend) -> Collectors {
         Box::new(lost),
     ];
     out.extend(statements(f));
+    out.extend(query_cache(f));
+    out.extend(mirror(f));
     out.extend(health(f));
     out
 }
@@ -358,6 +360,103 @@ fn statements(f: &Frontend) -> Collectors {
         Box::new(evictions),
         Box::new(entries),
     ]
+}
+
+/// The query cache: lookups by result, what went in and out, what it holds.
+fn query_cache(f: &Frontend) -> Collectors {
+    let qc = &f.query_cache;
+    let st = &qc.stats;
+    let lookups = counter(
+        "sluice_query_cache_lookups_total",
+        "Statements whose rules set cache_ttl, looked up in the query cache, by whether a live result was there.",
+        &["result"],
+    );
+    let hits = load(&st.hits);
+    lookups.with_label_values(&["hit"]).inc_by(hits);
+    lookups
+        .with_label_values(&["miss"])
+        .inc_by(load(&st.lookups).saturating_sub(hits));
+    let bytes = counter(
+        "sluice_query_cache_bytes_total",
+        "Result bytes stored in the query cache (in) and sent to clients from it (out).",
+        &["direction"],
+    );
+    bytes.with_label_values(&["in"]).inc_by(load(&st.bytes_in));
+    bytes
+        .with_label_values(&["out"])
+        .inc_by(load(&st.bytes_out));
+    let stores = counter(
+        "sluice_query_cache_stores_total",
+        "Results stored in the query cache.",
+        &[],
+    );
+    stores.with_label_values(&[]).inc_by(load(&st.stores));
+    let removed = counter(
+        "sluice_query_cache_removed_total",
+        "Entries removed from the query cache: expired (ttl), pushed out to stay within max_memory_mb (memory), or never stored because larger than max_entry_kb (too_large).",
+        &["reason"],
+    );
+    removed.with_label_values(&["ttl"]).inc_by(load(&st.purged));
+    removed
+        .with_label_values(&["memory"])
+        .inc_by(qc.evictions());
+    removed
+        .with_label_values(&["too_large"])
+        .inc_by(load(&st.too_large));
+    let entries = gauge(
+        "sluice_query_cache_entries",
+        "Results held in the query cache.",
+        &[],
+    );
+    entries.with_label_values(&[]).set(qc.len() as i64);
+    let memory = gauge(
+        "sluice_query_cache_memory_bytes",
+        "Memory the query cache's entries take, as counted against max_memory_mb.",
+        &[],
+    );
+    memory
+        .with_label_values(&[])
+        .set(i64::try_from(qc.memory_bytes()).unwrap_or(i64::MAX));
+    vec![
+        Box::new(lookups),
+        Box::new(bytes),
+        Box::new(stores),
+        Box::new(removed),
+        Box::new(entries),
+        Box::new(memory),
+    ]
+}
+
+/// Mirroring: copies by how they ended, and what is waiting or running now.
+fn mirror(f: &Frontend) -> Collectors {
+    let st = &f.mirror.stats;
+    let copies = counter(
+        "sluice_mirror_statements_total",
+        "Statement copies for mirror hostgroups by how they ended: answered (ok, error), or dropped (queue_full, unreachable, timeout, in_transaction).",
+        &["result"],
+    );
+    let sent = load(&st.sent);
+    let errors = load(&st.errors);
+    for (result, n) in [
+        ("ok", sent.saturating_sub(errors)),
+        ("error", errors),
+        ("queue_full", load(&st.dropped_full)),
+        ("unreachable", load(&st.dropped_unreachable)),
+        ("timeout", load(&st.timeouts)),
+        ("in_transaction", load(&st.skipped_in_transaction)),
+    ] {
+        copies.with_label_values(&[result]).inc_by(n);
+    }
+    let now = gauge(
+        "sluice_mirror_copies",
+        "Statement copies waiting for a mirror (queued) or running on one (running).",
+        &["state"],
+    );
+    now.with_label_values(&["queued"])
+        .set(st.queued.load(Ordering::Relaxed) as i64);
+    now.with_label_values(&["running"])
+        .set(load(&st.running) as i64);
+    vec![Box::new(copies), Box::new(now)]
 }
 
 /// Server health, roles, failovers and the monitor's checks.

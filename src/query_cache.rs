@@ -181,7 +181,7 @@ impl QueryCache {
         self.apply(settings);
         let largest = (settings.max_entry_kb * 1024).min(self.entries.shard_capacity());
         if response.len() as u64 + ENTRY_OVERHEAD > largest {
-            count(&self.stats.too_large);
+            self.refuse_too_large();
             return;
         }
         count(&self.stats.stores);
@@ -193,6 +193,11 @@ impl QueryCache {
             expires: Instant::now() + ttl,
         };
         self.entries.insert(lookup.to_key(), entry);
+    }
+
+    /// Counts a result not kept because it is larger than an entry may be.
+    pub fn refuse_too_large(&self) {
+        count(&self.stats.too_large);
     }
 
     /// Follows a reload's `max_memory_mb` (evicting at once if it shrank).

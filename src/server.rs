@@ -94,6 +94,17 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         })
     };
     let firewall_writer = tokio::spawn(write_firewall_allowlist(shared.clone()));
+    let mirror = tokio::spawn(crate::frontend::mirror::run(frontend.clone()));
+    let cache_purger = {
+        let frontend = frontend.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                frontend.query_cache.purge_expired();
+            }
+        })
+    };
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&shared, path, admin.as_deref()),
@@ -114,6 +125,8 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     )
     .await;
     sweeper.abort();
+    cache_purger.abort();
+    mirror.abort();
     firewall_writer.abort();
     flush_firewall(&shared);
     Ok(())

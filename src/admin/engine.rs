@@ -211,6 +211,12 @@ impl AdminDb {
                 live.frontend.admission.clear();
                 Ok(Some(Reply::Done { affected: 0 }))
             }
+            "PROXYSQL" if words[1..] == ["FLUSH", "QUERY", "CACHE"] => {
+                let flushed = live.frontend.query_cache.flush();
+                Ok(Some(Reply::Done {
+                    affected: flushed as u64,
+                }))
+            }
             "SHOW" if word(1) == "TABLES" => self
                 .rows("SELECT name AS tables FROM (SELECT name FROM main.sqlite_master UNION ALL SELECT name FROM stats.sqlite_master UNION ALL SELECT 'monitor.' || name FROM monitor.sqlite_master) WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
                 .map(Some),

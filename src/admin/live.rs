@@ -459,6 +459,8 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let ps = &f.pool.statements.stats;
+    let qc = &f.query_cache;
+    let mirror = &f.mirror.stats;
     let runtime = live.runtime();
     let backend_connections: u64 = runtime
         .servers()
@@ -499,6 +501,30 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
         ("Stmt_backend_evictions", n(&ps.backend_evictions)),
         ("Stmt_cache_evictions", n(&ps.cache_evictions)),
         ("Stmt_Cached", f.pool.statements.len().to_string()),
+        ("Query_Cache_Memory_bytes", qc.memory_bytes().to_string()),
+        ("Query_Cache_count_GET", n(&qc.stats.lookups)),
+        ("Query_Cache_count_GET_OK", n(&qc.stats.hits)),
+        ("Query_Cache_count_SET", n(&qc.stats.stores)),
+        ("Query_Cache_bytes_IN", n(&qc.stats.bytes_in)),
+        ("Query_Cache_bytes_OUT", n(&qc.stats.bytes_out)),
+        ("Query_Cache_Purged", n(&qc.stats.purged)),
+        ("Query_Cache_Entries", qc.len().to_string()),
+        ("Query_Cache_Evicted", qc.evictions().to_string()),
+        ("Query_Cache_too_large", n(&qc.stats.too_large)),
+        ("Mirror_concurrency", n(&mirror.running)),
+        (
+            "Mirror_queue_length",
+            mirror.queued.load(Ordering::Relaxed).to_string(),
+        ),
+        ("Mirror_sent", n(&mirror.sent)),
+        ("Mirror_errors", n(&mirror.errors)),
+        ("Mirror_dropped_queue_full", n(&mirror.dropped_full)),
+        ("Mirror_dropped_unreachable", n(&mirror.dropped_unreachable)),
+        ("Mirror_timeouts", n(&mirror.timeouts)),
+        (
+            "Mirror_skipped_in_transaction",
+            n(&mirror.skipped_in_transaction),
+        ),
     ];
     pairs
         .into_iter()

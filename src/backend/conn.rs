@@ -17,7 +17,7 @@ use crate::protocol::handshake::{
     encode_ssl_request, AuthSwitchRequest, HandshakeResponse, InitialHandshake,
 };
 use crate::protocol::packets::ErrPacket;
-use crate::protocol::response::{Progress, ResponseTracker};
+use crate::protocol::response::{Outcome, Progress, ResponseTracker};
 use crate::protocol::text::{decode_result, TextResult};
 use crate::rules::variables::Values;
 use crate::runtime::{EvictionWaker, Evictions, ServerTarget};
@@ -245,6 +245,45 @@ impl BackendConn {
             .await
             .map_err(|e| BackendError::Connect(address.clone(), e))?;
         read_response(&mut self.conn, &address, cmd).await
+    }
+
+    /// Reads the response to a command the proxy sent for itself and throws it away as it
+    /// arrives, however large (a mirrored statement's result); says how it ended. A LOCAL
+    /// INFILE request is answered with an empty file.
+    pub async fn discard_response(&mut self, cmd: u8) -> Result<Outcome, BackendError> {
+        let address = self.server.address().to_string();
+        let broken = |why: String| BackendError::Protocol(address.clone(), why);
+        let mut tracker =
+            ResponseTracker::for_command(cmd).ok_or_else(|| broken("no response".into()))?;
+        loop {
+            let buf = self.conn.buffered();
+            let scan = tracker.scan(buf).map_err(|e| broken(e.to_string()))?;
+            let _ = buf.split_to(scan.complete);
+            match scan.end {
+                Some(Progress::Done(outcome)) => return Ok(outcome),
+                Some(Progress::LocalInfile) => {
+                    let seq = tracker.next_seq();
+                    self.conn.queue_packet(seq, &[]);
+                    self.conn
+                        .flush()
+                        .await
+                        .map_err(|e| BackendError::Connect(address.clone(), e))?;
+                    tracker.file_sent(seq.wrapping_add(1));
+                    continue;
+                }
+                _ => {}
+            }
+            match self.conn.fill().await {
+                Ok(0) => {
+                    return Err(BackendError::Connect(
+                        address,
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(BackendError::Connect(address, e)),
+            }
+        }
     }
 
     /// Sends one command of the proxy's own (its reply is read with [`read_response`]).

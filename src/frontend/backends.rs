@@ -24,7 +24,7 @@ use crate::runtime::Runtime;
 use super::inspect::{Plan, Ran};
 use super::prepared::Effects;
 use super::registry::Registry;
-use super::relay::{relay, stream_packet, Eviction, RelayError, StreamError};
+use super::relay::{relay, stream_packet, Capture, Eviction, RelayError, StreamError};
 use super::session::{is_refused, routing_for, Failure, Replayed, Session};
 
 impl Session {
@@ -82,6 +82,16 @@ impl Session {
                 plan.decision.hostgroup,
             ),
         };
+        let was_in_transaction = self.routing.in_transaction;
+        let cacheable = self.cacheable(&runtime, cmd, &plan, statement, effects);
+        let body = &packet.first_frame()[1..];
+        let sent_text = plan.decision.rewritten.as_deref().unwrap_or(body);
+        if cacheable.is_some() && self.answer_from_cache(sent_text).await? {
+            self.account(&runtime, &plan, from_cache(started));
+            self.multiplex(&runtime, Target::Primary, effects);
+            return Ok(());
+        }
+        let mut capture = cacheable.map(|_| self.capture_for_cache(&runtime));
         let Some((target, hostgroup)) = self.choose(cmd, statement, ruled).await? else {
             self.account(&runtime, &plan, refused(started));
             return Ok(());
@@ -131,8 +141,16 @@ impl Session {
             self.relay_prepare(target, text, &plan.analysis, plan.decision.hostgroup)
                 .await
         } else {
-            self.relay_response(target, cmd, statement, body).await
+            self.relay_response(target, cmd, statement, body, capture.as_mut())
+                .await
         };
+        if let (Some(cacheable), Some(capture), Ok(true)) = (cacheable, capture, &result) {
+            let text = plan.decision.rewritten.as_deref().unwrap_or(body);
+            self.keep_in_cache(&runtime, cacheable, text, capture.into_bytes());
+        }
+        if cmd == command::QUERY && !matches!(result, Err(Failure::Client)) {
+            self.mirror(&runtime, &plan, body, was_in_transaction);
+        }
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -143,6 +161,7 @@ impl Session {
         });
         let ran = Ran {
             hostgroup: Some(hostgroup),
+            from_cache: false,
             server: Some(server.address()),
             duration: started.elapsed(),
             error: !matches!(result, Ok(true)),
@@ -329,7 +348,7 @@ impl Session {
         match stream_packet(&mut self.client, &mut primary.conn, max).await {
             Ok(_) => {
                 let result = self
-                    .relay_response(Target::Primary, cmd, Statement::Write, &[])
+                    .relay_response(Target::Primary, cmd, Statement::Write, &[], None)
                     .await;
                 if let Some(id) = prepared {
                     if !matches!(result, Err(Failure::Client)) {
@@ -367,6 +386,7 @@ impl Session {
         cmd: u8,
         statement: Statement,
         body: &[u8],
+        capture: Option<&mut Capture>,
     ) -> Result<bool, Failure> {
         self.last_outcome = None;
         let Some(mut tracker) = ResponseTracker::for_command(cmd) else {
@@ -384,6 +404,7 @@ impl Session {
             max,
             &eviction,
             &backend.server.stats.bytes_received,
+            capture,
         )
         .await;
         backend.conn.shrink_buffers();
@@ -768,9 +789,21 @@ pub(super) async fn sync(
 fn refused(started: Instant) -> Ran<'static> {
     Ran {
         hostgroup: None,
+        from_cache: false,
         server: None,
         duration: started.elapsed(),
         error: true,
+    }
+}
+
+/// The accounting of a statement answered from the query cache.
+fn from_cache(started: Instant) -> Ran<'static> {
+    Ran {
+        hostgroup: None,
+        from_cache: true,
+        server: None,
+        duration: started.elapsed(),
+        error: false,
     }
 }
 

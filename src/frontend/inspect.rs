@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{FirewallMode, QueryLogMode};
 use crate::protocol::constants::capability::MULTI_STATEMENTS;
 use crate::protocol::packets::ErrPacket;
-use crate::rules::stats::Execution;
+use crate::rules::stats::{Execution, CACHE_HOSTGROUP};
 use crate::rules::{format_digest, Analysis, Decision, Query, Suspicion, Verdict};
 use crate::runtime::Runtime;
 
@@ -47,7 +47,9 @@ impl Plan {
 
 /// How a statement ended, for statistics and the query log.
 pub(super) struct Ran<'a> {
+    /// Where it ran; `None` when it was refused or answered from the cache.
     pub hostgroup: Option<u32>,
+    pub from_cache: bool,
     pub server: Option<&'a str>,
     pub duration: Duration,
     pub error: bool,
@@ -125,7 +127,12 @@ impl Session {
             self.latency(hostgroup).observe(ran.duration.as_secs_f64());
         }
         let schema = self.login.database.as_deref().unwrap_or_default();
-        if let Some(hostgroup) = ran.hostgroup {
+        let recorded = match ran.hostgroup {
+            Some(hostgroup) => Some(i64::from(hostgroup)),
+            None if ran.from_cache => Some(CACHE_HOSTGROUP),
+            None => None,
+        };
+        if let Some(hostgroup) = recorded {
             let execution = Execution {
                 user: &self.user.config.name,
                 schema,
@@ -141,7 +148,7 @@ impl Session {
         let Some(log) = &runtime.query_log else {
             return;
         };
-        let refused = ran.hostgroup.is_none();
+        let refused = recorded.is_none();
         let wanted = match log.settings().mode {
             QueryLogMode::All => true,
             QueryLogMode::Rules => plan.decision.log || refused || plan.suspicion.any(),
@@ -174,7 +181,7 @@ impl Session {
             "kind": plan.analysis.kind.name(),
             "digest": format_digest(plan.analysis.digest),
             "digest_text": String::from_utf8_lossy(self.analyzer.digest_text()),
-            "hostgroup": ran.hostgroup,
+            "hostgroup": ran.hostgroup.map(i64::from).or(ran.from_cache.then_some(CACHE_HOSTGROUP)),
             "server": ran.server,
             "duration_us": ran.duration.as_micros() as u64,
             "error": ran.error,

@@ -8,10 +8,12 @@
 
 pub mod admission;
 mod backends;
+mod cached;
 mod change_user;
 pub mod handshake;
 mod inspect;
 pub mod listener;
+pub mod mirror;
 mod prepared;
 pub mod registry;
 mod relay;
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::backend::Pool;
 use crate::connlog::ConnectionLog;
+use crate::query_cache::QueryCache;
 use crate::rules::DigestStats;
 use crate::runtime::Shared;
 use admission::Admission;
@@ -40,6 +43,10 @@ pub struct Frontend {
     pub connlog: ConnectionLog,
     /// Per-digest statistics, kept across reloads.
     pub digests: DigestStats,
+    /// Results of reads that rules with `cache_ttl` cache, kept across reloads.
+    pub query_cache: QueryCache,
+    /// Copies of statements that rules with `mirror_hostgroup` send elsewhere.
+    pub mirror: mirror::Mirror,
     /// The live sessions, for the processlist and KILL.
     pub registry: Arc<Registry>,
     pub counters: Counters,
@@ -59,7 +66,10 @@ impl Frontend {
         connlog: ConnectionLog,
         shutdown: watch::Receiver<bool>,
     ) -> Frontend {
+        let query_cache = QueryCache::new(&shared.load().config.query_cache);
         Frontend {
+            query_cache,
+            mirror: Default::default(),
             shared,
             pool,
             admission: Admission::default(),

@@ -3,6 +3,8 @@
 //! answering because the monitor found it unreachable is abandoned, not waited for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::connection::Connection;
@@ -55,8 +57,40 @@ impl From<TrackError> for RelayError {
     }
 }
 
+/// A copy of a response taken as it is relayed (for the query cache). It stops copying,
+/// and says so, once the response grows past `limit`.
+pub(super) struct Capture {
+    bytes: BytesMut,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Capture {
+    pub(super) fn new(limit: usize) -> Capture {
+        Capture {
+            bytes: BytesMut::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, batch: &[u8]) {
+        if self.overflowed || self.bytes.len() + batch.len() > self.limit {
+            self.overflowed = true;
+            self.bytes = BytesMut::new();
+            return;
+        }
+        self.bytes.extend_from_slice(batch);
+    }
+
+    /// The whole response, unless it grew past the limit.
+    pub(super) fn into_bytes(self) -> Option<Bytes> {
+        (!self.overflowed).then(|| self.bytes.freeze())
+    }
+}
+
 /// Copies one response from `backend` to `client`, batch by batch as it was read, until
-/// `tracker` says it is complete.
+/// `tracker` says it is complete; and into `capture`, if there is one.
 pub(super) async fn relay(
     client: &mut Connection,
     backend: &mut Connection,
@@ -64,6 +98,7 @@ pub(super) async fn relay(
     max_packet: usize,
     eviction: &Eviction<'_>,
     received: &AtomicU64,
+    mut capture: Option<&mut Capture>,
 ) -> Result<Outcome, RelayError> {
     loop {
         let buf = backend.buffered();
@@ -73,6 +108,9 @@ pub(super) async fn relay(
             tracker.mark(&mut buf[..scan.complete]);
             received.fetch_add(scan.complete as u64, Ordering::Relaxed);
             let batch = buf.split_to(scan.complete);
+            if let Some(capture) = capture.as_deref_mut() {
+                capture.push(&batch);
+            }
             client
                 .write_wire(&batch)
                 .await

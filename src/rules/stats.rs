@@ -11,6 +11,9 @@ const SHARDS: usize = 16;
 /// Digest text kept per entry, at most.
 const TEXT_KEPT: usize = 2048;
 
+/// The hostgroup ProxySQL shows for statements answered from the query cache.
+pub const CACHE_HOSTGROUP: i64 = -1;
+
 /// One (digest, user, schema, hostgroup) row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestEntry {
@@ -18,7 +21,8 @@ pub struct DigestEntry {
     pub text: String,
     pub user: String,
     pub schema: String,
-    pub hostgroup: u32,
+    /// Where it ran ([`CACHE_HOSTGROUP`]: answered from the query cache).
+    pub hostgroup: i64,
     pub count: u64,
     /// Unix seconds.
     pub first_seen: u64,
@@ -34,7 +38,8 @@ pub struct DigestEntry {
 pub struct Execution<'a> {
     pub user: &'a str,
     pub schema: &'a str,
-    pub hostgroup: u32,
+    /// Where it ran ([`CACHE_HOSTGROUP`]: answered from the query cache).
+    pub hostgroup: i64,
     pub duration: Duration,
     pub error: bool,
 }
