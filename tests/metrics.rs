@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use common::{free_port, mariadb, stderr, Proxy};
 
 /// `GET path` over plain HTTP/1.1: the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
-}
-
 fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -39,7 +28,7 @@ fn the_exposition_passes_promtool_and_counts_what_happened() {
     }
     let out = mariadb(proxy.port, &["-uapp", "-pwrong", "-e", "SELECT 1"]);
     assert!(!out.status.success());
-    let (status, body) = get(proxy.metrics_port, "/metrics");
+    let (status, body) = common::http_get(proxy.metrics_port, "/metrics");
     assert_eq!(status, 200);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -96,14 +85,14 @@ fn the_exposition_passes_promtool_and_counts_what_happened() {
         "sluice_backend_queries_total{server=\"127.0.0.1:13309\"}"
     )
     .is_some());
-    assert_eq!(get(proxy.metrics_port, "/nothing").0, 404);
+    assert_eq!(common::http_get(proxy.metrics_port, "/nothing").0, 404);
 }
 
 #[test]
 fn health_says_ready_only_with_a_writer() {
     let proxy = Proxy::start();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while get(proxy.metrics_port, "/health").0 != 200 {
+    while common::http_get(proxy.metrics_port, "/health").0 != 200 {
         assert!(Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -114,7 +103,7 @@ fn health_says_ready_only_with_a_writer() {
         c.replace("port = 13308\nhostgroup = 10", "port = 3\nhostgroup = 10")
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let (status, body) = get(dead.metrics_port, "/health");
+    let (status, body) = common::http_get(dead.metrics_port, "/health");
     assert_eq!((status, body.as_str()), (503, "no writer\n"));
 }
 
