@@ -1,5 +1,6 @@
 //! Health and failover against the real cluster: killed, hung, desynced, rejecting and
-//! lagging servers. These tests stop and start servers of the shared local cluster, so
+//! lagging servers; and what must go on while a server is stopped (query cache hits, a
+//! client whose statements are mirrored to the stopped server). These tests stop and start servers of the shared local cluster, so
 //! `scripts/test.sh` runs them alone, one at a time, after the rest of the suite.
 
 mod common;
@@ -457,4 +458,158 @@ fn read_your_writes_sees_each_write_even_on_delayed_replicas() {
     if let Err(panic) = delayed {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Global status counters of the proxy's admin port.
+fn stat(proxy: &Proxy, name: &str) -> u64 {
+    let sql =
+        format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
+    common::mariadb_ok(proxy, proxy.admin_port, "admin", &sql)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn answer(packets: &[common::RawPacket]) -> Vec<(u8, Vec<u8>)> {
+    packets.iter().map(|p| (p.seq, p.payload.clone())).collect()
+}
+
+#[test]
+fn a_cached_select_is_answered_while_its_server_is_stopped_and_by_the_server_after_its_ttl() {
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.failover_cached (id INT PRIMARY KEY); \
+         REPLACE INTO sbtest.failover_cached VALUES (1)",
+    );
+    eventually(Duration::from_secs(10), "the replica has the row", || {
+        on_node(13310, "SELECT COUNT(*) FROM sbtest.failover_cached") == "1\n"
+    });
+    let ttl = Duration::from_millis(3000);
+    let proxy = Proxy::start_with(|c| {
+        c + &common::hostgroup_of(50, 13310)
+            + &format!(
+                "\n[[query_rules]]\nrule_id = 1\nmatch_pattern = \"FROM sbtest\\\\.failover_cached\"\n\
+                 destination_hostgroup = 50\ncache_ttl = {}\n",
+                ttl.as_millis()
+            )
+    });
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let sql = "SELECT @@port, NOW(6) FROM sbtest.failover_cached";
+    let cached_at = Instant::now();
+    let first = answer(&c.query(sql));
+    assert_eq!(
+        c.query_column(sql),
+        ["13310"],
+        "served by the stopped-to-be replica"
+    );
+    signal(13310, "STOP");
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..5 {
+            assert_eq!(answer(&c.query(sql)), first, "answered from the cache");
+        }
+        assert!(cached_at.elapsed() < ttl, "the hits came within the TTL");
+        // past the TTL the statement goes to its server again: stopped, it cannot answer
+        thread::sleep(ttl.saturating_sub(cached_at.elapsed()) + Duration::from_millis(200));
+        let after = c.query(sql);
+        assert_eq!(
+            after[0].payload[0],
+            header::ERR,
+            "expired: the stopped server was asked"
+        );
+    }));
+    signal(13310, "CONT");
+    if let Err(panic) = stopped {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(stat(&proxy, "Query_Cache_count_GET_OK"), 6);
+    eventually(Duration::from_secs(20), "the server answers again", || {
+        let packets = c.query(sql);
+        packets[0].payload[0] != header::ERR && answer(&packets) != first
+    });
+}
+
+#[test]
+fn a_stopped_mirror_does_not_slow_the_client_and_its_copies_are_dropped_and_counted() {
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.failover_cached (id INT PRIMARY KEY); \
+         REPLACE INTO sbtest.failover_cached VALUES (1)",
+    );
+    let proxy = Proxy::start_with(|c| {
+        c.replacen(
+            "[throttle]",
+            "[mirror]\nmax_queue = 50\nmax_concurrency = 4\ntimeout_ms = 3000\n\n[throttle]",
+            1,
+        ) + &common::hostgroup_of(50, 13310)
+            + &common::hostgroup_of(60, 13309)
+            + r#"
+[[query_rules]]
+rule_id = 1
+match_pattern = "mirror_probe"
+destination_hostgroup = 60
+mirror_hostgroup = 50
+"#
+    });
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let sql = "SELECT id FROM sbtest.failover_cached /* mirror_probe */";
+    let median_latency = |c: &mut RawClient| {
+        let mut took: Vec<Duration> = (0..300)
+            .map(|_| {
+                let started = Instant::now();
+                assert_eq!(c.query_column(sql), ["1"]);
+                started.elapsed()
+            })
+            .collect();
+        took.sort();
+        took[took.len() / 2]
+    };
+    let mirrored = median_latency(&mut c);
+    eventually(Duration::from_secs(10), "the copies ran", || {
+        stat(&proxy, "Mirror_sent") == 300
+    });
+    signal(13310, "STOP");
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let latency = median_latency(&mut c);
+        // the copies running on the stopped server are abandoned after timeout_ms
+        eventually(Duration::from_secs(10), "a copy timed out", || {
+            stat(&proxy, "Mirror_timeouts") > 0
+        });
+        latency
+    }));
+    signal(13310, "CONT");
+    let with_mirror_stopped = match stopped {
+        Ok(latency) => latency,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let ratio = with_mirror_stopped.as_secs_f64() / mirrored.as_secs_f64();
+    assert!(
+        ratio < 1.5,
+        "median latency {mirrored:?} with the mirror up, {with_mirror_stopped:?} with it stopped"
+    );
+    let dropped = [
+        "Mirror_dropped_queue_full",
+        "Mirror_dropped_unreachable",
+        "Mirror_timeouts",
+    ];
+    let lost = || dropped.iter().map(|name| stat(&proxy, name)).sum::<u64>();
+    assert!(
+        lost() > 0,
+        "copies to the stopped mirror are dropped and counted"
+    );
+    // every copy is accounted for once the stopped ones have timed out
+    eventually(Duration::from_secs(20), "every copy accounted for", || {
+        stat(&proxy, "Mirror_sent") + lost() == 600
+    });
+    assert_eq!(stat(&proxy, "Mirror_errors"), 0);
+    eprintln!(
+        "mirror up: {mirrored:?}, stopped: {with_mirror_stopped:?}; {}",
+        [
+            "Mirror_sent",
+            "Mirror_dropped_queue_full",
+            "Mirror_dropped_unreachable",
+            "Mirror_timeouts"
+        ]
+        .map(|n| format!("{n} {}", stat(&proxy, n)))
+        .join(", ")
+    );
 }

@@ -14,30 +14,6 @@ use std::time::{Duration, Instant};
 use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, Proxy, RawClient};
 use sluice::protocol::constants::header;
 
-/// Replica 13309 alone, so that results can be compared with it directly.
-const ONE_REPLICA: &str = "
-[[hostgroups]]
-id = 60
-name = \"replica1-only\"
-
-[[servers]]
-host = \"127.0.0.1\"
-port = 13309
-hostgroup = 60
-";
-
-/// Replica 13310 alone: the mirror.
-const MIRROR: &str = "
-[[hostgroups]]
-id = 50
-name = \"mirror\"
-
-[[servers]]
-host = \"127.0.0.1\"
-port = 13310
-hostgroup = 50
-";
-
 fn stat(proxy: &Proxy, name: &str) -> u64 {
     let sql =
         format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
@@ -91,7 +67,7 @@ fn cached_results_are_the_servers_bytes_for_10000_rows_and_every_column_type() {
     replica_has(13309, "SELECT COUNT(*) FROM sbtest.qc_rows", "10000\n");
     replica_has(13309, "SELECT COUNT(*) FROM sbtest.qc_types", "3\n");
     let proxy = Proxy::start_with(|c| {
-        c + ONE_REPLICA
+        c + &common::hostgroup_of(60, 13309)
             + r#"
 [[query_rules]]
 rule_id = 1
@@ -303,7 +279,7 @@ fn mirrored_writes_arrive_on_the_mirror_and_its_errors_are_counted() {
          DELETE FROM sluice_mirror.copy; INSERT INTO sluice_mirror.copy VALUES (1000, 0)",
     );
     let proxy = Proxy::start_with(|c| {
-        c + MIRROR
+        c + &common::hostgroup_of(50, 13310)
             + r#"
 [[query_rules]]
 rule_id = 10

@@ -605,3 +605,11 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
     (status, body)
 }
+
+/// Config lines for an extra hostgroup `id` holding the one server on `port`.
+pub fn hostgroup_of(id: u32, port: u16) -> String {
+    format!(
+        "\n[[hostgroups]]\nid = {id}\nname = \"only-{port}\"\n\n\
+         [[servers]]\nhost = \"127.0.0.1\"\nport = {port}\nhostgroup = {id}\n"
+    )
+}
