@@ -53,7 +53,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def sysbench(workload, port, threads, seconds, command="run"):
+def sysbench(workload, port, threads, seconds, command="run", extra=()):
     args = [
         "sysbench", workload,
         "--mysql-host=127.0.0.1", f"--mysql-port={port}",
@@ -61,17 +61,17 @@ def sysbench(workload, port, threads, seconds, command="run"):
         f"--tables={TABLES}", f"--table-size={TABLE_SIZE}",
         f"--threads={threads}", f"--time={seconds}",
         "--histogram=on", "--mysql-ignore-errors=none",
-        command,
+        *extra, command,
     ]
     return run(args, capture_output=True).stdout
 
 
-def measured(workload, port, threads, seconds, label, failures):
+def measured(workload, port, threads, seconds, label, failures, extra=()):
     """A sysbench run's report; a run that fails (the machine or the cluster hiccuped) is
     noted in `failures` and repeated once, a second failure ends the harness."""
     for attempt in (1, 2):
         try:
-            return sysbench(workload, port, threads, seconds)
+            return sysbench(workload, port, threads, seconds, extra=extra)
         except subprocess.CalledProcessError as e:
             tail = " / ".join(((e.stdout or "") + (e.stderr or "")).strip().splitlines()[-2:])
             failures.append(f"{label}: {tail}")

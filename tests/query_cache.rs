@@ -198,6 +198,10 @@ cache_ttl = 600000
     let fresh = read(&mut c);
     assert_ne!(fresh, cached, "after a flush the server answers");
     assert_eq!(read(&mut c), fresh);
+    // a session holding state on its connection neither reads nor fills the cache
+    c.query("CREATE TEMPORARY TABLE qc_session_state (id INT)");
+    let bound = read(&mut c);
+    assert!(bound != fresh && read(&mut c) != bound, "a bound session reads from its server");
     // the same figures on /metrics
     let metrics = common::http_get(proxy.metrics_port, "/metrics").1;
     assert!(
@@ -333,4 +337,51 @@ replace_pattern = "sluice_mirror.copy"
     );
     assert_eq!(digests, "10\t202\t0\n50\t201\t1\n");
     on_mirror("DROP DATABASE sluice_mirror");
+}
+
+#[test]
+fn a_cache_rule_loaded_through_the_admin_port_takes_effect_and_saves_to_disk() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.qc_clock (id INT PRIMARY KEY); \
+         REPLACE INTO sbtest.qc_clock VALUES (1)",
+    );
+    for replica in [13309, 13310] {
+        replica_has(replica, "SELECT COUNT(*) FROM sbtest.qc_clock", "1\n");
+    }
+    let proxy = Proxy::start();
+    let admin = |sql: &str| mariadb_ok(&proxy, proxy.admin_port, "admin", sql);
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let sql = "SELECT NOW(6) FROM sbtest.qc_clock /* admin rule */";
+    let first = c.query_column(sql);
+    assert_ne!(c.query_column(sql), first, "no rule yet: not cached");
+    admin(
+        "INSERT INTO mysql_query_rules (rule_id, active, match_pattern, cache_ttl, \
+         cache_empty_result, mirror_flagOUT, mirror_hostgroup, apply) \
+         VALUES (7, 1, 'admin rule', 600000, 0, NULL, NULL, 1)",
+    );
+    admin("LOAD MYSQL QUERY RULES TO RUNTIME");
+    assert_eq!(
+        admin("SELECT rule_id, cache_ttl, cache_empty_result, mirror_hostgroup FROM runtime_mysql_query_rules"),
+        "7\t600000\t0\tNULL\n"
+    );
+    let cached = c.query_column(sql);
+    assert_eq!(c.query_column(sql), cached, "the loaded rule caches");
+    admin("SAVE MYSQL QUERY RULES TO DISK");
+    let saved = std::fs::read_to_string(proxy.dir.join("sluice.toml")).unwrap();
+    assert!(
+        saved.contains("cache_ttl = 600000") && saved.contains("cache_empty_result = false"),
+        "{saved}"
+    );
+    // a TTL of 0 is refused (ProxySQL's CHECK constraint on the column)
+    let out = mariadb(
+        proxy.admin_port,
+        &[
+            "-uadmin",
+            "-padmin",
+            "-e",
+            "UPDATE mysql_query_rules SET cache_ttl = 0 WHERE rule_id = 7",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cache_ttl"), "{}", stderr(&out));
 }

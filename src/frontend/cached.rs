@@ -3,7 +3,8 @@
 //!
 //! What may come from the cache: a COM_QUERY read whose rules set `cache_ttl`, outside a
 //! transaction, that leaves nothing on its connection (no `FOR UPDATE`, no user variable,
-//! no `LAST_INSERT_ID()`…). What is kept: exactly one result set, without warnings, whose
+//! no `LAST_INSERT_ID()`…), from a session that holds no state on its connection (a
+//! temporary table could shadow the table a cached result came from). What is kept: exactly one result set, without warnings, whose
 //! final status shows no transaction and no session state change; without rows only if
 //! empty results are cached; no larger than `[query_cache] max_entry_kb`. A hit needs no
 //! backend connection: the stored bytes go out as they are (a COM_QUERY response always
@@ -46,7 +47,8 @@ impl Session {
             && statement == Statement::Read
             && !effects.binds
             && !effects.writes
-            && !self.routing.in_transaction;
+            && !self.routing.in_transaction
+            && !self.bound;
         read.then(|| Cacheable {
             ttl: Duration::from_millis(ttl),
             keep_empty: plan
