@@ -201,7 +201,10 @@ cache_ttl = 600000
     // a session holding state on its connection neither reads nor fills the cache
     c.query("CREATE TEMPORARY TABLE qc_session_state (id INT)");
     let bound = read(&mut c);
-    assert!(bound != fresh && read(&mut c) != bound, "a bound session reads from its server");
+    assert!(
+        bound != fresh && read(&mut c) != bound,
+        "a bound session reads from its server"
+    );
     // the same figures on /metrics
     let metrics = common::http_get(proxy.metrics_port, "/metrics").1;
     assert!(
@@ -371,6 +374,21 @@ fn a_cache_rule_loaded_through_the_admin_port_takes_effect_and_saves_to_disk() {
     assert!(
         saved.contains("cache_ttl = 600000") && saved.contains("cache_empty_result = false"),
         "{saved}"
+    );
+    // the sections' settings are variables too
+    admin(
+        "UPDATE global_variables SET variable_value = '8' \
+         WHERE variable_name = 'mysql-query_cache_max_memory_mb'; \
+         UPDATE global_variables SET variable_value = '100' \
+         WHERE variable_name = 'mysql-mirror_max_queue'; \
+         LOAD MYSQL VARIABLES TO RUNTIME",
+    );
+    assert_eq!(
+        admin(
+            "SELECT variable_value FROM runtime_global_variables WHERE variable_name IN \
+             ('mysql-query_cache_max_memory_mb', 'mysql-mirror_max_queue') ORDER BY variable_name"
+        ),
+        "100\n8\n"
     );
     // a TTL of 0 is refused (ProxySQL's CHECK constraint on the column)
     let out = mariadb(

@@ -11,7 +11,7 @@ use sluice::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, ChangeUser, HandshakeResponse, InitialHandshake,
 };
 use sluice::protocol::packets::{ErrPacket, OkPacket};
-use sluice::protocol::response::ResponseTracker;
+use sluice::protocol::response::{summarize_result, ResponseTracker};
 use sluice::protocol::statement::{statement_id, ExecuteLayout, PrepareOk};
 
 fuzz_target!(|data: &[u8]| {
@@ -59,6 +59,13 @@ fuzz_target!(|data: &[u8]| {
     // responses
     let _ = OkPacket::decode(data);
     let _ = ErrPacket::decode(data);
+    // what the query cache would keep: one complete result set, as the tracker sees it too
+    if let Some(summary) = summarize_result(data) {
+        let mut tracker = ResponseTracker::for_command(command::QUERY).expect("query");
+        let scan = tracker.scan(data).expect("a summarized result scans");
+        assert_eq!(scan.complete, data.len(), "{summary:?}: the result ends where it ends");
+        assert!(scan.end.is_some());
+    }
     if let Some((&cmd, rest)) = data.split_first() {
         let cmd = cmd % (command::RESET_CONNECTION + 1);
         if let Some(mut tracker) = ResponseTracker::for_command(cmd) {

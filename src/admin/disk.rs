@@ -60,7 +60,7 @@ fn replace<T: serde::Serialize>(
 /// Writes the settings that differ between `disk` and `next`, key by key, so untouched
 /// keys keep their text (relative paths, comments).
 fn save_variables(doc: &mut DocumentMut, disk: &Config, next: &Config) -> Result<(), String> {
-    let sections: [(&str, toml::Value, toml::Value); 5] = [
+    let sections: [(&str, toml::Value, toml::Value); 7] = [
         ("proxy", value(&disk.proxy)?, value(&next.proxy)?),
         ("pool", value(&disk.pool)?, value(&next.pool)?),
         ("throttle", value(&disk.throttle)?, value(&next.throttle)?),
@@ -70,6 +70,12 @@ fn save_variables(doc: &mut DocumentMut, disk: &Config, next: &Config) -> Result
             value(&disk.query_log)?,
             value(&next.query_log)?,
         ),
+        (
+            "query_cache",
+            value(&disk.query_cache)?,
+            value(&next.query_cache)?,
+        ),
+        ("mirror", value(&disk.mirror)?, value(&next.mirror)?),
     ];
     let monitor = match (&disk.monitor, &next.monitor) {
         (Some(a), Some(b)) => Some(("monitor", value(a)?, value(b)?)),

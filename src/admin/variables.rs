@@ -1,6 +1,7 @@
 //! `global_variables`: the configuration's settings sections as `name = value` rows, named
 //! by section: `mysql-<key>` for `[proxy]`, `mysql-pool_<key>`, `mysql-throttle_<key>`,
-//! `mysql-firewall_<key>`, `mysql-query_log_<key>`, and `monitor-<key>`. A value is read
+//! `mysql-firewall_<key>`, `mysql-query_log_<key>`, `mysql-query_cache_<key>`,
+//! `mysql-mirror_<key>`, and `monitor-<key>`. A value is read
 //! back with the type the setting has, and the section is checked as the file would be.
 
 use serde::de::DeserializeOwned;
@@ -9,8 +10,10 @@ use serde::Serialize;
 use crate::config::Config;
 
 /// Section prefixes, longest first so `mysql-pool_` wins over `mysql-`.
-const PREFIXES: [(&str, &str); 6] = [
+const PREFIXES: [(&str, &str); 8] = [
+    ("mysql-query_cache_", "query_cache"),
     ("mysql-query_log_", "query_log"),
+    ("mysql-mirror_", "mirror"),
     ("mysql-firewall_", "firewall"),
     ("mysql-throttle_", "throttle"),
     ("mysql-pool_", "pool"),
@@ -32,6 +35,8 @@ fn sections(config: &Config) -> Vec<(&'static str, toml::Table)> {
         ("throttle", table_of(&config.throttle)),
         ("firewall", table_of(&config.firewall)),
         ("query_log", table_of(&config.query_log)),
+        ("query_cache", table_of(&config.query_cache)),
+        ("mirror", table_of(&config.mirror)),
     ];
     if let Some(m) = &config.monitor {
         out.push(("monitor", table_of(m)));
@@ -111,6 +116,8 @@ pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, Strin
             "throttle" => next.throttle = back(value).map_err(bad)?,
             "firewall" => next.firewall = back(value).map_err(bad)?,
             "query_log" => next.query_log = back(value).map_err(bad)?,
+            "query_cache" => next.query_cache = back(value).map_err(bad)?,
+            "mirror" => next.mirror = back(value).map_err(bad)?,
             "monitor" => next.monitor = Some(back(value).map_err(bad)?),
             _ => unreachable!("sections() names these only"),
         }
