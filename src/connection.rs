@@ -44,6 +44,17 @@ impl Rewind {
     }
 }
 
+impl Stream {
+    /// The socket's file descriptor (what ProxySQL's admin tables show as `fd`).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(tcp) => tcp.as_raw_fd(),
+            Stream::Tls(tls) => tls.get_ref().0.tcp.as_raw_fd(),
+        }
+    }
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -188,6 +199,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The socket's file descriptor.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.raw_fd()
+    }
+
     pub fn new(stream: Stream) -> Connection {
         Connection::with_buffer(stream, BytesMut::new())
     }

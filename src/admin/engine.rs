@@ -65,7 +65,7 @@ impl AdminDb {
             for (schema, table) in live::LIVE_TABLES {
                 db.execute(&table.create(schema, table.name), [])?;
             }
-            Ok(())
+            super::inert::create(&db)
         };
         setup().map_err(|e| e.to_string())?;
         let admin = AdminDb {
@@ -138,6 +138,7 @@ impl AdminDb {
     /// `base` with `module` replaced by what memory holds.
     fn config_from_memory(&self, base: &Config, module: Module) -> Result<Config, String> {
         let mut next = base.clone();
+        super::inert::check_empty(&self.db, module)?;
         match module {
             Module::Servers => {
                 tables::check_replication(&self.db, "main")?;

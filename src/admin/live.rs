@@ -10,6 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::engine::Reply;
+use super::stats_tables;
 use super::tables::{self, Table};
 use super::variables;
 use crate::config::Config;
@@ -46,25 +47,28 @@ const fn table(name: &'static str, columns: &'static [(&'static str, &'static st
 const INT: &str = "INT";
 const TEXT: &str = "VARCHAR";
 
-pub const CONNECTION_POOL: Table = table(
-    "stats_mysql_connection_pool",
-    &[
-        ("hostgroup", INT),
-        ("srv_host", TEXT),
-        ("srv_port", INT),
-        ("status", TEXT),
-        ("ConnUsed", INT),
-        ("ConnFree", INT),
-        ("ConnOK", INT),
-        ("ConnERR", INT),
-        ("MaxConnUsed", INT),
-        ("Queries", INT),
-        ("Queries_GTID_sync", INT),
-        ("Bytes_data_sent", INT),
-        ("Bytes_data_recv", INT),
-        ("Latency_us", INT),
-    ],
-);
+const CONNECTION_POOL_COLUMNS: &[(&str, &str)] = &[
+    ("hostgroup", INT),
+    ("srv_host", TEXT),
+    ("srv_port", INT),
+    ("status", TEXT),
+    ("ConnUsed", INT),
+    ("ConnFree", INT),
+    ("ConnOK", INT),
+    ("ConnERR", INT),
+    ("MaxConnUsed", INT),
+    ("Queries", INT),
+    ("Queries_GTID_sync", INT),
+    ("Bytes_data_sent", INT),
+    ("Bytes_data_recv", INT),
+    ("Latency_us", INT),
+];
+
+pub const CONNECTION_POOL: Table = table("stats_mysql_connection_pool", CONNECTION_POOL_COLUMNS);
+/// The same rows. ProxySQL clears the counters when this is read; Sluice's also feed
+/// /metrics, whose counters must only grow, so they are left as they are.
+pub const CONNECTION_POOL_RESET: Table =
+    table("stats_mysql_connection_pool_reset", CONNECTION_POOL_COLUMNS);
 
 const DIGEST_COLUMNS: &[(&str, &str)] = &[
     ("hostgroup", INT),
@@ -73,14 +77,14 @@ const DIGEST_COLUMNS: &[(&str, &str)] = &[
     ("client_address", TEXT),
     ("digest", TEXT),
     ("digest_text", TEXT),
-    ("count_star", INT),
-    ("first_seen", INT),
-    ("last_seen", INT),
-    ("sum_time", INT),
-    ("min_time", INT),
-    ("max_time", INT),
-    ("sum_rows_affected", INT),
-    ("sum_rows_sent", INT),
+    ("count_star", "INTEGER"),
+    ("first_seen", "INTEGER"),
+    ("last_seen", "INTEGER"),
+    ("sum_time", "INTEGER"),
+    ("min_time", "INTEGER"),
+    ("max_time", "INTEGER"),
+    ("sum_rows_affected", "INTEGER"),
+    ("sum_rows_sent", "INTEGER"),
     ("errors", INT),
 ];
 
@@ -105,7 +109,7 @@ pub const PROCESSLIST: Table = table(
     "stats_mysql_processlist",
     &[
         ("ThreadID", INT),
-        ("SessionID", INT),
+        ("SessionID", "INTEGER"),
         ("user", TEXT),
         ("db", TEXT),
         ("cli_host", TEXT),
@@ -118,6 +122,8 @@ pub const PROCESSLIST: Table = table(
         ("command", TEXT),
         ("time_ms", INT),
         ("info", TEXT),
+        ("status_flags", INT),
+        ("extended_info", TEXT),
     ],
 );
 
@@ -147,17 +153,20 @@ pub const MEMORY: Table = table(
     &[("Variable_Name", TEXT), ("Variable_Value", TEXT)],
 );
 
-/// Failed logins per client address and the blocks they earned (ProxySQL's
-/// `stats_mysql_client_host_cache`, with the block state added).
-pub const CLIENT_HOSTS: Table = table(
-    "stats_mysql_client_host_cache",
-    &[
-        ("client_address", TEXT),
-        ("error_count", INT),
-        ("blocks", INT),
-        ("blocked_for_ms", INT),
-    ],
-);
+const CLIENT_HOST_COLUMNS: &[(&str, &str)] = &[
+    ("client_address", TEXT),
+    ("error_count", INT),
+    ("last_updated", "BIGINT"),
+    ("blocks", INT),
+    ("blocked_for_ms", INT),
+];
+
+/// Failed logins per client address (ProxySQL's `stats_mysql_client_host_cache`;
+/// `last_updated` in Unix microseconds), with the blocks they earned added.
+pub const CLIENT_HOSTS: Table = table("stats_mysql_client_host_cache", CLIENT_HOST_COLUMNS);
+/// Reading it forgets every failure and block, as `PROXYSQL FLUSH MYSQL CLIENT HOSTS`.
+pub const CLIENT_HOSTS_RESET: Table =
+    table("stats_mysql_client_host_cache_reset", CLIENT_HOST_COLUMNS);
 
 pub const PING_LOG: Table = table(
     "mysql_server_ping_log",
@@ -229,8 +238,14 @@ pub const PREPARED_INFO: Table = table(
 );
 
 /// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 14] = [
+pub const LIVE_TABLES: [(&str, &Table); 20] = [
     ("stats", &CLIENT_HOSTS),
+    ("stats", &CLIENT_HOSTS_RESET),
+    ("stats", &CONNECTION_POOL_RESET),
+    ("stats", stats_tables::TABLES[0]),
+    ("stats", stats_tables::TABLES[1]),
+    ("stats", stats_tables::TABLES[2]),
+    ("stats", stats_tables::TABLES[3]),
     ("stats", &PREPARED_INFO),
     ("stats", &CONNECTION_POOL),
     ("stats", &DIGEST),
@@ -323,8 +338,18 @@ pub fn refresh(db: &Connection, live: &Live<'_>, lower_sql: &str) -> rusqlite::R
 }
 
 fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    if let Some(rows) = stats_tables::rows(name, live, runtime) {
+        return rows;
+    }
     match name {
-        "stats_mysql_connection_pool" => connection_pool(live, runtime),
+        "stats_mysql_connection_pool" | "stats_mysql_connection_pool_reset" => {
+            connection_pool(live, runtime)
+        }
+        "stats_mysql_client_host_cache_reset" => {
+            let rows = client_hosts(live);
+            live.frontend.admission.clear();
+            rows
+        }
         "stats_mysql_query_digest" | "stats_mysql_query_digest_reset" => digests(live),
         "stats_mysql_global" => global(live),
         "stats_mysql_users" => users(live, runtime),
@@ -565,7 +590,7 @@ fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
                 int(s.id),
                 int(s.id),
                 text(s.user.clone()),
-                a.schema.map_or(Value::Null, text),
+                a.schema.clone().map_or(Value::Null, text),
                 text(s.client.ip().to_string()),
                 int(s.client.port()),
                 a.hostgroup.map_or(Value::Null, int),
@@ -578,11 +603,34 @@ fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
                 if a.info.is_empty() {
                     Value::Null
                 } else {
-                    text(a.info)
+                    text(a.info.clone())
                 },
+                // ProxySQL's internal session flags: Sluice has none
+                int(0),
+                text(extended_info(&s, &a, now).to_string()),
             ]
         })
         .collect()
+}
+
+/// What the processlist knows of a session beyond its row, as JSON (ProxySQL fills
+/// `extended_info` with its own session internals).
+fn extended_info(
+    s: &crate::frontend::registry::SessionEntry,
+    a: &crate::frontend::registry::Activity,
+    now: Instant,
+) -> serde_json::Value {
+    serde_json::json!({
+        "session_id": s.id,
+        "user": s.user,
+        "client": s.client.to_string(),
+        "connected_ms": now.duration_since(s.started).as_millis() as u64,
+        "schema": a.schema,
+        "command": a.command,
+        "hostgroup": a.hostgroup,
+        "backend": a.server.as_ref().map(|srv| srv.address().to_string()),
+        "statement_ms": a.since.map(|t| now.duration_since(t).as_millis() as u64),
+    })
 }
 
 fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
@@ -630,12 +678,13 @@ fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
         .admission
         .tracked()
         .into_iter()
-        .map(|(ip, count, blocks, left)| {
+        .map(|t| {
             vec![
-                text(ip.to_string()),
-                int(count),
-                int(blocks),
-                left.map_or(Value::Null, |d| int(d.as_millis())),
+                text(t.ip.to_string()),
+                int(t.failures),
+                int(t.last_failed_unix_us),
+                int(t.blocks),
+                t.blocked_for.map_or(Value::Null, |d| int(d.as_millis())),
             ]
         })
         .collect()

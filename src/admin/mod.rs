@@ -5,7 +5,9 @@
 
 mod disk;
 pub mod engine;
+mod inert;
 pub mod live;
+mod stats_tables;
 pub mod tables;
 pub mod variables;
 

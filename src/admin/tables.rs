@@ -24,7 +24,7 @@ impl Table {
         let columns: Vec<String> = self
             .columns
             .iter()
-            .map(|(c, t)| format!("{c} {t}"))
+            .map(|(c, t)| format!("\"{c}\" {t}"))
             .collect();
         let key = if self.key.is_empty() {
             String::new()
@@ -48,7 +48,7 @@ pub const SERVERS: Table = Table {
         ("max_connections", "INT NOT NULL DEFAULT 1000"),
         ("max_replication_lag", "INT NOT NULL DEFAULT 0"),
         ("use_ssl", "INT NOT NULL DEFAULT 0"),
-        ("max_latency_ms", "INT NOT NULL DEFAULT 0"),
+        ("max_latency_ms", "INT UNSIGNED NOT NULL DEFAULT 0"),
         ("comment", "VARCHAR NOT NULL DEFAULT ''"),
         ("priority", "INT NOT NULL DEFAULT 0"),
     ],
@@ -76,6 +76,10 @@ pub const USERS: Table = Table {
     key: "username",
 };
 
+/// ProxySQL's columns in ProxySQL's order. Those of features Sluice does not have
+/// (`proxy_addr`, `proxy_port`, `cache_timeout`, `reconnect`, `retries`, `delay`,
+/// `next_query_flagIN`, `OK_msg`, `sticky_conn`, `multiplex`, `gtid_from_hostgroup`) are
+/// always NULL, and a rule that sets one is refused at LOAD rather than half-applied.
 pub const QUERY_RULES: Table = Table {
     name: "mysql_query_rules",
     columns: &[
@@ -85,6 +89,8 @@ pub const QUERY_RULES: Table = Table {
         ("schemaname", "VARCHAR"),
         ("flagIN", "INT NOT NULL DEFAULT 0"),
         ("client_addr", "VARCHAR"),
+        ("proxy_addr", "VARCHAR"),
+        ("proxy_port", "INT"),
         ("digest", "VARCHAR"),
         ("match_digest", "VARCHAR"),
         ("match_pattern", "VARCHAR"),
@@ -98,10 +104,19 @@ pub const QUERY_RULES: Table = Table {
             "cache_empty_result",
             "INT CHECK (cache_empty_result IN (0,1))",
         ),
+        ("cache_timeout", "INT"),
+        ("reconnect", "INT"),
         ("timeout", "INT UNSIGNED"),
+        ("retries", "INT"),
+        ("delay", "INT UNSIGNED"),
+        ("next_query_flagIN", "INT UNSIGNED"),
         ("mirror_flagOUT", "INT UNSIGNED"),
         ("mirror_hostgroup", "INT UNSIGNED"),
         ("error_msg", "VARCHAR"),
+        ("OK_msg", "VARCHAR"),
+        ("sticky_conn", "INT"),
+        ("multiplex", "INT"),
+        ("gtid_from_hostgroup", "INT UNSIGNED"),
         ("log", "INT"),
         ("apply", "INT NOT NULL DEFAULT 0"),
         ("attributes", "VARCHAR NOT NULL DEFAULT ''"),
@@ -109,6 +124,21 @@ pub const QUERY_RULES: Table = Table {
     ],
     key: "rule_id",
 };
+
+/// The columns of [`QUERY_RULES`] Sluice has no feature behind.
+const INERT_RULE_COLUMNS: [&str; 11] = [
+    "proxy_addr",
+    "proxy_port",
+    "cache_timeout",
+    "reconnect",
+    "retries",
+    "delay",
+    "next_query_flagIN",
+    "OK_msg",
+    "sticky_conn",
+    "multiplex",
+    "gtid_from_hostgroup",
+];
 
 pub const GALERA: Table = Table {
     name: "mysql_galera_hostgroups",
@@ -277,6 +307,8 @@ pub fn rule_rows(config: &Config) -> Vec<Vec<Value>> {
                 opt_text(r.schemaname.as_deref()),
                 int(r.flag_in),
                 opt_text(r.client_addr.as_deref()),
+                Value::Null, // proxy_addr
+                Value::Null, // proxy_port
                 opt_text(r.digest.as_deref()),
                 opt_text(r.match_digest.as_deref()),
                 opt_text(r.match_pattern.as_deref()),
@@ -287,10 +319,19 @@ pub fn rule_rows(config: &Config) -> Vec<Vec<Value>> {
                 opt_int(r.destination_hostgroup),
                 opt_int(r.cache_ttl.map(|t| t as i64)),
                 opt_int(r.cache_empty_result.map(i64::from)),
+                Value::Null, // cache_timeout
+                Value::Null, // reconnect
                 opt_int(r.timeout_ms.map(|t| t as i64)),
+                Value::Null, // retries
+                Value::Null, // delay
+                Value::Null, // next_query_flagIN
                 opt_int(r.mirror_flag_out),
                 opt_int(r.mirror_hostgroup),
                 opt_text(r.error_msg.as_deref()),
+                Value::Null, // OK_msg
+                Value::Null, // sticky_conn
+                Value::Null, // multiplex
+                Value::Null, // gtid_from_hostgroup
                 int(r.log),
                 int(r.apply),
                 text(attributes.to_string()),
@@ -356,6 +397,12 @@ impl Row<'_> {
     fn text(&self, column: &str) -> Result<Option<String>, String> {
         let v: Option<String> = self.row.get(column).map_err(|e| self.fail(column, e))?;
         Ok(v.filter(|s| !s.is_empty()))
+    }
+
+    /// Whether the column holds anything but NULL, whatever its type.
+    fn is_set(&self, column: &str) -> Result<bool, String> {
+        let v: rusqlite::types::Value = self.row.get(column).map_err(|e| self.fail(column, e))?;
+        Ok(v != rusqlite::types::Value::Null)
     }
 
     fn required(&self, column: &str) -> Result<String, String> {
@@ -485,6 +532,11 @@ pub fn read_users(db: &Connection, schema: &str) -> Result<Vec<User>, String> {
 
 pub fn read_rules(db: &Connection, schema: &str) -> Result<Vec<QueryRule>, String> {
     read(db, schema, &QUERY_RULES, |r| {
+        for column in INERT_RULE_COLUMNS {
+            if r.is_set(column)? {
+                return Err(r.fail(column, "not supported by Sluice: leave it NULL"));
+            }
+        }
         let attributes = r.attributes()?;
         let statement_kind: Vec<Kind> = match attributes.get("statement_kind") {
             None | Some(serde_json::Value::Null) => Vec::new(),

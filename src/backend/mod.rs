@@ -10,4 +10,4 @@ mod pool;
 pub mod statements;
 
 pub use conn::{read_response, BackendConn, BackendError, Login};
-pub use pool::{AcquireError, Pool};
+pub use pool::{AcquireError, IdleConnection, Pool};

@@ -99,6 +99,22 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// One idle connection, as [`Pool::idle_connections`] reports it.
+#[derive(Debug, Clone)]
+pub struct IdleConnection {
+    pub fd: i32,
+    pub hostgroup: u32,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub schema: Option<String>,
+    /// The followed session variables set on it (time_zone, sql_mode…).
+    pub variables: crate::rules::variables::Values,
+    pub idle: Duration,
+    pub thread_id: u32,
+    pub age: Duration,
+}
+
 /// See the module documentation.
 #[derive(Default)]
 pub struct Pool {
@@ -144,6 +160,31 @@ impl Pool {
         for (key, conns) in self.idle.lock().expect("pool lock").iter() {
             *out.entry(key.address.clone()).or_default() += conns.len();
         }
+        out
+    }
+
+    /// The idle connections held right now, as the admin port lists them
+    /// (`stats_mysql_free_connections`).
+    pub fn idle_connections(&self) -> Vec<IdleConnection> {
+        let idle = self.idle.lock().expect("pool lock");
+        let mut out: Vec<IdleConnection> = idle
+            .iter()
+            .flat_map(|(key, conns)| {
+                conns.iter().map(move |i| IdleConnection {
+                    fd: i.conn.conn.raw_fd(),
+                    hostgroup: i.conn.server.hostgroup,
+                    host: i.conn.server.host.clone(),
+                    port: i.conn.server.port,
+                    user: key.user.clone(),
+                    schema: i.conn.schema.clone(),
+                    variables: i.conn.variables.clone(),
+                    idle: i.since.elapsed(),
+                    thread_id: i.conn.thread_id,
+                    age: i.conn.created.elapsed(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|c| (c.hostgroup, c.port, c.fd));
         out
     }
 

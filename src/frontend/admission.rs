@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Throttle;
 
@@ -23,6 +23,22 @@ struct Failures {
     blocked_until: Option<Instant>,
     /// How many times the address was blocked: each block lasts twice as long.
     blocks: u32,
+    /// When its last login failed.
+    last_failed: Option<SystemTime>,
+}
+
+/// One tracked address, as the admin port shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrackedAddress {
+    pub ip: IpAddr,
+    /// Consecutive failed logins.
+    pub failures: u32,
+    /// Times blocked.
+    pub blocks: u32,
+    /// How much longer it is blocked.
+    pub blocked_for: Option<Duration>,
+    /// When its last login failed, in Unix microseconds (0: none since a block).
+    pub last_failed_unix_us: u64,
 }
 
 /// Why a connection is refused before its login.
@@ -98,6 +114,7 @@ impl Admission {
         }
         let f = failures.entry(ip).or_default();
         f.count += 1;
+        f.last_failed = Some(SystemTime::now());
         if f.count < policy.max_failures {
             return None;
         }
@@ -112,18 +129,23 @@ impl Admission {
         Some(block)
     }
 
-    /// Every tracked address: consecutive failures, times blocked, and how much longer it
-    /// is blocked (for the admin port).
-    pub fn tracked(&self) -> Vec<(IpAddr, u32, u32, Option<Duration>)> {
+    /// Every tracked address (for the admin port), in address order.
+    pub fn tracked(&self) -> Vec<TrackedAddress> {
         let now = Instant::now();
         let mut all: Vec<_> = self
             .failures
             .lock()
             .expect("admission lock")
             .iter()
-            .map(|(ip, f)| {
-                let left = f.blocked_until.and_then(|t| t.checked_duration_since(now));
-                (*ip, f.count, f.blocks, left)
+            .map(|(ip, f)| TrackedAddress {
+                ip: *ip,
+                failures: f.count,
+                blocks: f.blocks,
+                blocked_for: f.blocked_until.and_then(|t| t.checked_duration_since(now)),
+                last_failed_unix_us: f
+                    .last_failed
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_micros() as u64),
             })
             .collect();
         all.sort();

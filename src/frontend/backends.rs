@@ -21,6 +21,7 @@ use crate::rules::variables;
 use crate::rules::variables::Values;
 use crate::runtime::Runtime;
 
+use super::error_stats::ErrorKey;
 use super::inspect::{Plan, Ran};
 use super::prepared::Effects;
 use super::registry::Registry;
@@ -408,6 +409,18 @@ impl Session {
         )
         .await;
         backend.conn.shrink_buffers();
+        if let Some(err) = tracker.error() {
+            let key = ErrorKey {
+                hostgroup: backend.server.hostgroup,
+                host: backend.server.host.clone(),
+                port: backend.server.port,
+                user: self.user.config.name.clone(),
+                client_address: self.peer.ip().to_string(),
+                schema: self.login.database.clone().unwrap_or_default(),
+                errno: err.code,
+            };
+            self.frontend.errors.record(key, &err.message);
+        }
         match relayed {
             Ok(outcome) => {
                 self.last_outcome = Some(outcome);

@@ -10,6 +10,7 @@ pub mod admission;
 mod backends;
 mod cached;
 mod change_user;
+pub mod error_stats;
 pub mod handshake;
 mod inspect;
 pub mod listener;
@@ -47,6 +48,8 @@ pub struct Frontend {
     pub query_cache: QueryCache,
     /// Copies of statements that rules with `mirror_hostgroup` send elsewhere.
     pub mirror: mirror::Mirror,
+    /// Errors the backends answered with (`stats_mysql_errors`).
+    pub errors: error_stats::ErrorStats,
     /// The live sessions, for the processlist and KILL.
     pub registry: Arc<Registry>,
     pub counters: Counters,
@@ -70,6 +73,7 @@ impl Frontend {
         Frontend {
             query_cache,
             mirror: Default::default(),
+            errors: Default::default(),
             shared,
             pool,
             admission: Admission::default(),

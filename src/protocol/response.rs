@@ -12,7 +12,7 @@
 use super::codec::{DecodeError, Reader};
 use super::constants::{command, header, status};
 use super::frame::{FrameHeader, HEADER_LEN};
-use super::packets::{eof_status, is_eof, OkPacket};
+use super::packets::{eof_status, is_eof, ErrPacket, OkPacket};
 
 /// What the tracker concluded from one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct ResponseTracker {
     added_status: u16,
     /// Where scanned EOF packets start, while flags are to be added.
     eofs: Vec<usize>,
+    /// The ERR packet that ended the response, if one did.
+    error: Option<ErrPacket>,
 }
 
 /// What [`ResponseTracker::scan`] found in a buffer of response bytes.
@@ -117,6 +119,7 @@ impl ResponseTracker {
             next_seq: 1,
             added_status: 0,
             eofs: Vec::new(),
+            error: None,
         })
     }
 
@@ -210,6 +213,7 @@ impl ResponseTracker {
         let err = first == Some(header::ERR);
         let progress = match self.state {
             State::Finished => return Err(TrackError::AfterEnd),
+            State::Single if err => self.finish_with_error(first_frame),
             State::Single => self.finish(Outcome {
                 status: if first == Some(header::OK) || eof {
                     ok_or_eof_status(first_frame)
@@ -223,7 +227,7 @@ impl ResponseTracker {
                     let ok = OkPacket::decode(first_frame)?;
                     self.end_of_result(ok.status)
                 }
-                Some(header::ERR) => self.finish_with_error(),
+                Some(header::ERR) => self.finish_with_error(first_frame),
                 Some(header::LOCAL_INFILE) => Progress::LocalInfile,
                 _ => {
                     let columns = Reader::new(first_frame).lenenc_int("column count")?;
@@ -233,7 +237,7 @@ impl ResponseTracker {
             },
             State::ColumnDefs { left } => {
                 if err {
-                    return Ok(self.finish_with_error());
+                    return Ok(self.finish_with_error(first_frame));
                 }
                 self.state = if left <= 1 {
                     State::ColumnDefsEof
@@ -244,7 +248,7 @@ impl ResponseTracker {
             }
             State::ColumnDefsEof => {
                 if err {
-                    return Ok(self.finish_with_error());
+                    return Ok(self.finish_with_error(first_frame));
                 }
                 if !eof {
                     return Err(DecodeError::Invalid("EOF after column definitions").into());
@@ -262,7 +266,7 @@ impl ResponseTracker {
             }
             State::Rows => {
                 if err {
-                    self.finish_with_error()
+                    self.finish_with_error(first_frame)
                 } else if eof {
                     self.end_of_result(eof_status(first_frame).unwrap_or(0))
                 } else {
@@ -271,7 +275,7 @@ impl ResponseTracker {
             }
             State::PrepareStart => {
                 if err {
-                    return Ok(self.finish_with_error());
+                    return Ok(self.finish_with_error(first_frame));
                 }
                 // COM_STMT_PREPARE_OK: status, stmt id, columns, params
                 let mut r = Reader::new(first_frame);
@@ -302,7 +306,7 @@ impl ResponseTracker {
             }
             State::UntilEof => {
                 if err {
-                    self.finish_with_error()
+                    self.finish_with_error(first_frame)
                 } else if eof {
                     self.finish(Outcome {
                         status: eof_status(first_frame),
@@ -322,6 +326,11 @@ impl ResponseTracker {
     pub fn file_sent(&mut self, next_seq: u8) {
         self.state = State::ResultStart;
         self.next_seq = next_seq;
+    }
+
+    /// The ERR packet that ended the response (for the error statistics).
+    pub fn error(&self) -> Option<&ErrPacket> {
+        self.error.as_ref()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -361,7 +370,8 @@ impl ResponseTracker {
         }
     }
 
-    fn finish_with_error(&mut self) -> Progress {
+    fn finish_with_error(&mut self, packet: &[u8]) -> Progress {
+        self.error = ErrPacket::decode(packet).ok();
         self.finish(Outcome {
             status: None,
             error: true,
@@ -489,6 +499,17 @@ mod tests {
 
     fn done(status: Option<u16>, error: bool) -> Progress {
         Progress::Done(Outcome { status, error })
+    }
+
+    #[test]
+    fn the_err_that_ends_a_response_is_kept() {
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        assert_eq!(t.feed(ERR, ERR.len()).unwrap(), done(None, true));
+        let err = t.error().expect("kept");
+        assert_eq!((err.code, err.message.as_str()), (1064, "x"));
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        t.feed(OK, OK.len()).unwrap();
+        assert!(t.error().is_none());
     }
 
     #[test]
