@@ -225,3 +225,177 @@ fn tables_of_features_sluice_lacks_are_refused_at_load_when_filled() {
     .unwrap()
     .is_empty());
 }
+
+/// The column names of a result.
+fn column_names(c: &mut RawClient, sql: &str) -> Vec<String> {
+    let packets = c.query(sql);
+    assert_ne!(
+        packets[0].payload[0],
+        header::ERR,
+        "{sql}: {}",
+        common::expect_err(&packets[0])
+    );
+    let columns = packets[0].payload[0] as usize;
+    packets[1..=columns]
+        .iter()
+        .map(|p| {
+            // catalog, schema, table, org_table, then the name
+            let mut at = 0;
+            for _ in 0..4 {
+                at += 1 + p.payload[at] as usize;
+            }
+            let len = p.payload[at] as usize;
+            String::from_utf8_lossy(&p.payload[at + 1..at + 1 + len]).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn show_statements_variables_and_functions_answer_as_in_proxysql() {
+    let proxy = Proxy::start();
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let one = |admin: &mut RawClient, sql: &str| {
+        rows(admin, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    // SHOW TABLES, with and without a schema and a pattern
+    let all: Vec<String> = one(&mut admin, "SHOW TABLES")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert!(
+        all.contains(&"mysql_servers".to_string())
+            && all.contains(&"stats_mysql_errors".to_string())
+    );
+    let stats = one(&mut admin, "SHOW TABLES FROM stats");
+    assert!(
+        stats.iter().all(|r| r[0].starts_with("stats_")),
+        "{stats:?}"
+    );
+    assert_eq!(
+        one(&mut admin, "SHOW TABLES LIKE 'mysql_query_rules%'"),
+        [["mysql_query_rules"], ["mysql_query_rules_fast_routing"]]
+    );
+    let monitor = one(&mut admin, "SHOW TABLES IN monitor");
+    assert!(
+        monitor.iter().any(|r| r[0] == "mysql_server_ping_log"),
+        "{monitor:?}"
+    );
+    // SHOW DATABASES as ProxySQL: seq, name, file
+    assert_eq!(
+        column_names(&mut admin, "SHOW DATABASES"),
+        ["seq", "name", "file"]
+    );
+    let names: Vec<String> = one(&mut admin, "SHOW DATABASES")
+        .into_iter()
+        .map(|r| r[1].clone())
+        .collect();
+    assert_eq!(names, ["main", "stats", "monitor"]);
+    let create = one(&mut admin, "SHOW CREATE TABLE stats_mysql_errors");
+    assert!(create[0][1].contains("last_error"), "{create:?}");
+    // SHOW VARIABLES
+    assert_eq!(
+        column_names(&mut admin, "SHOW VARIABLES"),
+        ["Variable_name", "Value"]
+    );
+    let version = one(&mut admin, "SHOW GLOBAL VARIABLES LIKE 'admin-version'");
+    assert_eq!(version.len(), 1);
+    assert!(version[0][1].contains("sluice"), "{version:?}");
+    assert_eq!(
+        one(&mut admin, "SELECT @@admin-version"),
+        [[version[0][1].clone()]]
+    );
+    assert!(one(&mut admin, "SHOW VARIABLES LIKE 'mysql-pool%'").len() > 5);
+    // SET, then LOAD … TO RUNTIME, as in ProxySQL
+    one(&mut admin, "SET mysql-idle_timeout_ms = 123456");
+    assert_eq!(
+        one(&mut admin, "SELECT @@mysql-idle_timeout_ms"),
+        [["123456"]]
+    );
+    one(&mut admin, "LOAD MYSQL VARIABLES TO RUNTIME");
+    assert_eq!(
+        one(&mut admin, "SELECT variable_value FROM runtime_global_variables WHERE variable_name = 'mysql-idle_timeout_ms'"),
+        [["123456"]]
+    );
+    assert!(rows(&mut admin, "SET mysql-no_such_setting = 1")
+        .unwrap_err()
+        .contains("unknown variable"));
+    one(&mut admin, "SET NAMES utf8mb4");
+    one(&mut admin, "SET autocommit = 1");
+    // admin- variables are read-only
+    one(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME");
+    one(&mut admin, "SET admin-version = 'forged'");
+    assert!(rows(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME")
+        .unwrap_err()
+        .contains("read-only"));
+    one(&mut admin, "SAVE ADMIN VARIABLES TO MEMORY");
+    one(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME");
+    // functions the tools use
+    let row = &one(&mut admin, "SELECT CONNECTION_ID(), USER(), @@version_comment, FROM_UNIXTIME(0), UNIX_TIMESTAMP() > 1700000000")[0];
+    assert!(row[0].parse::<u32>().unwrap() > 0);
+    assert_eq!(
+        &row[1..],
+        [
+            "admin@localhost",
+            "Sluice admin",
+            "1970-01-01 00:00:00",
+            "1"
+        ]
+    );
+    let other = RawClient::login(proxy.admin_port, "admin", "admin")
+        .map(|mut c| one(&mut c, "SELECT CONNECTION_ID()"));
+    assert_ne!(
+        other.unwrap()[0][0],
+        row[0],
+        "each admin session has its own id"
+    );
+}
+
+/// The exporter's statements, one per `-- collect` block.
+fn exporter_queries() -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(repo().join("tests/data/proxysql_exporter_queries.sql")).unwrap();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(option) = line.strip_prefix("-- collect") {
+            out.push((format!("collect{option}"), String::new()));
+        } else if !line.starts_with("--") {
+            if let Some((_, sql)) = out.last_mut() {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn percona_proxysql_exporter_queries_all_answer() {
+    let proxy = Proxy::start();
+    let mut app = RawClient::login(proxy.port, "app", "app").unwrap();
+    app.query("SELECT 1 FROM DUAL");
+    app.query("SELECT 1 FROM DUAL FOR UPDATE");
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let queries = exporter_queries();
+    assert_eq!(queries.len(), 8);
+    for (option, sql) in &queries {
+        let result = rows(&mut admin, sql).unwrap_or_else(|e| panic!("{option}: {e}"));
+        assert!(!result.is_empty(), "{option}: no rows");
+        match option.as_str() {
+            "collect.mysql_status" | "collect.stats_memory_metrics" => {
+                // the exporter parses every value as a number
+                for row in &result {
+                    assert!(row[1].parse::<f64>().is_ok(), "{option}: {row:?}");
+                }
+            }
+            "collect.stats_command_counter" => {
+                let commands: Vec<&str> = result.iter().map(|r| r[0].as_str()).collect();
+                assert!(
+                    commands.contains(&"SELECT") && commands.contains(&"SELECT_FOR_UPDATE"),
+                    "{commands:?}"
+                );
+            }
+            "collect.proxysql_info (always on)" => assert!(result[0][0].contains("sluice")),
+            _ => {}
+        }
+    }
+}

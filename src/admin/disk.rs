@@ -24,6 +24,8 @@ pub fn save(path: &Path, disk: &Config, next: &Config, module: Module) -> Result
         Module::Users => replace(&mut doc, "users", &next.users)?,
         Module::QueryRules => replace(&mut doc, "query_rules", &next.query_rules)?,
         Module::Variables => save_variables(&mut doc, disk, next)?,
+        // read-only: nothing of them is in the file
+        Module::AdminVariables => return Ok(()),
     }
     let backup = path.with_extension("toml.bak");
     std::fs::copy(path, &backup).map_err(|e| format!("{}: {e}", backup.display()))?;

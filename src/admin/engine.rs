@@ -5,10 +5,12 @@
 //! `LOAD`/`SAVE` move a module between memory, runtime and the TOML file.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Connection;
 
+use super::functions::{self, SessionContext};
 use super::live::{self, Live};
 use super::tables::{self, Table, CONFIG_TABLES};
 use super::variables;
@@ -30,6 +32,8 @@ pub enum Module {
     Users,
     QueryRules,
     Variables,
+    /// The read-only `admin-` rows of `global_variables`.
+    AdminVariables,
 }
 
 /// Where a `LOAD`/`SAVE` moves a module.
@@ -45,6 +49,8 @@ enum Move {
 pub struct AdminDb {
     db: Connection,
     config_path: PathBuf,
+    /// The admin session the current statement runs for (read by `CONNECTION_ID()`…).
+    session: Arc<Mutex<SessionContext>>,
 }
 
 impl AdminDb {
@@ -68,9 +74,12 @@ impl AdminDb {
             super::inert::create(&db)
         };
         setup().map_err(|e| e.to_string())?;
+        let session = Arc::new(Mutex::new(SessionContext::default()));
+        functions::register(&db, session.clone()).map_err(|e| e.to_string())?;
         let admin = AdminDb {
             db,
             config_path: config_path.to_owned(),
+            session,
         };
         admin.fill_memory(config).map_err(|e| e.to_string())?;
         Ok(admin)
@@ -125,7 +134,7 @@ impl AdminDb {
                 &name(&tables::QUERY_RULES),
                 &tables::rule_rows(config),
             ),
-            Module::Variables => {
+            Module::Variables | Module::AdminVariables => {
                 let rows: Vec<Vec<Value>> = variables::rows(config)
                     .into_iter()
                     .map(|(n, v)| vec![Value::Text(n), Value::Text(v)])
@@ -147,25 +156,40 @@ impl AdminDb {
             }
             Module::Users => next.users = tables::read_users(&self.db, "main")?,
             Module::QueryRules => next.query_rules = tables::read_rules(&self.db, "main")?,
-            Module::Variables => {
-                let mut stmt = self
-                    .db
-                    .prepare("SELECT variable_name, variable_value FROM main.global_variables")
-                    .map_err(|e| e.to_string())?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| e.to_string())?;
-                next = variables::apply(&next, &rows)?;
-            }
+            Module::Variables => next = variables::apply(&next, &self.variable_rows()?)?,
+            Module::AdminVariables => variables::check_admin(&next, &self.variable_rows()?)?,
         }
         next.check().map_err(|e| e.to_string())?;
         Ok(next)
     }
 
-    /// Runs one statement.
-    pub fn execute(&mut self, sql: &str, live: &Live<'_>) -> Result<Reply, String> {
+    /// The rows of `main.global_variables`.
+    fn variable_rows(&self) -> Result<Vec<(String, String)>, String> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT variable_name, variable_value FROM main.global_variables")
+            .map_err(|e| e.to_string())?;
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs one statement for the admin session `session`.
+    pub fn execute(
+        &mut self,
+        sql: &str,
+        live: &Live<'_>,
+        session: SessionContext,
+    ) -> Result<Reply, String> {
+        *self.session.lock().expect("admin session") = session;
         let sql = sql.trim().trim_end_matches(';').trim();
+        let substituted;
+        let sql = if sql.contains("@@") && !sql.to_ascii_uppercase().starts_with("SET") {
+            substituted = self.substitute_variables(sql);
+            substituted.as_str()
+        } else {
+            sql
+        };
         if let Some(reply) = self.command(sql, live)? {
             return Ok(reply);
         }
@@ -206,7 +230,7 @@ impl AdminDb {
         let word = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
         match word(0) {
             "LOAD" | "SAVE" => self.load_or_save(&words, live).map(Some),
-            "SET" => Ok(Some(Reply::Done { affected: 0 })),
+            "SET" => self.set(sql).map(Some),
             "KILL" => live::kill(live, &words).map(Some),
             "PROXYSQL" if words[1..] == ["FLUSH", "MYSQL", "CLIENT", "HOSTS"] => {
                 live.frontend.admission.clear();
@@ -218,21 +242,175 @@ impl AdminDb {
                     affected: flushed as u64,
                 }))
             }
-            "SHOW" if word(1) == "TABLES" => self
-                .rows("SELECT name AS tables FROM (SELECT name FROM main.sqlite_master UNION ALL SELECT name FROM stats.sqlite_master UNION ALL SELECT 'monitor.' || name FROM monitor.sqlite_master) WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
-                .map(Some),
-            "SHOW" if word(1) == "DATABASES" => Ok(Some(Reply::Rows(TextResult {
-                columns: vec!["name".into()],
-                rows: ["main", "stats", "monitor"].iter().map(|s| vec![Some(s.to_string())]).collect(),
-            }))),
-            "SHOW" if word(1) == "CREATE" && word(2) == "TABLE" => {
-                let name = sql.split_whitespace().nth(3).unwrap_or_default().trim_matches('`');
-                let (schema, table) = name.split_once('.').unwrap_or(("", name));
-                self.show_create(schema, table).map(Some)
-            }
-            "SELECT" if sql.contains("@@") => Ok(Some(system_variables(sql))),
+            "SHOW" => self.show(sql, &words).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// `SET admin-…` / `SET mysql-…` / `SET monitor-…` change `global_variables` (in force
+    /// after `LOAD … VARIABLES TO RUNTIME`, as in ProxySQL); any other SET (what drivers
+    /// send when they connect: NAMES, autocommit…) is accepted and changes nothing.
+    fn set(&mut self, sql: &str) -> Result<Reply, String> {
+        let assignment = sql[3..].trim();
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Ok(Reply::Done { affected: 0 });
+        };
+        let name = name.trim().trim_matches('`').to_ascii_lowercase();
+        if !["admin-", "mysql-", "monitor-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            return Ok(Reply::Done { affected: 0 });
+        }
+        let value = unquote(value.trim());
+        let changed = self
+            .db
+            .execute(
+                "UPDATE main.global_variables SET variable_value = ?1 WHERE variable_name = ?2",
+                [value, name.as_str()],
+            )
+            .map_err(|e| e.to_string())?;
+        if changed == 0 {
+            return Err(format!("{name}: unknown variable"));
+        }
+        Ok(Reply::Done { affected: 0 })
+    }
+
+    /// SHOW TABLES [FROM|IN schema] [LIKE …], SHOW DATABASES, SHOW CREATE TABLE,
+    /// SHOW [GLOBAL|SESSION] VARIABLES [LIKE …].
+    fn show(&self, sql: &str, words: &[String]) -> Result<Reply, String> {
+        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
+        let like = like_pattern(sql);
+        match word(1) {
+            "TABLES" => {
+                let schema = match word(2) {
+                    "FROM" | "IN" => Some(word(3).to_ascii_lowercase()),
+                    _ => None,
+                };
+                let mut parts = Vec::new();
+                for (s, prefix) in [("main", ""), ("stats", ""), ("monitor", "monitor.")] {
+                    if schema.as_deref().is_none_or(|wanted| wanted == s) {
+                        let shown = if schema.is_some() { "" } else { prefix };
+                        parts.push(format!(
+                            "SELECT '{shown}' || name AS name FROM {s}.sqlite_master WHERE type = 'table'"
+                        ));
+                    }
+                }
+                if parts.is_empty() {
+                    return Err(format!("unknown database '{}'", word(3)));
+                }
+                let filter =
+                    like.map_or(String::new(), |p| format!(" AND name LIKE {}", quote(&p)));
+                self.rows(&format!(
+                    "SELECT name AS tables FROM ({}) WHERE name NOT LIKE 'sqlite_%'{filter} ORDER BY name",
+                    parts.join(" UNION ALL ")
+                ))
+            }
+            "DATABASES" | "SCHEMAS" => {
+                self.rows("SELECT seq, name, file FROM pragma_database_list")
+            }
+            "CREATE" if word(2) == "TABLE" => {
+                let name = sql
+                    .split_whitespace()
+                    .nth(3)
+                    .unwrap_or_default()
+                    .trim_matches('`');
+                let (schema, table) = name.split_once('.').unwrap_or(("", name));
+                self.show_create(schema, table)
+            }
+            "VARIABLES" | "GLOBAL" | "SESSION" if words.contains(&"VARIABLES".to_string()) => {
+                let filter = like.map_or(String::new(), |p| {
+                    format!(" WHERE variable_name LIKE {}", quote(&p))
+                });
+                self.rows(&format!(
+                    "SELECT variable_name AS Variable_name, variable_value AS Value \
+                     FROM main.global_variables{filter} ORDER BY variable_name"
+                ))
+            }
+            _ => Err(format!("not supported on the admin port: {sql}")),
+        }
+    }
+
+    /// `@@name` as a value: `admin-…`/`mysql-…`/`monitor-…` names from `global_variables`,
+    /// the few server variables clients ask for when they connect, NULL for others.
+    fn system_variable(&self, name: &str) -> Option<String> {
+        let bare = name
+            .trim_start_matches("session.")
+            .trim_start_matches("global.");
+        match bare {
+            "version" => Some(functions::version()),
+            "version_comment" => Some("Sluice admin".to_string()),
+            "max_allowed_packet" => Some("67108864".to_string()),
+            "autocommit" => Some("1".to_string()),
+            name if name.contains('-') => self
+                .db
+                .query_row(
+                    "SELECT variable_value FROM main.global_variables WHERE variable_name = ?1",
+                    [name.to_ascii_lowercase()],
+                    |r| r.get(0),
+                )
+                .ok(),
+            _ => None,
+        }
+    }
+
+    /// `sql` with each `@@name` replaced by its value as an SQLite literal, so that SQLite
+    /// evaluates the rest (`SELECT @@version_comment LIMIT 1`, `@@admin-version` beside a
+    /// function…); a select item that is only the variable is named `@@name`, as MySQL
+    /// names it.
+    fn substitute_variables(&self, sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len());
+        let mut quote_char: Option<char> = None;
+        let mut chars = sql.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match quote_char {
+                Some(q) => {
+                    out.push(c);
+                    if c == q {
+                        quote_char = None;
+                    }
+                    continue;
+                }
+                None if matches!(c, '\'' | '"' | '`') => {
+                    quote_char = Some(c);
+                    out.push(c);
+                    continue;
+                }
+                None if c == '@' && sql[at..].starts_with("@@") => {}
+                None => {
+                    out.push(c);
+                    continue;
+                }
+            }
+            let name: String = sql[at + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                .collect();
+            for _ in 0..1 + name.chars().count() {
+                chars.next();
+            }
+            let rest = &sql[at + 2 + name.len()..];
+            let before_item = out.trim_end().to_ascii_uppercase();
+            out.push_str(
+                &self
+                    .system_variable(&name)
+                    .map_or("NULL".into(), |v| quote(&v)),
+            );
+            let after_item = rest.trim_start();
+            let next_word = after_item
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let whole_item = (before_item.ends_with("SELECT") || before_item.ends_with(','))
+                && (after_item.is_empty()
+                    || after_item.starts_with(',')
+                    || matches!(next_word.as_str(), "LIMIT" | "FROM"));
+            if whole_item {
+                out.push_str(&format!(" AS \"@@{name}\""));
+            }
+        }
+        out
     }
 
     fn rows(&self, sql: &str) -> Result<Reply, String> {
@@ -278,7 +456,7 @@ impl AdminDb {
 
     fn load_or_save(&mut self, words: &[String], live: &Live<'_>) -> Result<Reply, String> {
         let (module, rest) = parse_module(&words[1..]).ok_or_else(|| {
-            "expected LOAD|SAVE MYSQL SERVERS|USERS|QUERY RULES|VARIABLES TO|FROM RUNTIME|MEMORY|DISK".to_string()
+            "expected LOAD|SAVE MYSQL SERVERS|USERS|QUERY RULES|VARIABLES or ADMIN VARIABLES TO|FROM RUNTIME|MEMORY|DISK".to_string()
         })?;
         let movement = parse_move(&words[0], rest)
             .ok_or_else(|| format!("cannot {} in that direction", words.join(" ")))?;
@@ -318,6 +496,7 @@ fn parse_module(words: &[String]) -> Option<(Module, &[String])> {
         ["MYSQL", "USERS", ..] => Some((Module::Users, &words[2..])),
         ["MYSQL", "QUERY", "RULES", ..] => Some((Module::QueryRules, &words[3..])),
         ["MYSQL", "VARIABLES", ..] => Some((Module::Variables, &words[2..])),
+        ["ADMIN", "VARIABLES", ..] => Some((Module::AdminVariables, &words[2..])),
         _ => None,
     }
 }
@@ -351,31 +530,25 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
     }
 }
 
-/// `SELECT @@version`, `SELECT @@version_comment LIMIT 1` and the like, which clients send
-/// on their own: each `@@name` becomes a column.
-fn system_variables(sql: &str) -> Reply {
-    let mut columns = Vec::new();
-    let mut values = Vec::new();
-    for part in sql.split("@@").skip(1) {
-        let name: String = part
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-            .collect();
-        let value = match name
-            .trim_start_matches("session.")
-            .trim_start_matches("global.")
-        {
-            "version" => Some(format!("{}-sluice-admin", env!("CARGO_PKG_VERSION"))),
-            "version_comment" => Some("Sluice admin".to_string()),
-            "max_allowed_packet" => Some("67108864".to_string()),
-            "autocommit" => Some("1".to_string()),
-            _ => None,
-        };
-        columns.push(format!("@@{name}"));
-        values.push(value);
+/// The pattern of a `LIKE '…'` at the end of a SHOW statement.
+fn like_pattern(sql: &str) -> Option<String> {
+    let upper = sql.to_ascii_uppercase();
+    let at = upper.rfind(" LIKE ")?;
+    Some(unquote(sql[at + 6..].trim()).to_string())
+}
+
+/// A value as written in SET or LIKE: quotes taken off.
+fn unquote(value: &str) -> &str {
+    let v = value.trim();
+    for q in ['\'', '"', '`'] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            return inner;
+        }
     }
-    Reply::Rows(TextResult {
-        columns,
-        rows: vec![values],
-    })
+    v
+}
+
+/// A string as an SQLite literal.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }

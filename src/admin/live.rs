@@ -633,6 +633,14 @@ fn extended_info(
     })
 }
 
+/// A statement kind under ProxySQL's command name where it has one.
+fn command_name(kind: crate::rules::Kind) -> String {
+    match kind {
+        crate::rules::Kind::LockingSelect => "SELECT_FOR_UPDATE".into(),
+        other => other.name().to_ascii_uppercase(),
+    }
+}
+
 fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
     let c = &live.frontend.counters;
     KINDS
@@ -640,7 +648,7 @@ fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
         .zip(&c.kinds)
         .map(|(kind, k)| {
             let mut row = vec![
-                text(kind.name().to_ascii_uppercase()),
+                text(command_name(*kind)),
                 int(k.total_us.load(Ordering::Relaxed)),
                 int(k.count.load(Ordering::Relaxed)),
             ];

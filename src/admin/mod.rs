@@ -5,6 +5,7 @@
 
 mod disk;
 pub mod engine;
+mod functions;
 mod inert;
 pub mod live;
 mod stats_tables;
@@ -138,7 +139,11 @@ impl AdminServer {
                 command::QUIT => break,
                 command::QUERY => {
                     let sql = String::from_utf8_lossy(body).into_owned();
-                    self.clone().run(sql).await
+                    let session = functions::SessionContext {
+                        id,
+                        user: logged_in.user.config.name.clone(),
+                    };
+                    self.clone().run(sql, session).await
                 }
                 command::PING | command::INIT_DB => Ok(Reply::Done { affected: 0 }),
                 _ => Err("only COM_QUERY, COM_PING and COM_INIT_DB on the admin port".into()),
@@ -153,7 +158,11 @@ impl AdminServer {
     }
 
     /// Runs one statement on a blocking thread (SQLite and reloads are synchronous).
-    async fn run(self: Arc<Self>, sql: String) -> Result<Reply, String> {
+    async fn run(
+        self: Arc<Self>,
+        sql: String,
+        session: functions::SessionContext,
+    ) -> Result<Reply, String> {
         tokio::task::spawn_blocking(move || {
             let apply = |config: &Config| {
                 self.frontend
@@ -166,7 +175,7 @@ impl AdminServer {
                 apply: &apply,
             };
             let mut db = self.db.lock().expect("admin db");
-            db.execute(&sql, &live)
+            db.execute(&sql, &live, session)
         })
         .await
         .map_err(|e| format!("admin statement failed: {e}"))?

@@ -59,6 +59,34 @@ fn show(value: &toml::Value) -> String {
     }
 }
 
+/// The `admin-` variables: read-only facts about the admin port and the build
+/// (`admin-version` is what ProxySQL tools read to know what they talk to).
+pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
+    let listen = config
+        .admin
+        .as_ref()
+        .map(|a| a.listen.to_string())
+        .unwrap_or_default();
+    vec![
+        ("admin-mysql_ifaces".into(), listen),
+        ("admin-version".into(), super::functions::version()),
+    ]
+}
+
+/// `LOAD|SAVE ADMIN VARIABLES`: the `admin-` rows must hold what is in force (they are
+/// read-only); nothing else changes.
+pub fn check_admin(config: &Config, rows: &[(String, String)]) -> Result<(), String> {
+    let fixed = admin_rows(config);
+    for (name, value) in rows.iter().filter(|(n, _)| n.starts_with("admin-")) {
+        match fixed.iter().find(|(n, _)| n == name) {
+            Some((_, v)) if v == value => {}
+            Some((_, v)) => return Err(format!("{name}: read-only (it is {v:?})")),
+            None => return Err(format!("{name}: unknown variable")),
+        }
+    }
+    Ok(())
+}
+
 /// Every variable of `config`, sorted by name.
 pub fn rows(config: &Config) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = sections(config)
@@ -69,6 +97,7 @@ pub fn rows(config: &Config) -> Vec<(String, String)> {
                 .into_iter()
                 .map(move |(key, value)| (format!("{prefix}{key}"), show(&value)))
         })
+        .chain(admin_rows(config))
         .collect();
     rows.sort();
     rows
@@ -77,7 +106,8 @@ pub fn rows(config: &Config) -> Vec<(String, String)> {
 /// `config` with the variables in `rows` applied; names and values are checked.
 pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, String> {
     let mut tables = sections(config);
-    for (name, value) in rows {
+    // `admin-` rows are LOAD ADMIN VARIABLES' business (see `check_admin`)
+    for (name, value) in rows.iter().filter(|(n, _)| !n.starts_with("admin-")) {
         let (prefix, section) = PREFIXES
             .iter()
             .find(|(p, _)| name.starts_with(p))
