@@ -110,6 +110,10 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             _ = hangup.recv() => reload(&shared, path, admin.as_deref()),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            _ = frontend.stop_requested.notified() => {
+                tracing::info!("PROXYSQL SHUTDOWN on the admin port");
+                break;
+            }
         }
     }
     tracing::info!(

@@ -399,3 +399,43 @@ fn percona_proxysql_exporter_queries_all_answer() {
         }
     }
 }
+
+#[test]
+fn proxysql_pause_resume_readonly_and_shutdown() {
+    let mut proxy = Proxy::start();
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let mut session = RawClient::login(proxy.port, "app", "app").unwrap();
+    rows(&mut admin, "PROXYSQL PAUSE").unwrap();
+    let refused = RawClient::login(proxy.port, "app", "app").unwrap_err();
+    assert!(
+        refused.message.contains("PROXYSQL PAUSE"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        session.query_column("SELECT 1"),
+        ["1"],
+        "a session goes on while paused"
+    );
+    rows(&mut admin, "PROXYSQL RESUME").unwrap();
+    assert!(RawClient::login(proxy.port, "app", "app").is_ok());
+    // read-only: SQL that writes admin tables is refused, reads and LOAD still run
+    rows(&mut admin, "PROXYSQL READONLY").unwrap();
+    let err = rows(&mut admin, "UPDATE mysql_servers SET weight = 5").unwrap_err();
+    assert!(err.contains("read-only"), "{err}");
+    assert!(rows(&mut admin, "SET mysql-idle_timeout_ms = 1")
+        .unwrap_err()
+        .contains("read-only"));
+    assert!(!rows(&mut admin, "SELECT * FROM mysql_servers")
+        .unwrap()
+        .is_empty());
+    rows(&mut admin, "LOAD MYSQL SERVERS TO RUNTIME").unwrap();
+    rows(&mut admin, "PROXYSQL READWRITE").unwrap();
+    rows(&mut admin, "UPDATE mysql_servers SET weight = 5 WHERE 0").unwrap();
+    // SHUTDOWN stops the process as SIGTERM does
+    rows(&mut admin, "PROXYSQL SHUTDOWN").unwrap();
+    assert_eq!(
+        proxy.wait_exit(std::time::Duration::from_secs(40)),
+        Some(true)
+    );
+}

@@ -17,6 +17,9 @@ use super::variables;
 use crate::config::Config;
 use crate::protocol::text::TextResult;
 
+const READ_ONLY: &str =
+    "the admin port is read-only (PROXYSQL READONLY); PROXYSQL READWRITE allows changes again";
+
 /// What a statement gave back.
 #[derive(Debug, PartialEq)]
 pub enum Reply {
@@ -51,6 +54,8 @@ pub struct AdminDb {
     config_path: PathBuf,
     /// The admin session the current statement runs for (read by `CONNECTION_ID()`…).
     session: Arc<Mutex<SessionContext>>,
+    /// `PROXYSQL READONLY`: statements that write admin tables are refused.
+    read_only: bool,
 }
 
 impl AdminDb {
@@ -80,6 +85,7 @@ impl AdminDb {
             db,
             config_path: config_path.to_owned(),
             session,
+            read_only: false,
         };
         admin.fill_memory(config).map_err(|e| e.to_string())?;
         Ok(admin)
@@ -196,6 +202,9 @@ impl AdminDb {
         let lower = sql.to_ascii_lowercase();
         live::refresh(&self.db, live, &lower).map_err(|e| e.to_string())?;
         let mut stmt = self.db.prepare(sql).map_err(|e| e.to_string())?;
+        if !stmt.readonly() && self.read_only {
+            return Err(READ_ONLY.into());
+        }
         if !stmt.readonly() && live::writes_live_table(sql) {
             return Err("runtime_*, stats and monitor tables are read-only: change the main tables and LOAD … TO RUNTIME".into());
         }
@@ -242,6 +251,7 @@ impl AdminDb {
                     affected: flushed as u64,
                 }))
             }
+            "PROXYSQL" => self.proxysql(&words[1..], live).map(Some),
             "SHOW" => self.show(sql, &words).map(Some),
             _ => Ok(None),
         }
@@ -262,6 +272,9 @@ impl AdminDb {
         {
             return Ok(Reply::Done { affected: 0 });
         }
+        if self.read_only {
+            return Err(READ_ONLY.into());
+        }
         let value = unquote(value.trim());
         let changed = self
             .db
@@ -273,6 +286,29 @@ impl AdminDb {
         if changed == 0 {
             return Err(format!("{name}: unknown variable"));
         }
+        Ok(Reply::Done { affected: 0 })
+    }
+
+    /// The `PROXYSQL …` commands beyond the two FLUSHes: PAUSE/RESUME (new client
+    /// connections refused / accepted again; sessions go on), READONLY/READWRITE (SQL that
+    /// writes admin tables refused / allowed; LOAD and SAVE still run, as in ProxySQL),
+    /// SHUTDOWN (as SIGTERM: sessions are drained).
+    fn proxysql(&mut self, words: &[String], live: &Live<'_>) -> Result<Reply, String> {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["PAUSE"] => live.frontend.set_paused(true),
+            ["RESUME"] => live.frontend.set_paused(false),
+            ["READONLY"] => self.read_only = true,
+            ["READWRITE"] => self.read_only = false,
+            ["SHUTDOWN"] | ["SHUTDOWN", "SLOW"] => live.frontend.stop_requested.notify_one(),
+            _ => {
+                return Err(format!(
+                    "not supported on the admin port: PROXYSQL {}",
+                    words.join(" ")
+                ))
+            }
+        }
+        tracing::info!(command = %words.join(" "), "admin: PROXYSQL command");
         Ok(Reply::Done { affected: 0 })
     }
 

@@ -1,4 +1,5 @@
-//! The accept loop: one task per client, a global connection cap, and a stop on shutdown.
+//! The accept loop: one task per client, a global connection cap, a pause (`PROXYSQL
+//! PAUSE`: new clients are refused, sessions go on), and a stop on shutdown.
 
 use std::sync::Arc;
 
@@ -24,9 +25,13 @@ pub async fn serve(frontend: Arc<Frontend>, listener: TcpListener) {
             }
         };
         let _ = tcp.set_nodelay(true);
+        let frontend = frontend.clone();
+        if frontend.is_paused() {
+            tokio::spawn(async move { session::refuse_paused(&frontend, tcp, peer).await });
+            continue;
+        }
         let max = frontend.shared.load().proxy.max_client_connections;
         let slot = ClientSlot::acquire(&frontend, max);
-        let frontend = frontend.clone();
         tokio::spawn(async move {
             match slot {
                 Some(slot) => session::run(frontend, tcp, peer, slot).await,

@@ -20,7 +20,7 @@ pub mod registry;
 mod relay;
 pub mod session;
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -59,6 +59,10 @@ pub struct Frontend {
     pub started: std::time::Instant,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
+    /// `PROXYSQL PAUSE`: new clients are refused until `PROXYSQL RESUME`.
+    paused: AtomicBool,
+    /// `PROXYSQL SHUTDOWN`: asks the process to stop as on SIGTERM.
+    pub stop_requested: tokio::sync::Notify,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -85,8 +89,19 @@ impl Frontend {
             started: std::time::Instant::now(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            stop_requested: tokio::sync::Notify::new(),
             shutdown,
         }
+    }
+
+    /// `PROXYSQL PAUSE` (true) / `PROXYSQL RESUME` (false).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     /// Client connections open right now.

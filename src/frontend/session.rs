@@ -158,6 +158,19 @@ async fn refuse_before_login(
     conn.shutdown().await;
 }
 
+/// Refuses a connection while the proxy is paused (`PROXYSQL PAUSE` on the admin port).
+pub(super) async fn refuse_paused(frontend: &Frontend, tcp: TcpStream, peer: SocketAddr) {
+    frontend.counters.refuse("paused");
+    tracing::info!(%peer, "client refused: the proxy is paused");
+    let mut entry = Entry::new(peer, "refused");
+    entry.reason = Some("paused");
+    frontend.connlog.record(&entry);
+    let mut conn = Connection::new(crate::connection::Stream::Tcp(tcp));
+    let message = "The proxy is paused (PROXYSQL PAUSE): not accepting new connections";
+    send_err(&mut conn, 0, 0, error::SERVER_SHUTDOWN, message).await;
+    conn.shutdown().await;
+}
+
 /// Refuses a connection over the global limit the way MySQL does: an ERR instead of a
 /// greeting.
 pub(super) async fn refuse_too_many(
