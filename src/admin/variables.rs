@@ -59,6 +59,44 @@ fn show(value: &toml::Value) -> String {
     }
 }
 
+/// ProxySQL's names for the settings Sluice has under its own: each is a second row of
+/// `global_variables` with the same value, so that scripts written for ProxySQL read (and
+/// change) them. `(ProxySQL's name, Sluice's name)`; where the two are the same there is
+/// one row.
+const PROXYSQL_NAMES: [(&str, &str); 19] = [
+    ("mysql-interfaces", "mysql-listen"),
+    ("mysql-max_connections", "mysql-max_client_connections"),
+    ("mysql-connect_timeout_client", "mysql-handshake_timeout_ms"),
+    ("mysql-connect_timeout_server", "mysql-connect_timeout_ms"),
+    ("mysql-wait_timeout", "mysql-idle_timeout_ms"),
+    ("mysql-multiplexing", "mysql-pool_multiplex"),
+    ("mysql-connection_max_age_ms", "mysql-pool_max_lifetime_ms"),
+    (
+        "mysql-max_stmts_per_connection",
+        "mysql-pool_max_prepared_per_connection",
+    ),
+    ("mysql-max_stmts_cache", "mysql-pool_statement_cache_size"),
+    (
+        "mysql-query_cache_size_MB",
+        "mysql-query_cache_max_memory_mb",
+    ),
+    (
+        "mysql-query_cache_stores_empty_result",
+        "mysql-query_cache_stores_empty_result",
+    ),
+    (
+        "mysql-mirror_max_concurrency",
+        "mysql-mirror_max_concurrency",
+    ),
+    ("mysql-mirror_max_queue_length", "mysql-mirror_max_queue"),
+    ("mysql-eventslog_filename", "mysql-query_log_path"),
+    ("mysql-eventslog_filesize", "mysql-query_log_max_bytes"),
+    ("mysql-monitor_username", "monitor-user"),
+    ("mysql-monitor_ping_interval", "monitor-interval_ms"),
+    ("mysql-monitor_ping_timeout", "monitor-timeout_ms"),
+    ("mysql-monitor_ping_max_failures", "monitor-fail_after"),
+];
+
 /// The `admin-` variables: read-only facts about the admin port and the build
 /// (`admin-version` is what ProxySQL tools read to know what they talk to).
 pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
@@ -99,13 +137,57 @@ pub fn rows(config: &Config) -> Vec<(String, String)> {
         })
         .chain(admin_rows(config))
         .collect();
+    let aliases: Vec<(String, String)> = PROXYSQL_NAMES
+        .iter()
+        .filter(|(alias, name)| alias != name)
+        .filter_map(|(alias, name)| {
+            let value = rows.iter().find(|(n, _)| n == name)?.1.clone();
+            Some((alias.to_string(), value))
+        })
+        .collect();
+    rows.extend(aliases);
     rows.sort();
     rows
+}
+
+/// `rows` with ProxySQL-named rows folded into Sluice's: a ProxySQL name whose value was
+/// changed carries the change (both names changed to different values is refused).
+fn fold_proxysql_names(
+    config: &Config,
+    rows: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let current = self::rows(config);
+    let now = |name: &str| current.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let mut out: Vec<(String, String)> = rows
+        .iter()
+        .filter(|(n, _)| !PROXYSQL_NAMES.iter().any(|(a, s)| a == n && a != s))
+        .cloned()
+        .collect();
+    for (alias, name) in PROXYSQL_NAMES.iter().filter(|(a, s)| a != s) {
+        let Some((_, wanted)) = rows.iter().find(|(n, _)| n == alias) else {
+            continue;
+        };
+        if Some(wanted) == now(alias) {
+            continue;
+        }
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) if Some(&*v) == now(name) => *v = wanted.clone(),
+            Some((_, v)) if v != wanted => {
+                return Err(format!(
+                    "{alias} and {name} are one setting: change only one"
+                ))
+            }
+            Some(_) => {}
+            None => out.push((name.to_string(), wanted.clone())),
+        }
+    }
+    Ok(out)
 }
 
 /// `config` with the variables in `rows` applied; names and values are checked.
 pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, String> {
     let mut tables = sections(config);
+    let rows = fold_proxysql_names(config, rows)?;
     // `admin-` rows are LOAD ADMIN VARIABLES' business (see `check_admin`)
     for (name, value) in rows.iter().filter(|(n, _)| !n.starts_with("admin-")) {
         let (prefix, section) = PREFIXES
@@ -169,6 +251,46 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn proxysql_names_show_and_change_the_same_setting() {
+        let config = demo();
+        let rows = rows(&config);
+        let value = |rows: &[(String, String)], name: &str| {
+            rows.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            value(&rows, "mysql-max_connections"),
+            value(&rows, "mysql-max_client_connections")
+        );
+        assert_eq!(
+            value(&rows, "mysql-monitor_username").as_deref(),
+            Some("monitor")
+        );
+        let with = |changes: &[(&str, &str)]| {
+            let mut next = rows.clone();
+            for (name, v) in changes {
+                next.iter_mut().find(|(n, _)| n == name).unwrap().1 = v.to_string();
+            }
+            apply(&config, &next)
+        };
+        let changed = with(&[("mysql-max_connections", "77")]).unwrap();
+        assert_eq!(changed.proxy.max_client_connections, 77);
+        let changed = with(&[("mysql-max_client_connections", "78")]).unwrap();
+        assert_eq!(changed.proxy.max_client_connections, 78);
+        let err = with(&[
+            ("mysql-max_connections", "77"),
+            ("mysql-max_client_connections", "78"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("one setting"), "{err}");
+        let same = with(&[
+            ("mysql-max_connections", "79"),
+            ("mysql-max_client_connections", "79"),
+        ])
+        .unwrap();
+        assert_eq!(same.proxy.max_client_connections, 79);
     }
 
     #[test]
