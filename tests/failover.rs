@@ -403,10 +403,8 @@ fn desynced_or_rejecting_writers_are_replaced_without_failback() {
 #[test]
 fn read_your_writes_sees_each_write_even_on_delayed_replicas() {
     let proxy = Proxy::start_with(|c| {
-        c.replace(
-            "name = \"app_local\"",
-            "name = \"app_local\"\ncausal_reads = true",
-        )
+        // app_local reads its writes (the default); app does not
+        c.replace("name = \"app\"", "name = \"app\"\nconsistency = \"none\"")
     });
     on_node(
         13306,

@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 use serde_json::json;
 
-use crate::config::{Config, GaleraHostgroups, QueryRule, Server, ServerStatus, User};
+use crate::config::{Config, Consistency, GaleraHostgroups, QueryRule, Server, ServerStatus, User};
 use crate::rules::Kind;
 
 /// A table: its name and its columns with their SQLite types.
@@ -263,7 +263,7 @@ pub fn user_rows(config: &Config) -> Vec<Vec<Value>> {
         .map(|u| {
             let attributes = json!({
                 "split_reads": u.split_reads,
-                "causal_reads": u.causal_reads,
+                "consistency": u.consistency,
                 "allowed_networks": u.allowed_networks,
                 "require_client_cert": u.require_client_cert,
                 "cert_subject": u.cert_subject,
@@ -524,7 +524,16 @@ pub fn read_users(db: &Connection, schema: &str) -> Result<Vec<User>, String> {
             default_schema: r.text("default_schema")?,
             split_reads: bool_attr("split_reads", true)?,
             transaction_persistent: r.flag("transaction_persistent")?,
-            causal_reads: bool_attr("causal_reads", false)?,
+            consistency: match text_attr("consistency")?.as_deref() {
+                None | Some("session") => Consistency::Session,
+                Some("none") => Consistency::None,
+                Some(other) => {
+                    return Err(r.fail(
+                        "attributes",
+                        format!("consistency {other:?} is not session or none"),
+                    ))
+                }
+            },
             firewall,
         })
     })

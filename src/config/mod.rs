@@ -8,9 +8,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    Admin, AdminUser, BackendTls, Config, Firewall, FirewallMode, FrontendTls, GaleraHostgroups,
-    Hostgroup, Metrics, MirrorSettings, Monitor, PoolSettings, ProxySection, QueryCacheSettings,
-    QueryLog, QueryLogMode, QueryRule, Server, ServerStatus, Throttle, User,
+    Admin, AdminUser, BackendTls, Config, Consistency, Firewall, FirewallMode, FrontendTls,
+    GaleraHostgroups, Hostgroup, Metrics, MirrorSettings, Monitor, PoolSettings, ProxySection,
+    QueryCacheSettings, QueryLog, QueryLogMode, QueryRule, Server, ServerStatus, Throttle, User,
 };
 
 /// Why a configuration cannot be used.

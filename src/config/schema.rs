@@ -156,6 +156,17 @@ pub struct QueryRule {
     pub comment: Option<String>,
 }
 
+/// What a user's reads on replicas may miss (see `User::consistency`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Reads may miss any write the replica has not applied yet.
+    None,
+    /// A session's reads see that session's own committed writes.
+    #[default]
+    Session,
+}
+
 /// What the firewall does with statement shapes it has not learned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,8 +262,8 @@ pub struct ProxySection {
     pub max_allowed_packet: usize,
     /// On shutdown, how long open sessions get to finish before they are closed.
     pub shutdown_timeout_ms: u64,
-    /// For users with `causal_reads`: how long a read may wait for a replica to apply the
-    /// session's last write before it is sent to the writer instead.
+    /// For users with `consistency = "session"`: how long a read may wait for a replica to
+    /// apply the session's last write before it is sent to the writer instead.
     pub causal_read_wait_ms: u64,
     /// Client connections from one address beyond this many are refused with ERR 1040
     /// (0: no limit).
@@ -566,11 +577,13 @@ pub struct User {
     /// reads (ProxySQL's `transaction_persistent`).
     #[serde(default = "yes")]
     pub transaction_persistent: bool,
-    /// Read-your-writes: after this session commits a write, a read goes to a replica only
-    /// once the replica has applied that write's GTID (waiting at most
-    /// `proxy.causal_read_wait_ms`), else to the writer.
+    /// What a read may miss of the writes before it: `session` (the default) —
+    /// read-your-writes: after the session commits a write, its reads go to a replica only
+    /// once that replica has applied the write's GTID (waiting at most
+    /// `proxy.causal_read_wait_ms`), else to the writer; `none` — reads go to any fresh
+    /// enough replica, and may not see the session's own latest write yet.
     #[serde(default)]
-    pub causal_reads: bool,
+    pub consistency: Consistency,
     /// This user's firewall mode; unset: `firewall.mode`.
     pub firewall: Option<FirewallMode>,
 }
@@ -591,7 +604,7 @@ impl User {
             default_schema: None,
             split_reads: false,
             transaction_persistent: true,
-            causal_reads: false,
+            consistency: Consistency::None,
             firewall: None,
         }
     }

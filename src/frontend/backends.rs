@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::backend::BackendConn;
-use crate::config::FirewallMode;
+use crate::config::{Consistency, FirewallMode};
 use crate::connection::RawPacket;
 use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::encode_packet;
@@ -429,7 +429,7 @@ impl Session {
                         self.server_status = flags;
                     }
                     self.after_primary(cmd, statement, body, outcome).await;
-                    if self.user.config.causal_reads && writes(cmd, statement) && !outcome.error {
+                    if self.reads_own_writes() && writes(cmd, statement) && !outcome.error {
                         self.note_write_gtid().await;
                     }
                 }
@@ -527,10 +527,15 @@ impl Session {
         }
     }
 
+    /// Whether this session's reads must see its own writes (`consistency = "session"`).
+    fn reads_own_writes(&self) -> bool {
+        self.user.config.consistency == Consistency::Session
+    }
+
     /// For read-your-writes: whether the reader has applied this session's last write,
     /// waiting up to `causal_read_wait_ms` for it. Always true for other users.
     async fn reader_has_our_writes(&mut self) -> bool {
-        if !self.user.config.causal_reads {
+        if !self.reads_own_writes() {
             return true;
         }
         let Some(gtid) = &self.last_write_gtid else {

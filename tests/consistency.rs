@@ -1,0 +1,174 @@
+//! Read-your-writes by default (`consistency = "session"`) against the real cluster: a
+//! session that writes and reads back at once, in autocommit, sees its write every time,
+//! while its reads still go to the replicas; with `consistency = "none"` the same reads
+//! can miss it (so the test can fail).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{direct_ok, Proxy, RawClient};
+use sluice::protocol::constants::header;
+
+/// The text values of the first row of a result.
+fn first_row(c: &mut RawClient, sql: &str) -> Vec<String> {
+    let packets = c.query(sql);
+    assert_ne!(
+        packets[0].payload[0],
+        header::ERR,
+        "{sql}: {}",
+        common::expect_err(&packets[0])
+    );
+    let columns = packets[0].payload[0] as usize;
+    let row = &packets[columns + 2].payload;
+    let mut at = 0;
+    let mut values = Vec::new();
+    while at < row.len() {
+        let len = row[at] as usize;
+        values.push(String::from_utf8_lossy(&row[at + 1..at + 1 + len]).into_owned());
+        at += 1 + len;
+    }
+    values
+}
+
+fn ok(c: &mut RawClient, sql: &str) {
+    let packets = c.query(sql);
+    assert_eq!(packets[0].payload[0], header::OK, "{sql}: {packets:?}");
+}
+
+/// Updates one row and reads it back at once, `n` times: how many reads missed the write,
+/// and which servers answered.
+fn write_then_read(port: u16, user: &str, id: u32, n: u32) -> (u32, HashMap<String, u32>) {
+    let mut c = RawClient::login(port, user, user).unwrap();
+    let mut stale = 0;
+    let mut servers = HashMap::new();
+    for i in 1..=n {
+        ok(
+            &mut c,
+            &format!("UPDATE sbtest.consistency_rows SET v = {i} WHERE id = {id}"),
+        );
+        let row = first_row(
+            &mut c,
+            &format!("SELECT v, @@port FROM sbtest.consistency_rows WHERE id = {id}"),
+        );
+        if row[0] != i.to_string() {
+            stale += 1;
+        }
+        *servers.entry(row[1].clone()).or_default() += 1;
+    }
+    (stale, servers)
+}
+
+fn replica_reads(servers: &HashMap<String, u32>) -> u32 {
+    ["13309", "13310"]
+        .iter()
+        .filter_map(|p| servers.get(*p))
+        .sum()
+}
+
+#[test]
+fn a_session_reads_its_own_writes_by_default_and_still_reads_from_the_replicas() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.consistency_rows (id INT PRIMARY KEY, v INT); \
+         REPLACE INTO sbtest.consistency_rows VALUES (1, 0), (2, 0)",
+    );
+    // app reads its writes (the default); app_local does not
+    let proxy = Proxy::start_with(|c| {
+        c.replace(
+            "name = \"app_local\"",
+            "name = \"app_local\"\nconsistency = \"none\"",
+        )
+    });
+    let (stale, servers) = write_then_read(proxy.port, "app", 1, 1000);
+    assert_eq!(
+        stale, 0,
+        "read-your-writes missed {stale} of 1000 writes ({servers:?})"
+    );
+    let on_replicas = replica_reads(&servers);
+    eprintln!("session: {servers:?}");
+    assert!(
+        on_replicas > 500,
+        "reads still go to the replicas: {servers:?}"
+    );
+    let (stale, servers) = write_then_read(proxy.port, "app_local", 2, 1000);
+    eprintln!("none: {stale} stale, {servers:?}");
+    assert!(
+        stale > 0,
+        "without read-your-writes some reads miss the write ({servers:?})"
+    );
+}
+
+/// The first row's values, lengths of any size (a 20 MiB value has an 8-byte length).
+fn first_row_bytes(c: &mut RawClient, sql: &str) -> Vec<Vec<u8>> {
+    let packets = c.query(sql);
+    assert_ne!(
+        packets[0].payload[0],
+        header::ERR,
+        "{sql}: {}",
+        common::expect_err(&packets[0])
+    );
+    let columns = packets[0].payload[0] as usize;
+    let row = &packets[columns + 2].payload;
+    let mut at = 0;
+    let mut values = Vec::new();
+    while at < row.len() {
+        let (len, head) = match row[at] {
+            0xFC => (u16::from_le_bytes([row[at + 1], row[at + 2]]) as usize, 3),
+            0xFD => (
+                usize::from(row[at + 1])
+                    | usize::from(row[at + 2]) << 8
+                    | usize::from(row[at + 3]) << 16,
+                4,
+            ),
+            0xFE => (
+                u64::from_le_bytes(row[at + 1..at + 9].try_into().unwrap()) as usize,
+                9,
+            ),
+            n => (usize::from(n), 1),
+        };
+        values.push(row[at + head..at + head + len].to_vec());
+        at += head + len;
+    }
+    values
+}
+
+#[test]
+fn a_20_mib_blob_written_is_read_back_whole_from_a_replica() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.consistency_blobs (id INT PRIMARY KEY, b LONGBLOB); \
+         REPLACE INTO sbtest.consistency_blobs VALUES (1, '')",
+    );
+    // a replica takes longer than the default 100 ms to apply 20 MiB: a read that may not
+    // wait that long goes to the writer (also correct); allowed to, it waits
+    let proxy = Proxy::start_with(|c| {
+        c.replacen("[proxy]\n", "[proxy]\ncausal_read_wait_ms = 5000\n", 1)
+    });
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    const SIZE: usize = 20 << 20;
+    let mut on_replicas = 0;
+    for i in 0..10u8 {
+        let fill = b'A' + i;
+        ok(
+            &mut c,
+            &format!(
+                "UPDATE sbtest.consistency_blobs SET b = REPEAT(CHAR({fill}), {SIZE}) WHERE id = 1"
+            ),
+        );
+        let row = first_row_bytes(
+            &mut c,
+            "SELECT b, @@port FROM sbtest.consistency_blobs WHERE id = 1",
+        );
+        assert_eq!(row[0].len(), SIZE, "write {i}: the whole blob");
+        assert!(
+            row[0].iter().all(|&b| b == fill),
+            "write {i}: the blob just written"
+        );
+        if row[1] == b"13309" || row[1] == b"13310" {
+            on_replicas += 1;
+        }
+    }
+    assert!(
+        on_replicas >= 5,
+        "{on_replicas} of 10 reads on the replicas"
+    );
+}
