@@ -140,9 +140,8 @@ fn a_20_mib_blob_written_is_read_back_whole_from_a_replica() {
     );
     // a replica takes longer than the default 100 ms to apply 20 MiB: a read that may not
     // wait that long goes to the writer (also correct); allowed to, it waits
-    let proxy = Proxy::start_with(|c| {
-        c.replacen("[proxy]\n", "[proxy]\ncausal_read_wait_ms = 5000\n", 1)
-    });
+    let proxy =
+        Proxy::start_with(|c| c.replacen("[proxy]\n", "[proxy]\ncausal_read_wait_ms = 5000\n", 1));
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     const SIZE: usize = 20 << 20;
     let mut on_replicas = 0;

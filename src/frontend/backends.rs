@@ -518,8 +518,9 @@ impl Session {
                     .first()
                     .and_then(|r| r.first().cloned().flatten())
                 {
-                    if !gtid.is_empty() {
+                    if !gtid.is_empty() && self.last_write_gtid.as_ref() != Some(&gtid) {
                         self.last_write_gtid = Some(gtid);
+                        self.gtid_applied_on.clear();
                     }
                 }
             }
@@ -541,10 +542,11 @@ impl Session {
         let Some(gtid) = &self.last_write_gtid else {
             return true;
         };
-        let Some((reader, replayed)) = self.reader.as_mut() else {
+        let Some((reader, _)) = self.reader.as_mut() else {
             return false;
         };
-        if replayed.applied_gtid.as_ref() == Some(gtid) {
+        let address = reader.server.address().to_owned();
+        if self.gtid_applied_on.contains(&address) {
             return true;
         }
         let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
@@ -565,7 +567,7 @@ impl Session {
                     .as_deref()
                     == Some("0") =>
             {
-                replayed.applied_gtid = Some(gtid.clone());
+                self.gtid_applied_on.push(address);
                 true
             }
             Ok(_) => false,
@@ -707,11 +709,7 @@ impl Session {
                 .await
             {
                 Ok(b) => {
-                    let replayed = Replayed {
-                        hostgroup,
-                        ..Replayed::default()
-                    };
-                    self.reader = Some((b, replayed));
+                    self.reader = Some((b, Replayed { hostgroup }));
                 }
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, hostgroup, error = %e, "no connection to the hostgroup");

@@ -246,6 +246,10 @@ pub(super) struct Session {
     pub(super) variables: Values,
     /// For read-your-writes: the GTID of this session's last committed write.
     pub(super) last_write_gtid: Option<String>,
+    /// The replicas (by address) seen to have applied `last_write_gtid`: a replica that
+    /// has applied it keeps it, so later reads there need not ask again, whichever
+    /// connection they get.
+    pub(super) gtid_applied_on: Vec<String>,
     pub(super) tls: Option<TlsInfo>,
     /// Analyses statements; its buffer is reused from one statement to the next.
     pub(super) analyzer: Analyzer,
@@ -275,8 +279,6 @@ pub(super) struct Session {
 pub(super) struct Replayed {
     /// The hostgroup the connection was taken for.
     pub(super) hostgroup: u32,
-    /// The last write GTID this reader was seen to have applied.
-    pub(super) applied_gtid: Option<String>,
 }
 
 /// Why the wait for the next command ended without one.
@@ -398,6 +400,7 @@ impl Session {
             names: None,
             variables: Values::new(),
             last_write_gtid: None,
+            gtid_applied_on: Vec::new(),
             tls: li.tls,
             analyzer: Analyzer::default(),
             listed,

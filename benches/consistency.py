@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""What read-your-writes costs: a client updates one row and reads it back at once, in
+autocommit, through Sluice with `consistency = "session"` and through Sluice with
+`consistency = "none"` (two release builds of the demo configuration, Galera writer and
+two replicas, in the same interleaved rounds). It reports the latency of the read right
+after the write (median, p99), the read alone for comparison, the share of those reads the
+replicas served, and how many missed the write.
+
+Results go to stdout and to the "Read-your-writes" section of benches/RESULTS.md.
+
+usage: benches/consistency.py [--writes 2000] [--rounds 3]
+"""
+import argparse
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402  (the load harness: cluster, machine facts)
+import scale  # noqa: E402  (a minimal protocol client)
+
+ROOT = load.ROOT
+PORTS = {"session": (16053, 16054, 16055), "none": (16063, 16064, 16065)}
+
+
+def start(work, consistency):
+    port, admin, metrics = PORTS[consistency]
+    demo = (ROOT / "config/sluice.toml").read_text()
+    config = (demo.replace("127.0.0.1:6033", f"127.0.0.1:{port}")
+              .replace("127.0.0.1:6032", f"127.0.0.1:{admin}")
+              .replace("127.0.0.1:6070", f"127.0.0.1:{metrics}")
+              .replace('"../certs/', f'"{ROOT}/certs/')
+              .replace('"monitor.secret"', f'"{ROOT}/config/monitor.secret"')
+              .replace('name = "app"\n', f'name = "app"\nconsistency = "{consistency}"\n', 1))
+    path = work / f"sluice-{consistency}.toml"
+    path.write_text(config)
+    proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"{consistency}.log", "w"),
+                            env={"RUST_LOG": "warn", "PATH": "/usr/bin:/bin"})
+    load.wait_port(port)
+    time.sleep(2)  # the monitor's first checks place the writer and the replicas
+    return proc
+
+
+def query(sock, sql):
+    """The first row of a result as text values, or None for an OK."""
+    scale.write_packet(sock, 0, b"\x03" + sql.encode())
+    _, first = scale.read_packet(sock)
+    if first[0] == 0xFF:
+        raise RuntimeError(first[9:].decode(errors="replace"))
+    if first[0] == 0x00:
+        return None
+    columns = first[0]
+    for _ in range(columns + 1):
+        scale.read_packet(sock)
+    row = None
+    while True:
+        _, p = scale.read_packet(sock)
+        if p[0] == 0xFE and len(p) < 9:
+            return row
+        if row is None:
+            row, at = [], 0
+            while at < len(p):
+                n = p[at]
+                row.append(p[at + 1:at + 1 + n].decode())
+                at += 1 + n
+
+
+def measure(port, writes, row_id):
+    sock = scale.login(port)
+    write, after_write, alone, replicas, stale = [], [], [], 0, 0
+    for i in range(1, writes + 1):
+        t = time.perf_counter()
+        query(sock, f"UPDATE sbtest.rw_bench SET v = {i} WHERE id = {row_id}")
+        write.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        v, served_by = query(sock, f"SELECT v, @@port FROM sbtest.rw_bench WHERE id = {row_id}")
+        after_write.append(time.perf_counter() - t)
+        replicas += served_by in ("13309", "13310")
+        stale += v != str(i)
+        t = time.perf_counter()
+        query(sock, f"SELECT v, @@port FROM sbtest.rw_bench WHERE id = {row_id}")
+        alone.append(time.perf_counter() - t)
+    sock.close()
+    return {"write": write, "after_write": after_write, "alone": alone, "replicas": replicas,
+            "stale": stale}
+
+
+def p99(values):
+    return sorted(values)[int(len(values) * 0.99) - 1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--writes", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-results-file", action="store_true")
+    opts = ap.parse_args()
+    load.run([str(ROOT / "scripts/setup.sh")])
+    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
+    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.run(["mariadb", "--no-defaults", "-h127.0.0.1", "-P13306", "-uapp", "-papp", "-e",
+              "CREATE TABLE IF NOT EXISTS sbtest.rw_bench (id INT PRIMARY KEY, v INT); "
+              "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0)"])
+    work = Path(tempfile.mkdtemp(prefix="sluice-rw-"))
+    procs = {}
+    runs = {"session": [], "none": []}
+    try:
+        for consistency in runs:
+            procs[consistency] = start(work, consistency)
+        for _ in range(opts.rounds):
+            for consistency, row_id in (("session", 1), ("none", 2)):
+                runs[consistency].append(measure(PORTS[consistency][0], opts.writes, row_id))
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+    summary = {}
+    for consistency, rounds in runs.items():
+        after = [x for r in rounds for x in r["after_write"]]
+        alone = [x for r in rounds for x in r["alone"]]
+        write = [x for r in rounds for x in r["write"]]
+        n = len(after)
+        summary[consistency] = {
+            "write_p50": statistics.median(write) * 1e6, "write_p99": p99(write) * 1e6,
+            "p50": statistics.median(after) * 1e6, "p99": p99(after) * 1e6,
+            "alone_p50": statistics.median(alone) * 1e6, "alone_p99": p99(alone) * 1e6,
+            "replicas": sum(r["replicas"] for r in rounds) / n, "stale": sum(r["stale"] for r in rounds),
+            "n": n,
+        }
+        s = summary[consistency]
+        print(f"{consistency}: write p50 {s['write_p50']:.0f} µs p99 {s['write_p99']:.0f} µs | read after write p50 {s['p50']:.0f} µs p99 {s['p99']:.0f} µs | next read "
+              f"p50 {s['alone_p50']:.0f} µs p99 {s['alone_p99']:.0f} µs | on replicas {s['replicas']:.1%} | "
+              f"missed the write {s['stale']} of {n}")
+    s, n0 = summary["session"], summary["none"]
+    print(f"added by read-your-writes to the read after a write: p50 {s['p50'] - n0['p50']:.0f} µs, "
+          f"p99 {s['p99'] - n0['p99']:.0f} µs")
+    if not opts.no_results_file:
+        write_results(summary, opts)
+
+
+def write_results(summary, opts):
+    heading = "# Read-your-writes"
+    s, n = summary["session"], summary["none"]
+    section = [
+        heading, "",
+        f"`benches/consistency.py --writes {opts.writes} --rounds {opts.rounds}` on {load.machine()}, "
+        f"{time.strftime('%Y-%m-%d')}: one client updates a row and reads it back at once (autocommit, "
+        "text protocol, a raw-protocol client in Python) through the demo configuration (Galera writer, "
+        "two replicas), once through Sluice with `consistency = \"session\"` and once with `\"none\"`, "
+        "rounds interleaved; then the same read once more (the next read after the write).",
+        "",
+        "| consistency | the write p50 µs | p99 µs | read after the write p50 µs | p99 µs | the next read p50 µs | p99 µs | reads after a write served by replicas | missed the write |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary.items():
+        section.append(f"| {name} | {m['write_p50']:.0f} | {m['write_p99']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {m['alone_p50']:.0f} | "
+                       f"{m['alone_p99']:.0f} | {m['replicas']:.1%} | {m['stale']} of {m['n']} |")
+    section += ["", f"Read-your-writes adds {s['p50'] - n['p50']:.0f} µs at the median and "
+                f"{s['p99'] - n['p99']:.0f} µs at p99 to the read right after a write: the proxy asks "
+                "the writer `SELECT @@last_gtid` once the client has the write's answer (so the write "
+                f"itself is not slower: {s['write_p50'] - n['write_p50']:+.0f} µs at the median), and the "
+                "read waits for that and for `MASTER_GTID_WAIT` on the replica (and, when the replica is "
+                "behind, for it to apply the write). The next read on the same replica asks nothing "
+                f"({s['alone_p50'] - n['alone_p50']:+.0f} µs at the median); a session that has not "
+                "written pays nothing."]
+    results = ROOT / "benches/RESULTS.md"
+    text = results.read_text() if results.exists() else ""
+    kept = [x for x in re.split(r"(?m)^(?=# )", text) if x.strip() and x.splitlines()[0] != heading]
+    results.write_text("".join(x.rstrip("\n") + "\n\n" for x in kept) + "\n".join(section) + "\n")
+    print(f"wrote {results}")
+
+
+if __name__ == "__main__":
+    main()
