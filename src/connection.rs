@@ -199,6 +199,29 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether the peer has closed the connection, seen without waiting: for a connection
+    /// that sat idle in the pool. On plain TCP, bytes nobody asked for (a server's goodbye
+    /// error) count as closed too; under TLS they may be the protocol's own records, so only
+    /// the end of the stream does. Costs a syscall only when the socket was last seen
+    /// readable.
+    pub fn peer_closed(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return true;
+        }
+        let (tcp, tls) = match &self.stream {
+            Stream::Tcp(tcp) => (tcp, false),
+            Stream::Tls(stream) => (&stream.get_ref().0.tcp, true),
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tcp.poll_peek(&mut cx, &mut buf) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(_)) => !tls,
+        }
+    }
+
     /// The socket's file descriptor.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.stream.raw_fd()

@@ -87,6 +87,8 @@ fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 struct WriteLoop {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    /// When each statement that failed was sent.
+    failed: Arc<Mutex<Vec<Instant>>>,
     handle: thread::JoinHandle<()>,
 }
 
@@ -94,7 +96,8 @@ impl WriteLoop {
     fn start(port: u16, source: &'static str) -> WriteLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, acked2, failed2) = (stop.clone(), acked.clone(), failed.clone());
         let handle = thread::spawn(move || {
             let mut n = 0u64;
             let mut client: Option<RawClient> = None;
@@ -111,20 +114,38 @@ impl WriteLoop {
                 };
                 n += 1;
                 let sql = format!("INSERT INTO failover_writes (src, n) VALUES ('{source}', {n})");
+                let sent = Instant::now();
                 match c.try_query(&sql) {
                     Some(p) if p[0].payload[0] == header::OK => {
                         acked2.lock().unwrap().push((n, Instant::now()))
                     }
-                    Some(_) => thread::sleep(Duration::from_millis(20)),
-                    None => client = None,
+                    Some(_) => {
+                        failed2.lock().unwrap().push(sent);
+                        thread::sleep(Duration::from_millis(20))
+                    }
+                    None => {
+                        failed2.lock().unwrap().push(sent);
+                        client = None
+                    }
                 }
             }
         });
         WriteLoop {
             stop,
             acked,
+            failed,
             handle,
         }
+    }
+
+    /// Statements sent after `t` that failed.
+    fn failed_after(&self, t: Instant) -> usize {
+        self.failed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|at| **at > t)
+            .count()
     }
 
     fn acked_after(&self, t: Instant) -> usize {
@@ -193,10 +214,18 @@ fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
             "a second of writes after recovery",
             || through_proxy.acked_after(settle + Duration::from_secs(1)) > 0,
         );
+        // the statement in flight at the kill fails; none sent after it does: they wait
+        // for the next writer (failover_wait_ms)
+        let failed_after = through_proxy.failed_after(killed_at + Duration::from_millis(50));
+        let failed_total = through_proxy.failed_after(killed_at - Duration::from_secs(5));
         let (proxy_acked, proxy_stall) = through_proxy.finish(killed_at);
         let (_, cluster_stall) = straight.finish(killed_at);
         eprintln!(
-            "round {round}: killed {writer}; cluster's own stall {cluster_stall:?}, through the proxy {proxy_stall:?}"
+            "round {round}: killed {writer}; cluster's own stall {cluster_stall:?}, through the proxy {proxy_stall:?}; client errors {failed_total}, of statements sent after the kill {failed_after}"
+        );
+        assert_eq!(
+            failed_after, 0,
+            "round {round}: statements sent after the kill failed"
         );
         added.push(proxy_stall.as_secs_f64() - cluster_stall.as_secs_f64());
 

@@ -203,6 +203,11 @@ impl Pool {
             }?;
             let idle_for = candidate.since.elapsed();
             let mut conn = candidate.conn;
+            // its server closed it while it waited here (a killed server, an idle timeout):
+            // a statement sent on it would fail, and a server that died cannot have run it
+            if conn.conn.peer_closed() {
+                continue;
+            }
             if idle_for > Duration::from_millis(settings.idle_timeout_ms)
                 || conn.created.elapsed() > Duration::from_millis(settings.max_lifetime_ms)
             {
@@ -288,6 +293,31 @@ impl Pool {
                 }
                 Err(AcquireError::Full(_)) => {}
                 Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// [`Pool::acquire`] for a session's default hostgroup: while the hostgroup has no
+    /// server that can be reached (its writer died and the monitor has not placed the next
+    /// one yet), looks again every 50 ms for up to `wait` instead of failing at once.
+    pub async fn acquire_through_failover(
+        &self,
+        shared: &Shared,
+        hostgroup: u32,
+        login: &Login,
+        wait: Duration,
+    ) -> Result<BackendConn, AcquireError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.acquire(shared, hostgroup, login).await {
+                Err(
+                    AcquireError::NoServers(_)
+                    | AcquireError::Unavailable { .. }
+                    | AcquireError::Unreachable { .. },
+                ) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
             }
         }
     }

@@ -265,6 +265,10 @@ pub struct ProxySection {
     /// For users with `consistency = "session"`: how long a read may wait for a replica to
     /// apply the session's last write before it is sent to the writer instead.
     pub causal_read_wait_ms: u64,
+    /// When a session's default hostgroup is a Galera writer hostgroup with no server it
+    /// can reach — a failover under way — how long a statement (or a login) waits for the
+    /// next writer before it gets ERR 9001 (0: no wait). Other hostgroups do not wait.
+    pub failover_wait_ms: u64,
     /// Client connections from one address beyond this many are refused with ERR 1040
     /// (0: no limit).
     pub max_connections_per_address: usize,
@@ -412,6 +416,7 @@ impl Default for ProxySection {
             max_allowed_packet: 64 << 20,
             shutdown_timeout_ms: 30_000,
             causal_read_wait_ms: 100,
+            failover_wait_ms: 10_000,
             max_connections_per_address: 0,
             idle_timeout_ms: 28_800_000,
             connection_log: "off".to_string(),

@@ -639,6 +639,17 @@ impl Session {
     pub(super) async fn ensure_primary(&mut self) -> Result<(), Failure> {
         let hostgroup = self.user.config.default_hostgroup;
         if let Some(primary) = &self.primary {
+            // Held for the statement after a write, its server closed it meanwhile (it was
+            // killed): nothing was sent on it, so the statement can go to the next writer.
+            // A session with a transaction or other state there has lost it: it is told
+            // when the statement fails on the connection.
+            let movable = !self.routing.in_transaction && !self.bound && !self.routing.pinned;
+            if movable && primary.conn.peer_closed() {
+                tracing::info!(peer = %self.peer, server = %primary.server.address(), "held connection closed by its server: taking another");
+                self.primary = None;
+                self.hold_next = false;
+                return Box::pin(self.ensure_primary()).await;
+            }
             let address = primary.server.address();
             // An open transaction finishes where it began (or fails with its server).
             if self.routing.in_transaction || self.frontend.shared.is_member(hostgroup, address) {
@@ -650,10 +661,11 @@ impl Session {
             let old = self.primary.take().expect("checked");
             self.release(old).await;
         }
+        let wait = failover_wait(&self.frontend.shared.peek(), hostgroup);
         let acquired = match self
             .frontend
             .pool
-            .acquire(&self.frontend.shared, hostgroup, &self.login)
+            .acquire_through_failover(&self.frontend.shared, hostgroup, &self.login, wait)
             .await
         {
             Ok(mut b) => match sync(
@@ -801,6 +813,21 @@ pub(super) async fn sync(
     Ok(())
 }
 
+/// How long a statement or login for `hostgroup` waits for a server while it has none:
+/// `failover_wait_ms` for a Galera writer hostgroup (the monitor will place the next
+/// writer), no wait for other hostgroups (nobody is coming).
+pub(super) fn failover_wait(runtime: &Runtime, hostgroup: u32) -> Duration {
+    let writer = runtime
+        .galera
+        .iter()
+        .any(|g| g.writer_hostgroup == hostgroup);
+    Duration::from_millis(if writer {
+        runtime.proxy.failover_wait_ms
+    } else {
+        0
+    })
+}
+
 /// The accounting of a statement that never reached a backend.
 fn refused(started: Instant) -> Ran<'static> {
     Ran {
@@ -836,11 +863,11 @@ fn rewritten(cmd: u8, text: &[u8]) -> BytesMut {
 /// Whether a command may have written (and so moves the session's last write GTID).
 fn writes(cmd: u8, statement: Statement) -> bool {
     match cmd {
-        command::QUERY => !matches!(
+        // a prepared statement's meaning comes from its text, as a query's does
+        command::QUERY | command::STMT_EXECUTE => !matches!(
             statement,
             Statement::Read | Statement::SetNames | Statement::SetVariables
         ),
-        command::STMT_EXECUTE => true,
         _ => false,
     }
 }

@@ -322,12 +322,17 @@ impl Session {
             tracing::warn!(%peer, user = %li.user.config.name, "client refused: user connection limit");
             return Err("user connection limit");
         };
+        let wait = super::backends::failover_wait(
+            &frontend.shared.peek(),
+            li.user.config.default_hostgroup,
+        );
         let backend = match frontend
             .pool
-            .acquire(
+            .acquire_through_failover(
                 &frontend.shared,
                 li.user.config.default_hostgroup,
                 &li.login,
+                wait,
             )
             .await
         {
