@@ -8,21 +8,13 @@
 use rusqlite::Connection;
 
 use super::engine::Module;
-use super::tables::Table;
+use super::tables::{unkeyed as table, Table};
 
 /// An always-empty table, the module whose LOAD checks it, and the feature it belongs to.
 pub struct Inert {
     pub table: Table,
     pub module: Option<Module>,
     pub feature: &'static str,
-}
-
-const fn table(name: &'static str, columns: &'static [(&'static str, &'static str)]) -> Table {
-    Table {
-        name,
-        columns,
-        key: "",
-    }
 }
 
 /// In `main`, with `runtime_` twins (but `mysql_collations`, which has none).

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use super::engine::Reply;
 use super::stats_tables;
-use super::tables::{self, Table};
+use super::tables::{self, unkeyed as table, Table};
 use super::variables;
 use crate::config::Config;
 use crate::frontend::registry::{KINDS, LATENCY_BUCKETS_US};
@@ -33,14 +33,6 @@ impl Live<'_> {
 
     pub fn apply(&self, config: &Config) -> Result<(), String> {
         (self.apply)(config)
-    }
-}
-
-const fn table(name: &'static str, columns: &'static [(&'static str, &'static str)]) -> Table {
-    Table {
-        name,
-        columns,
-        key: "",
     }
 }
 
@@ -366,11 +358,11 @@ fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> 
     }
 }
 
-fn int(n: impl TryInto<i64>) -> Value {
+pub(super) fn int(n: impl TryInto<i64>) -> Value {
     Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
-fn text(s: impl Into<String>) -> Value {
+pub(super) fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
 }
 

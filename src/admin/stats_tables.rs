@@ -6,17 +6,9 @@
 use rusqlite::types::Value;
 use serde_json::json;
 
-use super::live::Live;
-use super::tables::Table;
+use super::live::{int, text, Live};
+use super::tables::{unkeyed as table, Table};
 use crate::runtime::Runtime;
-
-const fn table(name: &'static str, columns: &'static [(&'static str, &'static str)]) -> Table {
-    Table {
-        name,
-        columns,
-        key: "",
-    }
-}
 
 const ERROR_COLUMNS: &[(&str, &str)] = &[
     ("hostgroup", "INT"),
@@ -85,14 +77,6 @@ pub fn rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Option<Vec<Vec<Va
         "stats_mysql_free_connections" => free_connections(live),
         _ => return None,
     })
-}
-
-fn int(n: impl TryInto<i64>) -> Value {
-    Value::Integer(n.try_into().unwrap_or(i64::MAX))
-}
-
-fn text(s: impl Into<String>) -> Value {
-    Value::Text(s.into())
 }
 
 fn errors(live: &Live<'_>) -> Vec<Vec<Value>> {

@@ -18,6 +18,18 @@ pub struct Table {
     pub key: &'static str,
 }
 
+/// A table without a primary key: the live and the always-empty ones.
+pub const fn unkeyed(
+    name: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+) -> Table {
+    Table {
+        name,
+        columns,
+        key: "",
+    }
+}
+
 impl Table {
     /// `CREATE TABLE` for this table in `schema`.
     pub fn create(&self, schema: &str, name: &str) -> String {

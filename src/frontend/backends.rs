@@ -150,7 +150,7 @@ impl Session {
             self.keep_in_cache(&runtime, cacheable, text, capture.into_bytes());
         }
         if cmd == command::QUERY && !matches!(result, Err(Failure::Client)) {
-            self.mirror(&runtime, &plan, body, was_in_transaction);
+            self.mirror(&runtime, &plan, effects, body, was_in_transaction);
         }
         if let Some(watchdog) = watchdog {
             watchdog.abort();

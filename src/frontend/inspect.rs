@@ -56,6 +56,25 @@ pub(super) struct Ran<'a> {
 }
 
 impl Session {
+    /// A statement of this session as the rules see it; the digest text is the analyzer's
+    /// (of the statement it analysed last).
+    pub(super) fn rule_query<'a>(
+        &'a self,
+        sql: &'a [u8],
+        analysis: &'a Analysis,
+        suspicious: bool,
+    ) -> Query<'a> {
+        Query {
+            user: &self.user.config.name,
+            schema: self.login.database.as_deref(),
+            client: self.peer.ip(),
+            sql,
+            digest_text: self.analyzer.digest_text(),
+            analysis,
+            suspicious,
+        }
+    }
+
     /// Analyses a statement (COM_QUERY or COM_STMT_PREPARE text) and decides about it.
     pub(super) fn inspect(&mut self, runtime: &Runtime, sql: &[u8]) -> Plan {
         let analysis = self.analyzer.analyze(sql);
@@ -75,15 +94,9 @@ impl Session {
                 "statement with an injection shape"
             );
         }
-        let decision = runtime.rules.evaluate(&Query {
-            user: &self.user.config.name,
-            schema: self.login.database.as_deref(),
-            client: self.peer.ip(),
-            sql,
-            digest_text,
-            analysis: &analysis,
-            suspicious: suspicion.any(),
-        });
+        let decision = runtime
+            .rules
+            .evaluate(&self.rule_query(sql, &analysis, suspicion.any()));
         let mode = self
             .user
             .config

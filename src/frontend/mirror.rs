@@ -21,8 +21,6 @@ use crate::protocol::constants::{command, status};
 use crate::rules::stats::Execution;
 use crate::rules::variables::Values;
 
-use crate::router::Statement;
-use crate::rules::Query;
 use crate::runtime::Runtime;
 
 use super::backends::sync;
@@ -227,7 +225,15 @@ impl Session {
     /// named, else `mirror_hostgroup`, else the user's default. Statements inside a
     /// transaction are not mirrored: run alone on the mirror, a write the client later
     /// rolls back would stay there.
-    pub(super) fn mirror(&self, runtime: &Runtime, plan: &Plan, sql: &[u8], in_transaction: bool) {
+    /// `effects` are the statement's own (from the client's run of it).
+    pub(super) fn mirror(
+        &self,
+        runtime: &Runtime,
+        plan: &Plan,
+        effects: Effects,
+        sql: &[u8],
+        in_transaction: bool,
+    ) {
         let Some(to) = plan.decision.mirror else {
             return;
         };
@@ -239,18 +245,8 @@ impl Session {
         let digest_text = self.analyzer.digest_text();
         let (text, hostgroup) = match to.flag {
             Some(flag) => {
-                let copy = runtime.rules.evaluate_from(
-                    &Query {
-                        user: &self.user.config.name,
-                        schema: self.login.database.as_deref(),
-                        client: self.peer.ip(),
-                        sql,
-                        digest_text,
-                        analysis: &plan.analysis,
-                        suspicious: plan.suspicion.any(),
-                    },
-                    flag,
-                );
+                let query = self.rule_query(sql, &plan.analysis, plan.suspicion.any());
+                let copy = runtime.rules.evaluate_from(&query, flag);
                 if copy.deny.is_some() {
                     return;
                 }
@@ -261,8 +257,6 @@ impl Session {
             }
             None => (sql.to_vec(), to.hostgroup),
         };
-        let statement = Statement::of(&plan.analysis);
-        let effects = Effects::of_text(&plan.analysis, statement);
         let copy = MirrorCopy {
             hostgroup: hostgroup.unwrap_or(self.user.config.default_hostgroup),
             login: self.login.clone(),
