@@ -51,29 +51,15 @@ fn rows(c: &mut RawClient, sql: &str) -> Result<Vec<Vec<String>>, String> {
     Ok(out)
 }
 
-fn text_row(mut payload: &[u8]) -> Vec<String> {
-    let mut values = Vec::new();
-    while let Some((&first, rest)) = payload.split_first() {
-        if first == 0xFB {
-            values.push("NULL".to_string());
-            payload = rest;
-            continue;
-        }
-        let (len, rest) = match first {
-            0xFC => (
-                usize::from(u16::from_le_bytes([rest[0], rest[1]])),
-                &rest[2..],
-            ),
-            0xFD => (
-                usize::from(rest[0]) | usize::from(rest[1]) << 8 | usize::from(rest[2]) << 16,
-                &rest[3..],
-            ),
-            n => (usize::from(n), rest),
-        };
-        values.push(String::from_utf8_lossy(&rest[..len]).into_owned());
-        payload = &rest[len..];
-    }
-    values
+fn text_row(payload: &[u8]) -> Vec<String> {
+    common::row_values(payload)
+        .into_iter()
+        .map(|v| {
+            v.map_or("NULL".to_string(), |b| {
+                String::from_utf8_lossy(&b).into_owned()
+            })
+        })
+        .collect()
 }
 
 #[test]

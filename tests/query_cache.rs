@@ -39,6 +39,17 @@ fn replica_has(port: u16, sql: &str, expected: &str) {
     });
 }
 
+/// A one-row table on the writer and both replicas, for reads of `NOW(6)`.
+fn clock_table() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.qc_clock (id INT PRIMARY KEY); \
+         REPLACE INTO sbtest.qc_clock VALUES (1)",
+    );
+    for replica in [13309, 13310] {
+        replica_has(replica, "SELECT COUNT(*) FROM sbtest.qc_clock", "1\n");
+    }
+}
+
 /// A response as the client received it: each packet's sequence id and payload.
 fn wire(packets: &[common::RawPacket]) -> Vec<(u8, Vec<u8>)> {
     packets.iter().map(|p| (p.seq, p.payload.clone())).collect()
@@ -122,13 +133,7 @@ cache_ttl = 600000
 
 #[test]
 fn nothing_is_cached_or_served_inside_a_transaction_or_with_warnings_and_flush_empties_it() {
-    direct_ok(
-        "CREATE TABLE IF NOT EXISTS sbtest.qc_clock (id INT PRIMARY KEY); \
-         REPLACE INTO sbtest.qc_clock VALUES (1)",
-    );
-    for replica in [13309, 13310] {
-        replica_has(replica, "SELECT COUNT(*) FROM sbtest.qc_clock", "1\n");
-    }
+    clock_table();
     let proxy = Proxy::start_with(|c| {
         c + r#"
 [[query_rules]]
@@ -215,13 +220,7 @@ cache_ttl = 600000
 
 #[test]
 fn the_memory_cap_holds_under_100000_distinct_cached_statements() {
-    direct_ok(
-        "CREATE TABLE IF NOT EXISTS sbtest.qc_clock (id INT PRIMARY KEY); \
-         REPLACE INTO sbtest.qc_clock VALUES (1)",
-    );
-    for replica in [13309, 13310] {
-        replica_has(replica, "SELECT COUNT(*) FROM sbtest.qc_clock", "1\n");
-    }
+    clock_table();
     let proxy = Proxy::start_with(|c| {
         c.replacen(
             "[throttle]",
@@ -344,13 +343,7 @@ replace_pattern = "sluice_mirror.copy"
 
 #[test]
 fn a_cache_rule_loaded_through_the_admin_port_takes_effect_and_saves_to_disk() {
-    direct_ok(
-        "CREATE TABLE IF NOT EXISTS sbtest.qc_clock (id INT PRIMARY KEY); \
-         REPLACE INTO sbtest.qc_clock VALUES (1)",
-    );
-    for replica in [13309, 13310] {
-        replica_has(replica, "SELECT COUNT(*) FROM sbtest.qc_clock", "1\n");
-    }
+    clock_table();
     let proxy = Proxy::start();
     let admin = |sql: &str| mariadb_ok(&proxy, proxy.admin_port, "admin", sql);
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();

@@ -613,3 +613,33 @@ pub fn hostgroup_of(id: u32, port: u16) -> String {
          [[servers]]\nhost = \"127.0.0.1\"\nport = {port}\nhostgroup = {id}\n"
     )
 }
+
+/// The values of a text-protocol row packet, NULL as `None`; lengths of any size.
+pub fn row_values(mut payload: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut values = Vec::new();
+    while let Some((&first, rest)) = payload.split_first() {
+        let (len, rest) = match first {
+            0xFB => {
+                values.push(None);
+                payload = rest;
+                continue;
+            }
+            0xFC => (
+                usize::from(u16::from_le_bytes([rest[0], rest[1]])),
+                &rest[2..],
+            ),
+            0xFD => (
+                usize::from(rest[0]) | usize::from(rest[1]) << 8 | usize::from(rest[2]) << 16,
+                &rest[3..],
+            ),
+            0xFE => (
+                u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize,
+                &rest[8..],
+            ),
+            n => (usize::from(n), rest),
+        };
+        values.push(Some(rest[..len].to_vec()));
+        payload = &rest[len..];
+    }
+    values
+}
