@@ -131,11 +131,7 @@ def write_results(rows, opts, hit_rate, misses):
     section += ["", "A hit is answered from the proxy's memory without a backend connection: the "
                 "node, the proxy and sysbench share the machine's 2 cores, so what the node no "
                 "longer spends on point selects goes to the proxy and the client."]
-    results = ROOT / "benches/RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and s.splitlines()[0] != heading]
-    results.write_text("".join(s.rstrip("\n") + "\n\n" for s in kept) + "\n".join(section) + "\n")
-    print(f"wrote {results}")
+    load.replace_section(heading, section)
 
 
 if __name__ == "__main__":

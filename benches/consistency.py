@@ -11,7 +11,6 @@ Results go to stdout and to the "Read-your-writes" section of benches/RESULTS.md
 usage: benches/consistency.py [--writes 2000] [--rounds 3]
 """
 import argparse
-import re
 import signal
 import statistics
 import subprocess
@@ -169,11 +168,7 @@ def write_results(summary, opts):
                 "behind, for it to apply the write). The next read on the same replica asks nothing "
                 f"({s['alone_p50'] - n['alone_p50']:+.0f} µs at the median); a session that has not "
                 "written pays nothing."]
-    results = ROOT / "benches/RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    kept = [x for x in re.split(r"(?m)^(?=# )", text) if x.strip() and x.splitlines()[0] != heading]
-    results.write_text("".join(x.rstrip("\n") + "\n\n" for x in kept) + "\n".join(section) + "\n")
-    print(f"wrote {results}")
+    load.replace_section(heading, section)
 
 
 if __name__ == "__main__":

@@ -229,6 +229,16 @@ def report_row(workload, n, med):
           f" | CPU s/1k queries haproxy {h['cpu_per_1k']:.4f} sluice {s['cpu_per_1k']:.4f}", flush=True)
 
 
+def replace_section(heading, section):
+    """Writes `section` (its lines, the first being `heading`) into benches/RESULTS.md in
+    place of the section of that heading, which moves to the end; the others stay."""
+    results = ROOT / "benches/RESULTS.md"
+    text = results.read_text() if results.exists() else ""
+    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and s.splitlines()[0] != heading]
+    results.write_text("".join(s.rstrip("\n") + "\n\n" for s in kept) + "\n".join(section) + "\n")
+    print(f"wrote {results}")
+
+
 def write_results(rows, opts, failures):
     lines = [
         "# Load harness results",

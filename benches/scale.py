@@ -266,11 +266,7 @@ def main():
         f"{plain[2]:.1f} KiB each (RSS {plain[0]:,} → {plain[1]:,} KiB), TLS {tls[2]:.1f} KiB "
         f"each (RSS {tls[0]:,} → {tls[1]:,} KiB).",
         ]
-    results = ROOT / "benches/RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    kept = [s for s in re.split(r"(?m)^(?=# )", text) if s.strip() and s.splitlines()[0] != heading]
-    results.write_text("".join(s.rstrip("\n") + "\n\n" for s in kept) + "\n".join(section) + "\n")
-    print(f"wrote {results}")
+    load.replace_section(heading, section)
 
 
 if __name__ == "__main__":
