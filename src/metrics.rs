@@ -260,6 +260,14 @@ fn backends(f: &Frontend) -> Collectors {
     );
     lost.with_label_values(&[])
         .inc_by(load(&f.counters.backends_lost));
+    let retried = counter(
+        "sluice_reads_retried_total",
+        "Autocommit reads sent to another server after their reader failed before answering.",
+        &[],
+    );
+    retried
+        .with_label_values(&[])
+        .inc_by(load(&f.counters.reads_retried));
     let w = &f.pool.waits;
     let waiting = gauge(
         "sluice_backend_pool_waiting",

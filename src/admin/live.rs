@@ -501,6 +501,7 @@ fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
         ("Firewall_learned", n(&c.firewall_learned)),
         ("SQL_injection_flagged", n(&c.injection_flagged)),
         ("Backend_connections_lost", n(&c.backends_lost)),
+        ("Reads_retried", n(&c.reads_retried)),
         ("Pool_idle_connections", f.pool.idle_count().to_string()),
         ("Pool_waiting", n(&f.pool.waits.waiting)),
         ("Pool_waits", n(&f.pool.waits.waits)),

@@ -103,57 +103,45 @@ impl Session {
                 return Ok(());
             }
         }
-        let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        let server = backend.server.clone();
-        let digest_text = self.analyzer.digest_text();
-        self.listed.entry.set(|a| {
-            a.command = command::name(cmd);
-            a.hostgroup = Some(hostgroup);
-            // the same server as last time, mostly: no new reference to count then
-            if !a.server.as_ref().is_some_and(|s| Arc::ptr_eq(s, &server)) {
-                a.server = Some(server.clone());
+        let (mut target, mut hostgroup) = (target, hostgroup);
+        let mut retried = false;
+        let (result, server) = loop {
+            let server = connection_for(&mut self.primary, &mut self.reader, target)
+                .server
+                .clone();
+            self.list_running(cmd, hostgroup, &server, started, inspected);
+            let result = self
+                .run_on(target, cmd, statement, &plan, &packet, capture.as_mut())
+                .await;
+            let Err(Failure::Unanswered(why)) = result else {
+                break (result, server);
+            };
+            if retried {
+                let message = format!("Lost connection to backend {} (hostgroup {hostgroup}) during query, twice: {why}", server.address());
+                let err = ErrPacket::new(error::LOST_BACKEND, message);
+                break (
+                    self.send_packet_err(1, &err)
+                        .await
+                        .and(Err(Failure::Backend)),
+                    server,
+                );
             }
-            a.since = Some(started);
-            a.info.clear();
-            if inspected {
-                a.info.push_str(&String::from_utf8_lossy(digest_text));
+            // its reader failed before answering: once more, on whichever server serves
+            // reads now
+            retried = true;
+            Registry::count(&self.frontend.counters.reads_retried);
+            match self.choose(cmd, statement, ruled).await? {
+                Some(chosen) => (target, hostgroup) = chosen,
+                None => break (Err(Failure::Backend), server),
             }
-        });
-        let backend = connection_for(&mut self.primary, &mut self.reader, target);
-        let sent = match &plan.decision.rewritten {
-            Some(text) => backend.conn.write_wire(&rewritten(cmd, text)).await,
-            None => backend.conn.write_wire(&packet.wire).await,
         };
-        if let Err(e) = sent {
-            return self.backend_lost(target, 1, &e.to_string()).await;
-        }
-        server.stats.queries.fetch_add(1, Ordering::Relaxed);
-        server
-            .stats
-            .bytes_sent
-            .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
-        let watchdog = plan
-            .decision
-            .timeout_ms
-            .map(|ms| self.kill_after(target, Duration::from_millis(ms)));
         let body = &packet.first_frame()[1..];
-        let result = if cmd == command::STMT_PREPARE {
-            let text = plan.decision.rewritten.as_deref().unwrap_or(body);
-            self.relay_prepare(target, text, &plan.analysis, plan.decision.hostgroup)
-                .await
-        } else {
-            self.relay_response(target, cmd, statement, body, capture.as_mut())
-                .await
-        };
         if let (Some(cacheable), Some(capture), Ok(true)) = (cacheable, capture, &result) {
             let text = plan.decision.rewritten.as_deref().unwrap_or(body);
             self.keep_in_cache(&runtime, cacheable, text, capture.into_bytes());
         }
         if cmd == command::QUERY && !matches!(result, Err(Failure::Client)) {
             self.mirror(&runtime, &plan, effects, body, was_in_transaction);
-        }
-        if let Some(watchdog) = watchdog {
-            watchdog.abort();
         }
         self.listed.entry.set(|a| {
             a.command = "Sleep";
@@ -180,6 +168,80 @@ impl Session {
             self.multiplex(&runtime, target, effects);
         }
         result.map(|_| ())
+    }
+
+    /// Shows the statement as running on `server` in the processlist.
+    fn list_running(
+        &self,
+        cmd: u8,
+        hostgroup: u32,
+        server: &Arc<crate::runtime::ServerTarget>,
+        started: Instant,
+        inspected: bool,
+    ) {
+        let digest_text = self.analyzer.digest_text();
+        self.listed.entry.set(|a| {
+            a.command = command::name(cmd);
+            a.hostgroup = Some(hostgroup);
+            // the same server as last time, mostly: no new reference to count then
+            if !a.server.as_ref().is_some_and(|s| Arc::ptr_eq(s, server)) {
+                a.server = Some(server.clone());
+            }
+            a.since = Some(started);
+            a.info.clear();
+            if inspected {
+                a.info.push_str(&String::from_utf8_lossy(digest_text));
+            }
+        });
+    }
+
+    /// Sends the statement (as the rules rewrote it) to the connection of `target` and
+    /// relays its answer, under the rules' timeout if they set one. True when the answer
+    /// was not an error.
+    async fn run_on(
+        &mut self,
+        target: Target,
+        cmd: u8,
+        statement: Statement,
+        plan: &Plan,
+        packet: &RawPacket,
+        capture: Option<&mut Capture>,
+    ) -> Result<bool, Failure> {
+        let backend = connection_for(&mut self.primary, &mut self.reader, target);
+        let sent = match &plan.decision.rewritten {
+            Some(text) => backend.conn.write_wire(&rewritten(cmd, text)).await,
+            None => backend.conn.write_wire(&packet.wire).await,
+        };
+        if let Err(e) = sent {
+            let why = e.to_string();
+            if retryable(target, cmd, statement) {
+                self.reader_lost_unanswered(&why);
+                return Err(Failure::Unanswered(why));
+            }
+            return self.backend_lost(target, 1, &why).await.map(|_| false);
+        }
+        let stats = &backend.server.stats;
+        stats.queries.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_sent
+            .fetch_add(packet.wire.len() as u64, Ordering::Relaxed);
+        let watchdog = plan
+            .decision
+            .timeout_ms
+            .map(|ms| self.kill_after(target, Duration::from_millis(ms)));
+        let body = &packet.first_frame()[1..];
+        let result = if cmd == command::STMT_PREPARE {
+            let text = plan.decision.rewritten.as_deref().unwrap_or(body);
+            self.relay_prepare(target, text, &plan.analysis, plan.decision.hostgroup)
+                .await
+        } else {
+            self.relay_response(target, cmd, statement, body, capture)
+                .await
+        };
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        result
     }
 
     /// Multiplexing: after a statement, gives the connection it ran on back to the pool
@@ -261,8 +323,8 @@ impl Session {
         }
         match self.ensure_primary().await {
             Ok(()) => Ok(Some((Target::Primary, primary_hostgroup))),
-            Err(Failure::Backend) => Ok(None),
             Err(Failure::Client) => Err(Failure::Client),
+            Err(_) => Ok(None),
         }
     }
 
@@ -436,7 +498,11 @@ impl Session {
                 Ok(!outcome.error)
             }
             Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Backend(why)) => self
+            Err(RelayError::Unanswered(why)) if retryable(target, cmd, statement) => {
+                self.reader_lost_unanswered(&why);
+                Err(Failure::Unanswered(why))
+            }
+            Err(RelayError::Backend(why) | RelayError::Unanswered(why)) => self
                 .backend_lost(target, tracker.next_seq(), &why)
                 .await
                 .map(|_| false),
@@ -751,6 +817,15 @@ impl Session {
         .await
     }
 
+    /// A read's reader failed before answering: the connection is dropped without a word
+    /// to the client, whose read is sent again (see [`retryable`]).
+    fn reader_lost_unanswered(&mut self, why: &str) {
+        if let Some((reader, _)) = self.reader.take() {
+            tracing::warn!(peer = %self.peer, server = %reader.server.address(), error = why, "reader lost before answering: the read is retried");
+            Registry::count(&self.frontend.counters.backends_lost);
+        }
+    }
+
     /// Tells the client its statement died with the backend connection, and forgets the
     /// connection; the next command gets a new one.
     pub(super) async fn backend_lost(
@@ -874,6 +949,14 @@ fn writes(cmd: u8, statement: Statement) -> bool {
 
 /// The session's connection for `target`, which must be there. A function of the two
 /// fields rather than a method, so the client connection can be borrowed beside it.
+/// Whether a request whose backend failed before answering may run again elsewhere: an
+/// autocommit read in text on a reader. It changed nothing (the router sends nothing else
+/// there), and the client has seen nothing of its answer. A prepared execute is not
+/// retried: its statement would have to be prepared anew on the next reader first.
+fn retryable(target: Target, cmd: u8, statement: Statement) -> bool {
+    target == Target::Reader && cmd == command::QUERY && statement == Statement::Read
+}
+
 pub(super) fn connection_for<'a>(
     primary: &'a mut Option<BackendConn>,
     reader: &'a mut Option<(BackendConn, Replayed)>,

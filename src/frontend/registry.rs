@@ -214,6 +214,8 @@ pub struct Counters {
     pub firewall_learned: AtomicU64,
     pub injection_flagged: AtomicU64,
     pub backends_lost: AtomicU64,
+    /// Autocommit reads sent again after their reader failed before answering.
+    pub reads_retried: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,

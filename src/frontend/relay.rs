@@ -49,6 +49,9 @@ pub(super) enum RelayError {
     Client,
     /// The backend failed or broke the protocol (the reason, for the client's error).
     Backend(String),
+    /// The backend failed before any byte of its answer reached the client: the request
+    /// may be sent elsewhere, if running it twice does no harm.
+    Unanswered(String),
 }
 
 impl From<TrackError> for RelayError {
@@ -100,6 +103,11 @@ pub(super) async fn relay(
     received: &AtomicU64,
     mut capture: Option<&mut Capture>,
 ) -> Result<Outcome, RelayError> {
+    let mut answered = false;
+    let lost = |answered: bool, why: String| match answered {
+        true => RelayError::Backend(why),
+        false => RelayError::Unanswered(why),
+    };
     loop {
         let buf = backend.buffered();
         let scan = tracker.scan(buf)?;
@@ -115,6 +123,7 @@ pub(super) async fn relay(
                 .write_wire(&batch)
                 .await
                 .map_err(|_| RelayError::Client)?;
+            answered = true;
         }
         match scan.end {
             Some(Progress::Done(outcome)) => return Ok(outcome),
@@ -128,17 +137,13 @@ pub(super) async fn relay(
         let filled = tokio::select! {
             filled = backend.fill() => filled,
             _ = eviction.wait() => {
-                return Err(RelayError::Backend("the monitor found the server unreachable".into()));
+                return Err(lost(answered, "the monitor found the server unreachable".into()));
             }
         };
         match filled {
-            Ok(0) => {
-                return Err(RelayError::Backend(
-                    "connection closed by the server".into(),
-                ))
-            }
+            Ok(0) => return Err(lost(answered, "connection closed by the server".into())),
             Ok(_) => {}
-            Err(e) => return Err(RelayError::Backend(e.to_string())),
+            Err(e) => return Err(lost(answered, e.to_string())),
         }
     }
 }

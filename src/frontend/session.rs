@@ -294,6 +294,9 @@ pub(super) enum Failure {
     Client,
     /// The backend connection failed; the client was told, the session goes on.
     Backend,
+    /// A reader failed before answering a read (the reason): nothing reached the client
+    /// yet, the caller sends the read again or tells the client.
+    Unanswered(String),
 }
 
 impl Session {

@@ -508,9 +508,15 @@ impl RawClient {
 
     /// The text values of the first column of a result set.
     pub fn query_column(&mut self, sql: &str) -> Vec<String> {
+        self.try_query_column(sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    /// The text values of the first column of a result set, or the server's error.
+    pub fn try_query_column(&mut self, sql: &str) -> Result<Vec<String>, String> {
         let packets = self.query(sql);
         if packets[0].payload[0] == header::ERR {
-            panic!("{sql}: {}", ErrPacket::decode(&packets[0].payload).unwrap());
+            return Err(ErrPacket::decode(&packets[0].payload).unwrap().to_string());
         }
         let mut eofs = 0;
         let mut values = Vec::new();
@@ -524,7 +530,7 @@ impl RawClient {
                 values.push(String::from_utf8_lossy(&p.payload[1..1 + len]).into_owned());
             }
         }
-        values
+        Ok(values)
     }
 }
 
