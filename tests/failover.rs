@@ -82,59 +82,34 @@ fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A client inserting rows as fast as it can, reconnecting after errors, recording when
-/// each insert was acknowledged.
+/// Clients inserting rows as fast as they can, each on its own connection (reconnecting
+/// after errors), recording when each insert was acknowledged. Client `i` of source `s`
+/// writes rows (src = "s-i", n = 1, 2, …).
 struct WriteLoop {
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    acked: Arc<Mutex<Vec<(String, u64, Instant)>>>,
     /// When each statement that failed was sent.
     failed: Arc<Mutex<Vec<Instant>>>,
-    handle: thread::JoinHandle<()>,
+    handles: Vec<thread::JoinHandle<()>>,
 }
 
 impl WriteLoop {
-    fn start(port: u16, source: &'static str) -> WriteLoop {
+    fn start(port: u16, source: &str, clients: usize) -> WriteLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, acked2, failed2) = (stop.clone(), acked.clone(), failed.clone());
-        let handle = thread::spawn(move || {
-            let mut n = 0u64;
-            let mut client: Option<RawClient> = None;
-            while !stop2.load(Ordering::Relaxed) {
-                let c = match client.as_mut() {
-                    Some(c) => c,
-                    None => match RawClient::try_login(port, "app", "app") {
-                        Some(c) => client.insert(c),
-                        None => {
-                            thread::sleep(Duration::from_millis(20));
-                            continue;
-                        }
-                    },
-                };
-                n += 1;
-                let sql = format!("INSERT INTO failover_writes (src, n) VALUES ('{source}', {n})");
-                let sent = Instant::now();
-                match c.try_query(&sql) {
-                    Some(p) if p[0].payload[0] == header::OK => {
-                        acked2.lock().unwrap().push((n, Instant::now()))
-                    }
-                    Some(_) => {
-                        failed2.lock().unwrap().push(sent);
-                        thread::sleep(Duration::from_millis(20))
-                    }
-                    None => {
-                        failed2.lock().unwrap().push(sent);
-                        client = None
-                    }
-                }
-            }
-        });
+        let handles = (0..clients)
+            .map(|i| {
+                let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+                let src = format!("{source}-{i}");
+                thread::spawn(move || write_rows(port, &src, &stop, &acked, &failed))
+            })
+            .collect();
         WriteLoop {
             stop,
             acked,
             failed,
-            handle,
+            handles,
         }
     }
 
@@ -153,54 +128,158 @@ impl WriteLoop {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, at)| *at > t)
+            .filter(|(_, _, at)| *at > t)
             .count()
     }
 
-    /// Stops the loop; returns the acknowledged row numbers and the longest pause between
-    /// two acknowledgements from `t` on (the stall around a kill at `t`).
-    fn finish(self, t: Instant) -> (BTreeSet<u64>, Duration) {
+    /// Stops the clients; returns the acknowledged rows and the longest pause between two
+    /// acknowledgements from `t` on (the stall around a fault at `t`).
+    fn finish(self, t: Instant) -> (BTreeSet<(String, u64)>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap();
+        for handle in self.handles {
+            handle.join().unwrap();
+        }
         let acked = self.acked.lock().unwrap();
-        let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
+        let mut times: Vec<Instant> = acked.iter().map(|(_, _, at)| *at).collect();
         times.sort();
         let from = times.iter().rposition(|at| *at <= t).unwrap_or(0);
         let stall = times[from..]
             .windows(2)
             .map(|w| w[1] - w[0])
             .max()
-            .expect("writes before and after the kill");
-        (acked.iter().map(|(n, _)| *n).collect(), stall)
+            .expect("writes before and after the fault");
+        let rows = acked.iter().map(|(src, n, _)| (src.clone(), *n)).collect();
+        (rows, stall)
     }
 }
 
-#[test]
-fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
+/// One client of a [`WriteLoop`].
+fn write_rows(
+    port: u16,
+    src: &str,
+    stop: &AtomicBool,
+    acked: &Mutex<Vec<(String, u64, Instant)>>,
+    failed: &Mutex<Vec<Instant>>,
+) {
+    let mut n = 0u64;
+    let mut client: Option<RawClient> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match client.as_mut() {
+            Some(c) => c,
+            None => match RawClient::try_login(port, "app", "app") {
+                Some(c) => client.insert(c),
+                None => {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            },
+        };
+        n += 1;
+        let sql = format!("INSERT INTO failover_writes (src, n) VALUES ('{src}', {n})");
+        let sent = Instant::now();
+        match c.try_query(&sql) {
+            Some(p) if p[0].payload[0] == header::OK => {
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((src.to_owned(), n, Instant::now()))
+            }
+            Some(_) => {
+                failed.lock().unwrap().push(sent);
+                thread::sleep(Duration::from_millis(20))
+            }
+            None => {
+                failed.lock().unwrap().push(sent);
+                client = None
+            }
+        }
+    }
+}
+
+/// What happens to the writer in [`writer_fault_under_write_load`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// `kill -9`: its connections are reset at once.
+    Kill,
+    /// SIGSTOP: nothing answers, nothing is reset; only timeouts find it.
+    Stop,
+    /// `wsrep_desync = ON`: it still works, but may fall behind.
+    Desync,
+}
+
+impl Fault {
+    fn apply(self, port: u16) {
+        match self {
+            Fault::Kill => signal(port, "KILL"),
+            Fault::Stop => signal(port, "STOP"),
+            Fault::Desync => {
+                on_node(port, "SET GLOBAL wsrep_desync = ON");
+            }
+        }
+    }
+
+    fn undo(self, port: u16) {
+        match self {
+            Fault::Kill => {}
+            Fault::Stop => {
+                signal(port, "CONT");
+                // it wakes up believing it is still in the old primary component: wait
+                // until it has been through the survivors' views back into theirs
+                eventually(Duration::from_secs(60), "the stopped node rejoined", || {
+                    let view = |p: u16| {
+                        let out = mariadb(p, &["-uapp", "-papp", "-e", "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('wsrep_cluster_conf_id', 'wsrep_cluster_size', 'wsrep_local_state') ORDER BY VARIABLE_NAME"]);
+                        out.status.success().then(|| stdout(&out))
+                    };
+                    let (node, survivor) = (view(port), view(13308));
+                    node.is_some() && node == survivor && survivor.unwrap().contains("\n3\n4\n")
+                });
+            }
+            Fault::Desync => {
+                on_node(port, "SET GLOBAL wsrep_desync = OFF");
+            }
+        }
+        // a killed node is started again; a stopped one, partitioned away meanwhile,
+        // rejoins by itself: either way the cluster is whole again before the next round
+        cluster_up();
+    }
+}
+
+/// What one round of [`writer_fault_under_write_load`] saw.
+struct Round {
+    /// The longest pause in acknowledgements around the fault: through the proxy, and of
+    /// a client writing straight to a surviving node (Galera's own stall).
+    proxy_stall: Duration,
+    cluster_stall: Duration,
+    /// Client errors through the proxy: all, and of statements sent after the fault.
+    errors: usize,
+    errors_after: usize,
+}
+
+/// Faults the writer `rounds` times while 4 clients insert through the proxy and one
+/// straight into node3 (never the writer here: lowest priority; never faulted: the
+/// replicas follow it). Asserts, each round: no statement sent after the fault failed,
+/// every acknowledged row is on the survivors, the writer moved and did not fail back.
+fn writer_fault_under_write_load(fault: Fault, rounds: usize) -> Vec<Round> {
     let proxy = Proxy::start();
-    on_node(13306, "CREATE TABLE IF NOT EXISTS sbtest.failover_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, src VARCHAR(20), n BIGINT, KEY (src, n))");
-    let mut added = Vec::new();
-    for round in 0..3 {
+    on_node(13306, "CREATE TABLE IF NOT EXISTS sbtest.failover_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, src VARCHAR(40), n BIGINT, KEY (src, n))");
+    let mut seen = Vec::new();
+    for round in 0..rounds {
         let writer: u16 = writer_port(&proxy).parse().unwrap();
-        // the direct loop writes to node3, which is never the writer here (lowest priority)
-        // and never killed (the replicas follow it)
         assert_ne!(writer, 13308);
         let direct: u16 = 13308;
-        let (proxy_src, direct_src) = (
-            ["proxy-0", "proxy-1", "proxy-2"][round],
-            ["direct-0", "direct-1", "direct-2"][round],
-        );
-        let through_proxy = WriteLoop::start(proxy.port, proxy_src);
-        let straight = WriteLoop::start(direct, direct_src);
+        let tag = format!("{fault:?}-{round}-{}", std::process::id());
+        let proxy_src = format!("proxy-{tag}");
+        let through_proxy = WriteLoop::start(proxy.port, &proxy_src, 4);
+        let straight = WriteLoop::start(direct, &format!("direct-{tag}"), 1);
         thread::sleep(Duration::from_secs(1));
-        let killed_at = Instant::now();
-        signal(writer, "KILL");
-        let resumed = |l: &WriteLoop| l.acked_after(killed_at + Duration::from_secs(1));
+        let fault_at = Instant::now();
+        fault.apply(writer);
+        let resumed = |l: &WriteLoop| l.acked_after(fault_at + Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(40);
         while resumed(&through_proxy) <= 20 || resumed(&straight) <= 20 {
             assert!(
                 Instant::now() < deadline,
-                "round {round}: writes did not resume after killing {writer}: through the proxy {}, direct {}; node3 says {}; proxy log:\n{}",
+                "{fault:?} round {round}: writes did not resume after the fault on {writer}: through the proxy {}, direct {}; node3 says {}; proxy log:\n{}",
                 resumed(&through_proxy),
                 resumed(&straight),
                 on_node(13308, "SHOW STATUS LIKE 'wsrep_cluster_status'"),
@@ -214,60 +293,107 @@ fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
             "a second of writes after recovery",
             || through_proxy.acked_after(settle + Duration::from_secs(1)) > 0,
         );
-        // the statement in flight at the kill fails; none sent after it does: they wait
-        // for the next writer (failover_wait_ms)
-        let failed_after = through_proxy.failed_after(killed_at + Duration::from_millis(50));
-        let failed_total = through_proxy.failed_after(killed_at - Duration::from_secs(5));
-        let (proxy_acked, proxy_stall) = through_proxy.finish(killed_at);
-        let (_, cluster_stall) = straight.finish(killed_at);
+        // the statements in flight at the fault may fail; none sent after it does: they
+        // wait for the next writer (failover_wait_ms)
+        let errors_after = through_proxy.failed_after(fault_at + Duration::from_millis(50));
+        let errors = through_proxy.failed_after(fault_at - Duration::from_secs(5));
+        let (proxy_acked, proxy_stall) = through_proxy.finish(fault_at);
+        let (_, cluster_stall) = straight.finish(fault_at);
         eprintln!(
-            "round {round}: killed {writer}; cluster's own stall {cluster_stall:?}, through the proxy {proxy_stall:?}; client errors {failed_total}, of statements sent after the kill {failed_after}"
+            "{fault:?} round {round} on {writer}: cluster's own stall {cluster_stall:?}, through the proxy {proxy_stall:?}; client errors {errors}, of statements sent after the fault {errors_after}; {} writes acknowledged",
+            proxy_acked.len()
         );
         assert_eq!(
-            failed_after, 0,
-            "round {round}: statements sent after the kill failed"
+            errors_after, 0,
+            "{fault:?} round {round}: statements sent after the fault failed"
         );
-        added.push(proxy_stall.as_secs_f64() - cluster_stall.as_secs_f64());
 
         // every acknowledged write is on the survivors
-        let stored: BTreeSet<u64> = on_node(
+        let stored: BTreeSet<(String, u64)> = on_node(
             direct,
-            &format!("SELECT n FROM sbtest.failover_writes WHERE src = '{proxy_src}'"),
+            &format!("SELECT src, n FROM sbtest.failover_writes WHERE src LIKE '{proxy_src}-%'"),
         )
         .lines()
-        .map(|l| l.parse().unwrap())
+        .map(|l| {
+            let (src, n) = l.split_once('\t').unwrap();
+            (src.to_owned(), n.parse().unwrap())
+        })
         .collect();
         let missing: Vec<_> = proxy_acked.difference(&stored).collect();
-        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{fault:?}: acknowledged writes lost: {missing:?}"
+        );
 
-        // the killed node comes back as a backup writer, not as a second writer
+        // the node comes back as a backup writer, not as a second writer
         let new_writer = writer_port(&proxy);
         assert_ne!(new_writer, writer.to_string());
-        cluster_up();
+        let logged = proxy.log().len();
+        fault.undo(writer);
         let back = format!("server=127.0.0.1:{writer}");
-        eventually(
-            Duration::from_secs(20),
-            "the killed node back in service",
-            || {
-                proxy
-                    .log()
-                    .lines()
-                    .any(|l| l.contains("back in service") && l.contains(&back))
-            },
-        );
+        eventually(Duration::from_secs(30), "the node back in service", || {
+            proxy.log()[logged..]
+                .lines()
+                .any(|l| l.contains("back in service") && l.contains(&back))
+        });
         assert_eq!(
             writer_port(&proxy),
             new_writer,
             "no failback to the returned node"
         );
+        seen.push(Round {
+            proxy_stall,
+            cluster_stall,
+            errors,
+            errors_after,
+        });
     }
+    seen
+}
+
+/// The stall the proxy added to Galera's own, per round, sorted.
+fn stall_added(rounds: &[Round]) -> Vec<f64> {
+    let mut added: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.proxy_stall.as_secs_f64() - r.cluster_stall.as_secs_f64())
+        .collect();
     added.sort_by(f64::total_cmp);
+    added
+}
+
+#[test]
+fn writer_killed_fails_over_within_the_clusters_own_stall_and_loses_no_write() {
+    let rounds = writer_fault_under_write_load(Fault::Kill, 3);
+    let added = stall_added(&rounds);
     let median = added[1];
-    eprintln!("stall added by the proxy, per kill: {added:?} s; median {median:.3} s");
+    eprintln!("kill -9: stall added by the proxy, per kill: {added:?} s; median {median:.3} s");
     assert!(
         median < 1.0,
         "the proxy added {median:.3} s (median) to the cluster's stall"
     );
+}
+
+#[test]
+fn a_hung_writer_is_replaced_by_the_time_galera_evicts_it_and_its_statements_are_released() {
+    let rounds = writer_fault_under_write_load(Fault::Stop, 2);
+    let added = stall_added(&rounds);
+    eprintln!("SIGSTOP: stall added by the proxy, per round: {added:?} s");
+    // writes through the proxy resume within 1 s of those straight to a survivor, which
+    // resume when Galera has evicted the hung node
+    assert!(
+        added.iter().all(|a| *a < 1.0),
+        "the proxy added {added:?} s to the cluster's stall"
+    );
+    // the statements that hung with the writer were released with an error (at most one
+    // per client), not left hanging: the loops went on after them
+    assert!(rounds.iter().all(|r| r.errors <= 4));
+}
+
+#[test]
+fn a_desynced_writer_is_replaced_under_write_load_without_a_client_error() {
+    let rounds = writer_fault_under_write_load(Fault::Desync, 1);
+    assert_eq!(rounds[0].errors, 0, "a desynced writer still answers");
+    assert_eq!(rounds[0].errors_after, 0);
 }
 
 /// Clients reading `SELECT @@port` through the proxy in a loop, each on its own
