@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What read-your-writes costs: a client updates one row and reads it back at once, in
-autocommit, through Sluice with `consistency = "session"` and through Sluice with
-`consistency = "none"` (two release builds of the demo configuration, Galera writer and
+autocommit, through Sluice with `consistency = "session"`, `"global"` and `"none"` (three
+proxies of one release build of the demo configuration, Galera writer and
 two replicas, in the same interleaved rounds). It reports the latency of the read right
 after the write (median, p99), the read alone for comparison, the share of those reads the
 replicas served, and how many missed the write.
@@ -24,7 +24,8 @@ import load  # noqa: E402  (the load harness: cluster, machine facts)
 import scale  # noqa: E402  (a minimal protocol client)
 
 ROOT = load.ROOT
-PORTS = {"session": (16053, 16054, 16055), "none": (16063, 16064, 16065)}
+PORTS = {"session": (16053, 16054, 16055), "global": (16083, 16084, 16085),
+         "none": (16063, 16064, 16065)}
 
 
 def start(work, consistency):
@@ -105,15 +106,15 @@ def main():
     load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     load.run(["mariadb", "--no-defaults", "-h127.0.0.1", "-P13306", "-uapp", "-papp", "-e",
               "CREATE TABLE IF NOT EXISTS sbtest.rw_bench (id INT PRIMARY KEY, v INT); "
-              "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0)"])
+              "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0), (3, 0)"])
     work = Path(tempfile.mkdtemp(prefix="sluice-rw-"))
     procs = {}
-    runs = {"session": [], "none": []}
+    runs = {"session": [], "global": [], "none": []}
     try:
         for consistency in runs:
             procs[consistency] = start(work, consistency)
         for _ in range(opts.rounds):
-            for consistency, row_id in (("session", 1), ("none", 2)):
+            for consistency, row_id in (("session", 1), ("global", 3), ("none", 2)):
                 runs[consistency].append(measure(PORTS[consistency][0], opts.writes, row_id))
     finally:
         for p in procs.values():
@@ -151,7 +152,7 @@ def write_results(summary, opts):
         f"`benches/consistency.py --writes {opts.writes} --rounds {opts.rounds}` on {load.machine()}, "
         f"{time.strftime('%Y-%m-%d')}: one client updates a row and reads it back at once (autocommit, "
         "text protocol, a raw-protocol client in Python) through the demo configuration (Galera writer, "
-        "two replicas), once through Sluice with `consistency = \"session\"` and once with `\"none\"`, "
+        "two replicas), through Sluice with `consistency = \"session\"`, `\"global\"` and `\"none\"`, "
         "rounds interleaved; then the same read once more (the next read after the write).",
         "",
         "| consistency | the write p50 µs | p99 µs | read after the write p50 µs | p99 µs | the next read p50 µs | p99 µs | reads after a write served by replicas | missed the write |",
@@ -167,7 +168,12 @@ def write_results(summary, opts):
                 "read waits for that and for `MASTER_GTID_WAIT` on the replica (and, when the replica is "
                 "behind, for it to apply the write). The next read on the same replica asks nothing "
                 f"({s['alone_p50'] - n['alone_p50']:+.0f} µs at the median); a session that has not "
-                "written pays nothing."]
+                "written pays nothing.", "",
+                f"With `global` (some user reads every acknowledged write) a write's answer waits for its "
+                f"GTID, so the write pays that round trip ({summary['global']['write_p50'] - n['write_p50']:+.0f} µs "
+                f"at the median) and the read after it {summary['global']['p50'] - n['p50']:+.0f} µs; a read "
+                "waits on its replica only after some session wrote something that replica was not yet seen "
+                "to have."]
     load.replace_section(heading, section)
 
 

@@ -350,6 +350,11 @@ impl Connection {
         self.stream.flush().await
     }
 
+    /// Queues bytes already in wire format, for the next write or [`Connection::flush`].
+    pub fn queue_wire(&mut self, wire: &[u8]) {
+        self.write_buf.extend_from_slice(wire);
+    }
+
     /// Writes bytes that are already in wire format (forwarded packets), after anything
     /// queued.
     pub async fn write_wire(&mut self, wire: &[u8]) -> io::Result<()> {

@@ -147,6 +147,10 @@ pub struct Runtime {
     pub firewall: Arc<Firewall>,
     /// The query log, when on (kept across reloads that leave its settings alone).
     pub query_log: Option<Arc<QueryLog>>,
+    /// Some user reads with `consistency = "global"`: a tracked write's OK then waits
+    /// until its GTID is known to the proxy, so that no read begun after the client saw
+    /// the OK can miss it.
+    pub global_reads: bool,
     servers_in_order: Vec<Arc<ServerTarget>>,
 }
 
@@ -232,7 +236,12 @@ impl Runtime {
                 message,
             })?;
         let query_log = query_log(config, previous)?;
+        let global_reads = config
+            .users
+            .iter()
+            .any(|u| u.consistency == crate::config::Consistency::Global);
         Ok(Runtime {
+            global_reads,
             config: Arc::new(config.clone()),
             rules: Arc::new(QueryRules::compile(&config.query_rules).expect("validated")),
             firewall_settings: config.firewall.clone(),

@@ -1,7 +1,8 @@
 //! Read-your-writes by default (`consistency = "session"`) against the real cluster: a
 //! session that writes and reads back at once, in autocommit, sees its write every time,
 //! while its reads still go to the replicas; with `consistency = "none"` the same reads
-//! can miss it (so the test can fail).
+//! can miss it (so the test can fail). With `consistency = "global"` a read sees every
+//! write the proxy acknowledged before it, whichever session wrote.
 
 mod common;
 
@@ -82,6 +83,67 @@ fn a_session_reads_its_own_writes_by_default_and_still_reads_from_the_replicas()
     assert!(
         stale > 0,
         "without read-your-writes some reads miss the write ({servers:?})"
+    );
+}
+
+/// One session updates a row, then another reads it at once, `n` times: how many reads
+/// missed the write, and which servers answered.
+fn write_here_read_there(
+    port: u16,
+    (writer, reader): (&str, &str),
+    id: u32,
+    n: u32,
+) -> (u32, HashMap<String, u32>) {
+    let mut w = RawClient::login(port, writer, writer).unwrap();
+    let mut r = RawClient::login(port, reader, reader).unwrap();
+    let mut stale = 0;
+    let mut servers = HashMap::new();
+    for i in 1..=n {
+        ok(
+            &mut w,
+            &format!("UPDATE sbtest.consistency_rows SET v = {i} WHERE id = {id}"),
+        );
+        let row = first_row(
+            &mut r,
+            &format!("SELECT v, @@port FROM sbtest.consistency_rows WHERE id = {id}"),
+        );
+        if row[0] != i.to_string() {
+            stale += 1;
+        }
+        *servers.entry(row[1].clone()).or_default() += 1;
+    }
+    (stale, servers)
+}
+
+#[test]
+fn a_global_session_sees_every_write_the_proxy_acknowledged_before_its_read() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.consistency_rows (id INT PRIMARY KEY, v INT); \
+         REPLACE INTO sbtest.consistency_rows VALUES (3, 0), (4, 0)",
+    );
+    // app writes (tracking its GTIDs, as by default); app_local reads with "global"
+    let proxy = Proxy::start_with(|c| {
+        c.replace(
+            "name = \"app_local\"",
+            "name = \"app_local\"\nconsistency = \"global\"",
+        )
+    });
+    let (stale, servers) = write_here_read_there(proxy.port, ("app", "app_local"), 3, 1000);
+    eprintln!("global: {stale} stale, {servers:?}");
+    assert_eq!(
+        stale, 0,
+        "global reads missed {stale} of 1000 writes ({servers:?})"
+    );
+    assert!(
+        replica_reads(&servers) > 500,
+        "reads still go to the replicas: {servers:?}"
+    );
+    // a "session" reader does not wait for another session's writes
+    let (stale, servers) = write_here_read_there(proxy.port, ("app", "app"), 4, 1000);
+    eprintln!("another session's writes, session consistency: {stale} stale, {servers:?}");
+    assert!(
+        stale > 0,
+        "some reads of another session miss its write ({servers:?})"
     );
 }
 

@@ -539,10 +539,11 @@ pub fn read_users(db: &Connection, schema: &str) -> Result<Vec<User>, String> {
             consistency: match text_attr("consistency")?.as_deref() {
                 None | Some("session") => Consistency::Session,
                 Some("none") => Consistency::None,
+                Some("global") => Consistency::Global,
                 Some(other) => {
                     return Err(r.fail(
                         "attributes",
-                        format!("consistency {other:?} is not session or none"),
+                        format!("consistency {other:?} is not session, global or none"),
                     ))
                 }
             },

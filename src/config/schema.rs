@@ -165,6 +165,9 @@ pub enum Consistency {
     /// A session's reads see that session's own committed writes.
     #[default]
     Session,
+    /// A read sees every write committed through this proxy (by sessions that track
+    /// their writes: `session` or `global`) before the read began.
+    Global,
 }
 
 /// What the firewall does with statement shapes it has not learned.

@@ -16,6 +16,7 @@ use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::{Outcome, ResponseTracker};
+use crate::router::gtid::GtidPosition;
 use crate::router::{Statement, Target};
 use crate::rules::variables;
 use crate::rules::variables::Values;
@@ -486,14 +487,27 @@ impl Session {
         match relayed {
             Ok(outcome) => {
                 self.last_outcome = Some(outcome);
+                let tracked = target == Target::Primary
+                    && self.reads_own_writes()
+                    && writes(cmd, statement)
+                    && !outcome.error;
+                // the answer's end waits for the write's GTID only when some user's reads
+                // must see every acknowledged write
+                let hold = tracked && shared.peek().global_reads;
+                if !hold {
+                    self.client.flush().await.map_err(|_| Failure::Client)?;
+                }
                 if target == Target::Primary {
                     if let Some(flags) = outcome.status {
                         self.server_status = flags;
                     }
                     self.after_primary(cmd, statement, body, outcome).await;
-                    if self.reads_own_writes() && writes(cmd, statement) && !outcome.error {
+                    if tracked {
                         self.note_write_gtid().await;
                     }
+                }
+                if hold {
+                    self.client.flush().await.map_err(|_| Failure::Client)?;
                 }
                 Ok(!outcome.error)
             }
@@ -569,7 +583,8 @@ impl Session {
     }
 
     /// After a write that committed (autocommit, or the COMMIT itself), remembers its GTID
-    /// for read-your-writes. Inside a transaction nothing is committed yet.
+    /// for read-your-writes, the session's and the proxy's. Inside a transaction nothing
+    /// is committed yet.
     async fn note_write_gtid(&mut self) {
         if self.routing.in_transaction {
             return;
@@ -577,53 +592,49 @@ impl Session {
         let Some(primary) = self.primary.as_mut() else {
             return;
         };
-        match primary.query_text("SELECT @@last_gtid").await {
-            Ok(Ok(result)) => {
-                if let Some(gtid) = result
-                    .rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
-                {
-                    if !gtid.is_empty() && self.last_write_gtid.as_ref() != Some(&gtid) {
-                        self.last_write_gtid = Some(gtid);
-                        self.gtid_applied_on.clear();
-                    }
-                }
+        let read = match primary.query_text("SELECT @@last_gtid").await {
+            Ok(Ok(result)) => result
+                .rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|text| GtidPosition::parse(&text)),
+            _ => None,
+        };
+        match read {
+            Some(position) if !position.is_empty() => {
+                self.frontend.gtids.acknowledge(&position);
+                self.last_write_gtid = position;
             }
-            other => tracing::warn!(peer = %self.peer, ?other, "cannot read @@last_gtid"),
+            Some(_) => {}
+            None => tracing::warn!(peer = %self.peer, "cannot read @@last_gtid"),
         }
     }
 
-    /// Whether this session's reads must see its own writes (`consistency = "session"`).
+    /// Whether this session tracks its writes' GTIDs (`consistency` other than `none`).
     fn reads_own_writes(&self) -> bool {
-        self.user.config.consistency == Consistency::Session
+        self.user.config.consistency != Consistency::None
     }
 
-    /// For read-your-writes: whether the reader has applied this session's last write,
-    /// waiting up to `causal_read_wait_ms` for it. Always true for other users.
+    /// For read-your-writes: whether the reader has applied what this session's read must
+    /// see — its own last write (`session`), or everything committed through the proxy so
+    /// far (`global`) — waiting up to `causal_read_wait_ms` for it. Always true for
+    /// `none`. A reader known to have applied it (by any session's wait) is not asked.
     async fn reader_has_our_writes(&mut self) -> bool {
-        if !self.reads_own_writes() {
-            return true;
-        }
-        let Some(gtid) = &self.last_write_gtid else {
-            return true;
+        let wanted = match self.user.config.consistency {
+            Consistency::None => return true,
+            Consistency::Session => self.last_write_gtid.clone(),
+            Consistency::Global => self.frontend.gtids.acknowledged(),
         };
         let Some((reader, _)) = self.reader.as_mut() else {
             return false;
         };
         let address = reader.server.address().to_owned();
-        if self.gtid_applied_on.contains(&address) {
+        if self.frontend.gtids.has_applied(&address, &wanted) {
             return true;
         }
         let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
-        // GTIDs are digits and dashes (and commas between domains): safe to inline
-        if !gtid
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
-        {
-            return false;
-        }
-        let sql = format!("SELECT MASTER_GTID_WAIT('{gtid}', {wait})");
+        // a parsed position prints as digits, dashes and commas: safe to inline
+        let sql = format!("SELECT MASTER_GTID_WAIT('{wanted}', {wait})");
         match reader.query_text(&sql).await {
             Ok(Ok(result))
                 if result
@@ -633,7 +644,7 @@ impl Session {
                     .as_deref()
                     == Some("0") =>
             {
-                self.gtid_applied_on.push(address);
+                self.frontend.gtids.applied(&address, &wanted);
                 true
             }
             Ok(_) => false,

@@ -50,6 +50,8 @@ pub struct Frontend {
     pub mirror: mirror::Mirror,
     /// Errors the backends answered with (`stats_mysql_errors`).
     pub errors: error_stats::ErrorStats,
+    /// Committed GTIDs and what readers applied, for read-your-writes.
+    pub gtids: crate::router::gtid::GtidTracker,
     /// The live sessions, for the processlist and KILL.
     pub registry: Arc<Registry>,
     pub counters: Counters,
@@ -78,6 +80,7 @@ impl Frontend {
             query_cache,
             mirror: Default::default(),
             errors: Default::default(),
+            gtids: Default::default(),
             shared,
             pool,
             admission: Admission::default(),

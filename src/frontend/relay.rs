@@ -93,7 +93,9 @@ impl Capture {
 }
 
 /// Copies one response from `backend` to `client`, batch by batch as it was read, until
-/// `tracker` says it is complete; and into `capture`, if there is one.
+/// `tracker` says it is complete; and into `capture`, if there is one. The batch that ends
+/// the response is queued, not sent: the caller flushes the client when it has learnt
+/// what it needs from the response (a write's GTID, with `consistency = "global"`).
 pub(super) async fn relay(
     client: &mut Connection,
     backend: &mut Connection,
@@ -119,10 +121,14 @@ pub(super) async fn relay(
             if let Some(capture) = capture.as_deref_mut() {
                 capture.push(&batch);
             }
-            client
-                .write_wire(&batch)
-                .await
-                .map_err(|_| RelayError::Client)?;
+            if matches!(scan.end, Some(Progress::Done(_))) {
+                client.queue_wire(&batch);
+            } else {
+                client
+                    .write_wire(&batch)
+                    .await
+                    .map_err(|_| RelayError::Client)?;
+            }
             answered = true;
         }
         match scan.end {

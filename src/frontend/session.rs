@@ -17,6 +17,7 @@ use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::FrameError;
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::protocol::response::Outcome;
+use crate::router::gtid::GtidPosition;
 use crate::router::SessionRouting;
 use crate::rules::variables::Values;
 use crate::rules::Analyzer;
@@ -245,11 +246,7 @@ pub(super) struct Session {
     /// The followed session variables the session set, to replay on other connections.
     pub(super) variables: Values,
     /// For read-your-writes: the GTID of this session's last committed write.
-    pub(super) last_write_gtid: Option<String>,
-    /// The replicas (by address) seen to have applied `last_write_gtid`: a replica that
-    /// has applied it keeps it, so later reads there need not ask again, whichever
-    /// connection they get.
-    pub(super) gtid_applied_on: Vec<String>,
+    pub(super) last_write_gtid: GtidPosition,
     pub(super) tls: Option<TlsInfo>,
     /// Analyses statements; its buffer is reused from one statement to the next.
     pub(super) analyzer: Analyzer,
@@ -407,8 +404,7 @@ impl Session {
             routing,
             names: None,
             variables: Values::new(),
-            last_write_gtid: None,
-            gtid_applied_on: Vec::new(),
+            last_write_gtid: GtidPosition::default(),
             tls: li.tls,
             analyzer: Analyzer::default(),
             listed,

@@ -2,6 +2,7 @@
 //! or a connection to the readers. Pure decisions, no I/O: the session asks, this answers.
 
 pub mod classify;
+pub mod gtid;
 
 pub use classify::Statement;
 
