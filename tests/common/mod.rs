@@ -125,13 +125,23 @@ impl Proxy {
         self.wait_ready();
     }
 
+    /// Whether the configuration file (as it is now) has the admin port listen.
+    fn has_admin(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("sluice.toml"))
+            .is_ok_and(|c| c.contains(&format!("127.0.0.1:{}", self.admin_port)))
+    }
+
+    /// Waits until the proxy listens, and its admin port too when it has one (the two
+    /// listeners start one after the other).
     fn wait_ready(&mut self) {
+        let admin = self.has_admin();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let listens = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("sluice exited with {status}:\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if listens(self.port) && (!admin || listens(self.admin_port)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
