@@ -125,23 +125,27 @@ impl Proxy {
         self.wait_ready();
     }
 
-    /// Whether the configuration file (as it is now) has the admin port listen.
-    fn has_admin(&self) -> bool {
+    /// Whether the configuration file (as it is now) has `port` listen.
+    fn configures(&self, port: u16) -> bool {
         std::fs::read_to_string(self.dir.join("sluice.toml"))
-            .is_ok_and(|c| c.contains(&format!("127.0.0.1:{}", self.admin_port)))
+            .is_ok_and(|c| c.contains(&format!("127.0.0.1:{port}")))
     }
 
-    /// Waits until the proxy listens, and its admin port too when it has one (the two
-    /// listeners start one after the other).
+    /// Waits until the proxy listens, and its admin and metrics ports too when it has them
+    /// (the listeners start one after the other).
     fn wait_ready(&mut self) {
-        let admin = self.has_admin();
+        let admin = self.configures(self.admin_port);
+        let metrics = self.configures(self.metrics_port);
         let deadline = Instant::now() + Duration::from_secs(10);
         let listens = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("sluice exited with {status}:\n{}", self.log());
             }
-            if listens(self.port) && (!admin || listens(self.admin_port)) {
+            if listens(self.port)
+                && (!admin || listens(self.admin_port))
+                && (!metrics || listens(self.metrics_port))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
