@@ -3,7 +3,7 @@
 #   Galera nodes  node1 13306, node2 13307, node3 13308  (wsrep_gtid_mode, rsync SST)
 #   async replicas replica1 13309, replica2 13310        (GTID replication from node3)
 # Users: app/app and app_tls/app_tls (all privileges, from 127.0.0.1), monitor/monitor,
-# repl/repl; database sbtest; max_allowed_packet 64M everywhere; TLS on every node with the
+# sluice_cluster/sluice_cluster (the proxies' shared configuration, schema sluice), repl/repl; database sbtest; max_allowed_packet 64M everywhere; TLS on every node with the
 # certificates of scripts/certs.sh.
 #
 # usage: scripts/cluster.sh up|down|status
@@ -226,6 +226,8 @@ CREATE USER IF NOT EXISTS 'app_local'@'127.0.0.1' IDENTIFIED BY 'app_local';
 GRANT ALL PRIVILEGES ON *.* TO 'app_local'@'127.0.0.1';
 CREATE USER IF NOT EXISTS 'monitor'@'127.0.0.1' IDENTIFIED BY 'monitor';
 GRANT USAGE, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO 'monitor'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'sluice_cluster'@'127.0.0.1' IDENTIFIED BY 'sluice_cluster';
+GRANT ALL PRIVILEGES ON sluice.* TO 'sluice_cluster'@'127.0.0.1';
 CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY 'repl';
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
 CREATE DATABASE IF NOT EXISTS sbtest;

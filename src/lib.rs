@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod connlog;

@@ -91,6 +91,9 @@ pub fn render(frontend: &Frontend) -> String {
     for c in rules(frontend) {
         add(c);
     }
+    for c in cluster(frontend) {
+        add(c);
+    }
     let mut families = frontend.metrics.registry.gather();
     families.extend(scratch.gather());
     families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
@@ -194,6 +197,102 @@ fn clients(f: &Frontend) -> Collectors {
         Box::new(bytes),
         Box::new(errors),
         Box::new(rss),
+    ]
+}
+
+/// The configuration sync (`[cluster] sync`); nothing without it.
+fn cluster(f: &Frontend) -> Collectors {
+    let Some(cluster) = &f.cluster else {
+        return Vec::new();
+    };
+    let status = cluster.status();
+    let peers = cluster.peers();
+    let c = &cluster.counters;
+    let single = |name: &str, help: &str, value: i64| -> Box<dyn prometheus::core::Collector> {
+        let g = gauge(name, help, &[]);
+        g.with_label_values(&[]).set(value);
+        Box::new(g)
+    };
+    let versions = counter(
+        "sluice_cluster_config_versions_total",
+        "Configuration versions this proxy applied from a peer, wrote itself, or refused.",
+        &["result"],
+    );
+    versions
+        .with_label_values(&["applied"])
+        .inc_by(load(&c.versions_applied));
+    versions
+        .with_label_values(&["published"])
+        .inc_by(load(&c.versions_published));
+    versions
+        .with_label_values(&["refused"])
+        .inc_by(load(&c.versions_refused));
+    versions
+        .with_label_values(&["conflict"])
+        .inc_by(load(&c.conflicts));
+    let rounds = counter(
+        "sluice_cluster_sync_rounds_total",
+        "Sync rounds with the cluster store, by result.",
+        &["result"],
+    );
+    rounds.with_label_values(&["ok"]).inc_by(load(&c.rounds_ok));
+    rounds
+        .with_label_values(&["failed"])
+        .inc_by(load(&c.rounds_failed));
+    let shared = counter(
+        "sluice_cluster_shared_total",
+        "Firewall digests and client blocks shared with peers, and digests taken from them.",
+        &["what"],
+    );
+    shared
+        .with_label_values(&["digests_sent"])
+        .inc_by(load(&c.digests_shared));
+    shared
+        .with_label_values(&["digests_adopted"])
+        .inc_by(load(&c.digests_adopted));
+    shared
+        .with_label_values(&["blocks_sent"])
+        .inc_by(load(&c.blocks_shared));
+    let out_of_sync = peers.iter().filter(|p| !p.is_self && !p.in_sync).count();
+    vec![
+        single(
+            "sluice_cluster_config_version",
+            "The shared configuration version this proxy runs.",
+            status.version as i64,
+        ),
+        single(
+            "sluice_cluster_latest_config_version",
+            "The newest configuration version the cluster store holds, as last read.",
+            status.latest as i64,
+        ),
+        single(
+            "sluice_cluster_peers",
+            "Proxies of this cluster name that ever wrote a heartbeat, this one included.",
+            peers.len() as i64,
+        ),
+        single(
+            "sluice_cluster_peers_out_of_sync",
+            "Other proxies not on the newest version or not heard from within three intervals.",
+            out_of_sync as i64,
+        ),
+        single(
+            "sluice_cluster_sync_failing",
+            "1 while the last sync round failed (the cluster store unreachable or refusing).",
+            i64::from(status.last_error.is_some()),
+        ),
+        single(
+            "sluice_cluster_last_sync_timestamp_seconds",
+            "When a sync round last succeeded, in Unix seconds.",
+            (status.last_ok_unix_ms / 1000) as i64,
+        ),
+        single(
+            "sluice_cluster_refused_config_version",
+            "The newest version this proxy refused as invalid here (0: none).",
+            status.refused.as_ref().map_or(0, |r| r.0) as i64,
+        ),
+        Box::new(versions),
+        Box::new(rounds),
+        Box::new(shared),
     ]
 }
 

@@ -229,12 +229,16 @@ impl Runtime {
             }),
             None => None,
         };
-        let firewall =
-            Firewall::load(&config.firewall.allowlist).map_err(|message| TlsError::File {
+        let outbox = previous
+            .map(|p| p.firewall.outbox().clone())
+            .unwrap_or_default();
+        let firewall = Firewall::load(&config.firewall.allowlist, outbox).map_err(|message| {
+            TlsError::File {
                 key: "firewall.allowlist",
                 path: config.firewall.allowlist.display().to_string(),
                 message,
-            })?;
+            }
+        })?;
         let query_log = query_log(config, previous)?;
         let global_reads = config
             .users

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminServer;
 use crate::backend::Pool;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connlog::ConnectionLog;
 use crate::frontend::{listener, Frontend};
@@ -31,6 +32,8 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error("proxy.connection_log: cannot open {0}: {1}")]
     ConnectionLog(String, std::io::Error),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Warns when files holding secrets can be read by other users, or the configuration by
@@ -58,6 +61,10 @@ fn warn_about_permissions(config_path: &Path, config: &Config) {
 /// Runs the proxy with the configuration at `path` until it is told to stop.
 pub async fn run(path: &Path) -> Result<(), StartError> {
     let config = Config::load(path)?;
+    let (config, synced) = match config.cluster.clone().filter(|c| c.sync) {
+        Some(settings) => Cluster::starting_config(&settings, config),
+        None => (config, None),
+    };
     let runtime = Runtime::build(&config, None)?;
     let listen = config.proxy.listen;
     let tcp = TcpListener::bind(listen)
@@ -67,8 +74,18 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let connlog = ConnectionLog::open(&config.proxy.connection_log)
         .map_err(|e| StartError::ConnectionLog(config.proxy.connection_log.clone(), e))?;
     let shared = Arc::new(Shared::new(runtime));
+    let cluster = Cluster::new(&config, &shared).map_err(StartError::Cluster)?;
+    if let Some(c) = &cluster {
+        c.started_from(synced);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let frontend = Arc::new(Frontend::new(shared.clone(), Pool::new(), connlog, stop_rx));
+    let frontend = Arc::new(Frontend::new(
+        shared.clone(),
+        Pool::new(),
+        connlog,
+        stop_rx,
+        cluster.clone(),
+    ));
     let mut hangup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -80,6 +97,15 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         .await
         .map_err(StartError::Admin)?;
     crate::monitor::start(shared.clone()).await;
+    let mut sync = cluster.map(|c| start_sync(c, &frontend, admin.clone()));
+    if let Some((_, first)) = sync.as_mut() {
+        // serve with the cluster's configuration when it answers at once; a proxy
+        // starting while the cluster is down serves what it has and keeps trying
+        let wait = Duration::from_millis(config.cluster.as_ref().map_or(0, |c| c.timeout_ms));
+        if tokio::time::timeout(wait, first).await.is_err() {
+            tracing::warn!("cluster: the store did not answer at start; serving the configuration this proxy has");
+        }
+    }
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
     let sweeper = {
@@ -107,7 +133,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     };
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&shared, path, admin.as_deref()),
+            _ = hangup.recv() => reload(&frontend, path, admin.as_deref()).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = frontend.stop_requested.notified() => {
@@ -132,8 +158,28 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     cache_purger.abort();
     mirror.abort();
     firewall_writer.abort();
+    if let Some((task, _)) = sync {
+        task.abort();
+    }
     flush_firewall(&shared);
     Ok(())
+}
+
+/// Starts the cluster sync; the receiver completes after its first round.
+fn start_sync(
+    cluster: Arc<Cluster>,
+    frontend: &Arc<Frontend>,
+    admin: Option<Arc<AdminServer>>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    if let Some(admin) = admin {
+        let shared = frontend.shared.clone();
+        cluster.on_applied(Box::new(move || admin.reloaded(&shared.load().config)));
+    }
+    let (done, first) = tokio::sync::oneshot::channel();
+    (tokio::spawn(cluster.run(frontend.clone(), done)), first)
 }
 
 /// Writes what the firewall learned to its allow list file, every `flush_interval_ms`.
@@ -154,20 +200,29 @@ fn flush_firewall(shared: &Shared) {
 
 /// Re-reads the configuration file and certificates; a bad file leaves the running
 /// configuration as it was.
-fn reload(shared: &Shared, path: &Path, admin: Option<&AdminServer>) {
-    let result = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
+async fn reload(frontend: &Frontend, path: &Path, admin: Option<&AdminServer>) {
+    let shared = &frontend.shared;
+    let result = match Config::load(path) {
+        Err(e) => Err(e.to_string()),
+        Ok(config) => {
             let listen = shared.load().proxy.listen;
             if config.proxy.listen != listen {
                 tracing::warn!(old = %listen, new = %config.proxy.listen, "proxy.listen changes only on restart");
             }
-            shared.reload(&config).map_err(|e| e.to_string())?;
-            if let Some(admin) = admin {
-                admin.reloaded(&config);
-            }
-            Ok(())
-        });
+            let applied = match &frontend.cluster {
+                Some(cluster) => cluster.reload_file(path, config).await,
+                None => shared
+                    .reload(&config)
+                    .map(|()| config)
+                    .map_err(|e| e.to_string()),
+            };
+            applied.map(|config| {
+                if let Some(admin) = admin {
+                    admin.reloaded(&config);
+                }
+            })
+        }
+    };
     match result {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
         Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),

@@ -242,7 +242,7 @@ impl AdminDb {
             "SET" => self.set(sql).map(Some),
             "KILL" => live::kill(live, &words).map(Some),
             "PROXYSQL" if words[1..] == ["FLUSH", "MYSQL", "CLIENT", "HOSTS"] => {
-                live.frontend.admission.clear();
+                live.frontend.forget_client_hosts();
                 Ok(Some(Reply::Done { affected: 0 }))
             }
             "PROXYSQL" if words[1..] == ["FLUSH", "QUERY", "CACHE"] => {

@@ -230,7 +230,7 @@ pub const PREPARED_INFO: Table = table(
 );
 
 /// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 20] = [
+pub const LIVE_TABLES: [(&str, &Table); 21] = [
     ("stats", &CLIENT_HOSTS),
     ("stats", &CLIENT_HOSTS_RESET),
     ("stats", &CONNECTION_POOL_RESET),
@@ -238,6 +238,7 @@ pub const LIVE_TABLES: [(&str, &Table); 20] = [
     ("stats", stats_tables::TABLES[1]),
     ("stats", stats_tables::TABLES[2]),
     ("stats", stats_tables::TABLES[3]),
+    ("stats", stats_tables::TABLES[4]),
     ("stats", &PREPARED_INFO),
     ("stats", &CONNECTION_POOL),
     ("stats", &DIGEST),
@@ -339,7 +340,7 @@ fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> 
         }
         "stats_mysql_client_host_cache_reset" => {
             let rows = client_hosts(live);
-            live.frontend.admission.clear();
+            live.frontend.forget_client_hosts();
             rows
         }
         "stats_mysql_query_digest" | "stats_mysql_query_digest_reset" => digests(live),

@@ -164,11 +164,17 @@ impl AdminServer {
         session: functions::SessionContext,
     ) -> Result<Reply, String> {
         tokio::task::spawn_blocking(move || {
-            let apply = |config: &Config| {
+            let local = |config: &Config| {
                 self.frontend
                     .shared
                     .reload(config)
                     .map_err(|e| e.to_string())
+            };
+            let apply = |config: &Config| match &self.frontend.cluster {
+                Some(cluster) => {
+                    tokio::runtime::Handle::current().block_on(cluster.publish(config, &local))
+                }
+                None => local(config),
             };
             let live = Live {
                 frontend: &self.frontend,

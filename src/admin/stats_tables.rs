@@ -57,8 +57,34 @@ pub const FREE_CONNECTIONS: Table = table(
     ],
 );
 
+/// The proxies sharing this one's configuration (`[cluster]`): each peer's configuration
+/// version, when it applied it (Unix seconds), when it was last heard from, whether it
+/// runs the newest version and was heard from within three intervals, and the version it
+/// refused and why. This proxy's own row is its live state, also when the cluster is
+/// unreachable (then `last_error` says so). Empty without `[cluster] sync`.
+pub const CLUSTER_PEERS: Table = table(
+    "stats_sluice_cluster_peers",
+    &[
+        ("proxy", "VARCHAR"),
+        ("is_self", "INT"),
+        ("version", "INT"),
+        ("applied_at", "INTEGER"),
+        ("last_seen", "INTEGER"),
+        ("silent_ms", "INT"),
+        ("in_sync", "INT"),
+        ("refused_version", "INT"),
+        ("last_error", "VARCHAR"),
+    ],
+);
+
 /// Every table of this file, all in `stats`.
-pub const TABLES: [&Table; 4] = [&ERRORS, &ERRORS_RESET, &RULE_HITS, &FREE_CONNECTIONS];
+pub const TABLES: [&Table; 5] = [
+    &ERRORS,
+    &ERRORS_RESET,
+    &RULE_HITS,
+    &FREE_CONNECTIONS,
+    &CLUSTER_PEERS,
+];
 
 /// The rows of `name`, if it is a table of this file.
 pub fn rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Option<Vec<Vec<Value>>> {
@@ -75,6 +101,7 @@ pub fn rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Option<Vec<Vec<Va
             .map(|(id, hits)| vec![int(id), int(hits)])
             .collect(),
         "stats_mysql_free_connections" => free_connections(live),
+        "stats_sluice_cluster_peers" => cluster_peers(live),
         _ => return None,
     })
 }
@@ -132,6 +159,67 @@ fn free_connections(live: &Live<'_>) -> Vec<Vec<Value>> {
                 int(c.idle.as_millis()),
                 text(statistics.to_string()),
                 Value::Null,
+            ]
+        })
+        .collect()
+}
+
+fn cluster_peers(live: &Live<'_>) -> Vec<Vec<Value>> {
+    let Some(cluster) = &live.frontend.cluster else {
+        return Vec::new();
+    };
+    let status = cluster.status();
+    let mut peers = cluster.peers();
+    if !peers.iter().any(|p| p.is_self) {
+        peers.push(crate::cluster::PeerView {
+            row: Default::default(),
+            is_self: true,
+            in_sync: false,
+        });
+    }
+    let seconds = |ms: u64| int(ms / 1000);
+    peers
+        .into_iter()
+        .map(|p| {
+            let (version, applied, error) = if p.is_self {
+                let error = status.last_error.clone().or_else(|| {
+                    status
+                        .refused
+                        .as_ref()
+                        .map(|(v, e)| format!("version {v} refused: {e}"))
+                });
+                (status.version, status.applied_unix_ms, error)
+            } else {
+                (
+                    p.row.version,
+                    p.row.applied_unix_ms,
+                    p.row.last_error.clone(),
+                )
+            };
+            let in_sync = if p.is_self {
+                status.last_error.is_none() && status.version >= status.latest
+            } else {
+                p.in_sync
+            };
+            let refused = if p.is_self {
+                status.refused.as_ref().map_or(0, |r| r.0)
+            } else {
+                p.row.refused_version
+            };
+            vec![
+                text(if p.is_self {
+                    &cluster.proxy_name
+                } else {
+                    &p.row.proxy
+                }),
+                int(u64::from(p.is_self)),
+                int(version),
+                seconds(applied),
+                seconds(p.row.last_seen_unix_ms),
+                int(p.row.silent_ms),
+                int(u64::from(in_sync)),
+                int(refused),
+                error.map_or(Value::Null, Value::Text),
             ]
         })
         .collect()

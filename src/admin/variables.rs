@@ -125,9 +125,10 @@ pub fn check_admin(config: &Config, rows: &[(String, String)]) -> Result<(), Str
     Ok(())
 }
 
-/// Every variable of `config`, sorted by name.
-pub fn rows(config: &Config) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = sections(config)
+/// The settings of `config` under Sluice's own names only (no ProxySQL aliases, no
+/// `admin-` rows), in section order.
+pub fn setting_rows(config: &Config) -> Vec<(String, String)> {
+    sections(config)
         .into_iter()
         .flat_map(|(section, table)| {
             let prefix = prefix_of(section);
@@ -135,6 +136,13 @@ pub fn rows(config: &Config) -> Vec<(String, String)> {
                 .into_iter()
                 .map(move |(key, value)| (format!("{prefix}{key}"), show(&value)))
         })
+        .collect()
+}
+
+/// Every variable of `config`, sorted by name.
+pub fn rows(config: &Config) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = setting_rows(config)
+        .into_iter()
         .chain(admin_rows(config))
         .collect();
     let aliases: Vec<(String, String)> = PROXYSQL_NAMES

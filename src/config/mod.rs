@@ -8,9 +8,10 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    Admin, AdminUser, BackendTls, Config, Consistency, Firewall, FirewallMode, FrontendTls,
-    GaleraHostgroups, Hostgroup, Metrics, MirrorSettings, Monitor, PoolSettings, ProxySection,
-    QueryCacheSettings, QueryLog, QueryLogMode, QueryRule, Server, ServerStatus, Throttle, User,
+    Admin, AdminUser, BackendTls, ClusterSettings, Config, Consistency, Firewall, FirewallMode,
+    FrontendTls, GaleraHostgroups, Hostgroup, Metrics, MirrorSettings, Monitor, PoolSettings,
+    ProxySection, QueryCacheSettings, QueryLog, QueryLogMode, QueryRule, Server, ServerStatus,
+    Throttle, User,
 };
 
 /// Why a configuration cannot be used.
@@ -99,6 +100,10 @@ impl Config {
             if let Some(ca) = &mut tls.ca {
                 resolve(ca);
             }
+        }
+        if let Some(cluster) = &mut self.cluster {
+            resolve(&mut cluster.password_file);
+            resolve(&mut cluster.state_file);
         }
         resolve(&mut self.firewall.allowlist);
         resolve(&mut self.query_log.path);

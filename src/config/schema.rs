@@ -47,6 +47,70 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The Prometheus endpoint; without it there is none.
     pub metrics: Option<Metrics>,
+    /// Proxies that share one configuration through the Galera cluster they front.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: proxies of one `name` keep what operators change at runtime (servers,
+/// users, query rules, variables), the firewall's learned digests and failed-login blocks
+/// in tables of the Galera cluster itself, so that every proxy serves the same
+/// configuration. The TOML file stays the bootstrap: how to reach the cluster, where to
+/// listen, which certificates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Proxies with the same name share one configuration.
+    pub name: String,
+    /// Off: the section is validated but nothing is shared.
+    #[serde(default)]
+    pub sync: bool,
+    /// The account that reads and writes the shared tables (needs CREATE, SELECT, INSERT,
+    /// UPDATE, DELETE on `schema`).
+    pub user: String,
+    /// A file holding that account's password (mode 0600), as for the monitor.
+    pub password_file: PathBuf,
+    /// How often a proxy looks for a newer configuration and shares what it learned.
+    #[serde(default = "default_cluster_interval")]
+    pub interval_ms: u64,
+    /// One exchange with the cluster that takes longer has failed (a hung node).
+    #[serde(default = "default_cluster_timeout")]
+    pub timeout_ms: u64,
+    /// The schema the shared tables live in (created when missing).
+    #[serde(default = "default_cluster_schema")]
+    pub schema: String,
+    /// The versioned configuration table; its companions are `<table>_peers`,
+    /// `<table>_allowlist` and `<table>_blocks`.
+    #[serde(default = "default_cluster_table")]
+    pub table: String,
+    /// This proxy's name among its peers (default: host name and listen port).
+    pub proxy_name: Option<String>,
+    /// Where the last configuration synced from the cluster is kept, so that a proxy
+    /// restarted while the cluster is down starts from it (relative: to the config file).
+    #[serde(default = "default_cluster_state_file")]
+    pub state_file: PathBuf,
+    /// The Galera writer hostgroup whose nodes hold the shared tables (default: the first
+    /// `[[galera_hostgroups]]`' writer hostgroup).
+    pub hostgroup: Option<u32>,
+}
+
+fn default_cluster_interval() -> u64 {
+    1000
+}
+
+fn default_cluster_timeout() -> u64 {
+    2000
+}
+
+fn default_cluster_schema() -> String {
+    "sluice".into()
+}
+
+fn default_cluster_table() -> String {
+    "cluster_config".into()
+}
+
+fn default_cluster_state_file() -> PathBuf {
+    PathBuf::from("cluster-state.toml")
 }
 
 /// The SQL admin port (MySQL protocol), ProxySQL's port 6032.

@@ -17,7 +17,75 @@ pub(super) fn validate(config: &Config) -> Result<(), Failure> {
     monitor(config)?;
     query_rules(config, &hostgroups)?;
     admin(config)?;
+    cluster(config)?;
     tls_files(config)
+}
+
+fn cluster(config: &Config) -> Result<(), Failure> {
+    let Some(c) = &config.cluster else {
+        return Ok(());
+    };
+    let identifier = |key: &str, value: &str| {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if ok {
+            Ok(())
+        } else {
+            fail(
+                format!("cluster.{key}"),
+                "letters, digits and _ only, at most 64",
+            )
+        }
+    };
+    if c.name.is_empty() || c.name.len() > 64 {
+        return fail("cluster.name", "must be 1 to 64 characters");
+    }
+    identifier("schema", &c.schema)?;
+    // `<table>_allowlist` must fit MariaDB's 64-character names too
+    if c.table.len() > 54 {
+        return fail("cluster.table", "at most 54 characters");
+    }
+    identifier("table", &c.table)?;
+    if c.proxy_name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.len() > 255)
+    {
+        return fail("cluster.proxy_name", "must be 1 to 255 characters");
+    }
+    if c.interval_ms < 100 {
+        return fail("cluster.interval_ms", "must be at least 100");
+    }
+    if c.timeout_ms == 0 {
+        return fail("cluster.timeout_ms", "must be greater than 0");
+    }
+    if c.user.is_empty() {
+        return fail("cluster.user", "must not be empty");
+    }
+    if let Err(e) = std::fs::metadata(&c.password_file) {
+        return fail(
+            "cluster.password_file",
+            format!("cannot read {}: {e}", c.password_file.display()),
+        );
+    }
+    let writers: Vec<u32> = config
+        .galera_hostgroups
+        .iter()
+        .map(|g| g.writer_hostgroup)
+        .collect();
+    match c.hostgroup {
+        Some(h) if !writers.contains(&h) => fail(
+            "cluster.hostgroup",
+            format!("{h} is not the writer_hostgroup of any [[galera_hostgroups]]"),
+        ),
+        None if c.sync && writers.is_empty() => fail(
+            "cluster.sync",
+            "needs a [[galera_hostgroups]] entry: the shared tables live in the Galera cluster",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn admin(config: &Config) -> Result<(), Failure> {
@@ -461,5 +529,34 @@ mod tests {
         let text =
             format!("[frontend_tls]\ncert = \"nope.pem\"\nkey = \"nope-key.pem\"\n{MINIMAL}");
         assert_eq!(invalid(&text).0, "frontend_tls.cert");
+    }
+
+    #[test]
+    fn the_cluster_section_is_checked_and_its_unknown_keys_are_errors() {
+        let galera = "[[galera_hostgroups]]\nwriter_hostgroup = 10\nbackup_writer_hostgroup = 20\nreader_hostgroup = 30\noffline_hostgroup = 40\n[monitor]\nuser = \"m\"\npassword_file = \"/dev/zero\"\n";
+        let cluster = |extra: &str| {
+            format!("{MINIMAL}{galera}[cluster]\nname = \"prod\"\nuser = \"sync\"\n{extra}\npassword_file = \"/dev/null\"\n")
+        };
+        let ok = Config::from_toml(&cluster("sync = true"), Path::new(".")).unwrap();
+        let c = ok.cluster.unwrap();
+        assert_eq!((c.interval_ms, c.schema.as_str()), (1000, "sluice"));
+        assert_eq!(c.table, "cluster_config");
+        assert_eq!(c.state_file, Path::new("./cluster-state.toml"));
+        match Config::from_toml(&cluster("syncing = true"), Path::new(".")) {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains("syncing"), "{message}")
+            }
+            other => panic!("an unknown key must be refused, got {other:?}"),
+        }
+        assert_eq!(invalid(&cluster("schema = \"a-b\"")).0, "cluster.schema");
+        assert_eq!(
+            invalid(&cluster("interval_ms = 10")).0,
+            "cluster.interval_ms"
+        );
+        assert_eq!(invalid(&cluster("hostgroup = 30")).0, "cluster.hostgroup");
+        let missing = cluster("").replace("/dev/null", "/nonexistent/pw");
+        assert_eq!(invalid(&missing).0, "cluster.password_file");
+        let no_galera = format!("{MINIMAL}[cluster]\nname = \"p\"\nuser = \"s\"\npassword_file = \"/dev/null\"\nsync = true\n");
+        assert_eq!(invalid(&no_galera).0, "cluster.sync");
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,8 @@ struct Failures {
     /// Consecutive failed logins since the last success or block.
     count: u32,
     blocked_until: Option<Instant>,
+    /// When the block in force began.
+    blocked_at: Option<Instant>,
     /// How many times the address was blocked: each block lasts twice as long.
     blocks: u32,
     /// When its last login failed.
@@ -53,6 +56,13 @@ pub enum Refusal {
 pub struct Admission {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Blocks the proxies of the cluster imposed (this one's too), as last read from it;
+    /// replaced whole at each sync, so a block lifted there is lifted here.
+    cluster_blocks: Mutex<HashMap<IpAddr, Instant>>,
+    /// Blocks imposed here that the cluster has not been told of (filled only while a
+    /// cluster sync drains it).
+    outbox: Mutex<Vec<(IpAddr, Duration)>>,
+    pub sharing: AtomicBool,
 }
 
 /// Counts one open connection of an address for as long as it lives.
@@ -94,11 +104,46 @@ impl Admission {
         })
     }
 
-    /// How much longer `ip` is blocked, if it is.
+    /// How much longer `ip` is blocked, if it is (here or by a peer).
     pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().expect("admission lock");
-        let until = failures.get(&ip)?.blocked_until?;
-        until.checked_duration_since(Instant::now())
+        let now = Instant::now();
+        let own = self
+            .failures
+            .lock()
+            .expect("admission lock")
+            .get(&ip)
+            .and_then(|f| f.blocked_until);
+        let peers = self
+            .cluster_blocks
+            .lock()
+            .expect("admission lock")
+            .get(&ip)
+            .copied();
+        own.max(peers)?.checked_duration_since(now)
+    }
+
+    /// The blocks in force across the cluster, `(address, for how much longer)`, read
+    /// after every block imposed here before `as_of` was shared: a block of this proxy's
+    /// that the cluster no longer holds was lifted there (a flush on a peer), and is
+    /// lifted here too.
+    pub fn set_cluster_blocks(&self, blocks: &[(IpAddr, Duration)], as_of: Instant) {
+        let now = Instant::now();
+        let blocks: HashMap<IpAddr, Instant> =
+            blocks.iter().map(|(ip, d)| (*ip, now + *d)).collect();
+        let mut failures = self.failures.lock().expect("admission lock");
+        for (ip, f) in failures.iter_mut() {
+            if f.blocked_at.is_some_and(|t| t <= as_of) && !blocks.contains_key(ip) {
+                f.blocked_until = None;
+                f.blocked_at = None;
+            }
+        }
+        drop(failures);
+        *self.cluster_blocks.lock().expect("admission lock") = blocks;
+    }
+
+    /// Takes the blocks imposed here since the last call, to be shared.
+    pub fn take_new_blocks(&self) -> Vec<(IpAddr, Duration)> {
+        std::mem::take(&mut *self.outbox.lock().expect("admission lock"))
     }
 
     /// Records a failed login; returns how long the address is now blocked, if this
@@ -125,7 +170,16 @@ impl Admission {
             ));
         f.count = 0;
         f.blocks += 1;
-        f.blocked_until = Some(Instant::now() + block);
+        let now = Instant::now();
+        f.blocked_until = Some(now + block);
+        f.blocked_at = Some(now);
+        drop(failures);
+        if self.sharing.load(Ordering::Relaxed) {
+            let mut outbox = self.outbox.lock().expect("admission lock");
+            if outbox.len() < MAX_TRACKED {
+                outbox.push((ip, block));
+            }
+        }
         Some(block)
     }
 
@@ -155,6 +209,7 @@ impl Admission {
     /// Forgets every failure and block (`PROXYSQL FLUSH MYSQL CLIENT HOSTS`).
     pub fn clear(&self) {
         self.failures.lock().expect("admission lock").clear();
+        self.cluster_blocks.lock().expect("admission lock").clear();
     }
 
     /// A successful login clears the address's failures (its block history stays, so a
@@ -210,6 +265,27 @@ mod tests {
             Some(Duration::from_millis(3000)),
             "capped"
         );
+    }
+
+    #[test]
+    fn blocks_read_from_the_cluster_refuse_until_lifted_there() {
+        let a = Admission::default();
+        let ip: IpAddr = "127.0.0.6".parse().unwrap();
+        a.set_cluster_blocks(&[(ip, Duration::from_secs(30))], Instant::now());
+        assert!(matches!(a.admit(ip, 0), Err(Refusal::Throttled { .. })));
+        a.set_cluster_blocks(&[], Instant::now());
+        assert!(a.admit(ip, 0).is_ok());
+        a.sharing.store(true, Ordering::Relaxed);
+        let before = Instant::now();
+        for _ in 0..3 {
+            a.login_failed(ip, &policy());
+        }
+        assert_eq!(a.take_new_blocks(), vec![(ip, Duration::from_millis(1000))]);
+        assert!(a.take_new_blocks().is_empty());
+        a.set_cluster_blocks(&[], before);
+        assert!(a.admit(ip, 0).is_err(), "a block newer than the read stays");
+        a.set_cluster_blocks(&[], Instant::now());
+        assert!(a.admit(ip, 0).is_ok(), "lifted in the cluster: lifted here");
     }
 
     #[test]

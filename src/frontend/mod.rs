@@ -57,6 +57,8 @@ pub struct Frontend {
     pub counters: Counters,
     /// What the data path observes for Prometheus (query latency per hostgroup).
     pub metrics: crate::metrics::Metrics,
+    /// The configuration sync with the other proxies of the cluster, when on.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// When the proxy started.
     pub started: std::time::Instant,
     next_connection_id: AtomicU32,
@@ -74,6 +76,7 @@ impl Frontend {
         pool: Pool,
         connlog: ConnectionLog,
         shutdown: watch::Receiver<bool>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Frontend {
         let query_cache = QueryCache::new(&shared.load().config.query_cache);
         Frontend {
@@ -89,6 +92,7 @@ impl Frontend {
             registry: Arc::default(),
             counters: Counters::default(),
             metrics: Default::default(),
+            cluster,
             started: std::time::Instant::now(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
@@ -105,6 +109,15 @@ impl Frontend {
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
+    }
+
+    /// `PROXYSQL FLUSH MYSQL CLIENT HOSTS`: failed logins and blocks are forgotten here
+    /// and, with the cluster on, by every proxy.
+    pub fn forget_client_hosts(&self) {
+        self.admission.clear();
+        if let Some(cluster) = &self.cluster {
+            cluster.clear_blocks();
+        }
     }
 
     /// Client connections open right now.

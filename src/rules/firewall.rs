@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::engine::{format_digest, parse_digest};
 use crate::config::FirewallMode;
@@ -26,17 +26,56 @@ pub enum Verdict {
 /// Digest text kept per entry, at most (the hash covers the whole text).
 const TEXT_KEPT: usize = 1024;
 
+/// Learned digests waiting to be shared with the other proxies of a cluster, at most.
+const OUTBOX_LIMIT: usize = 100_000;
+
+/// Digests learned here that the other proxies of the cluster have not been told of:
+/// `(user, digest, text)`. It outlives a reload's new [`Firewall`].
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Filled only while a cluster sync drains it.
+    pub enabled: AtomicBool,
+    learned: Mutex<Vec<(String, u64, String)>>,
+}
+
+impl Outbox {
+    /// Takes what waits to be shared.
+    pub fn take(&self) -> Vec<(String, u64, String)> {
+        std::mem::take(&mut *self.learned.lock().expect("outbox lock"))
+    }
+
+    /// Puts back what could not be shared (the cluster did not answer).
+    pub fn put_back(&self, mut learned: Vec<(String, u64, String)>) {
+        let mut waiting = self.learned.lock().expect("outbox lock");
+        learned.append(&mut waiting);
+        learned.truncate(OUTBOX_LIMIT);
+        *waiting = learned;
+    }
+
+    fn push(&self, user: &str, digest: u64, text: &str) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut waiting = self.learned.lock().expect("outbox lock");
+        if waiting.len() < OUTBOX_LIMIT {
+            waiting.push((user.to_owned(), digest, text.to_owned()));
+        }
+    }
+}
+
 /// The allow list of every user, and whether it changed since it was last written.
 #[derive(Debug)]
 pub struct Firewall {
     path: PathBuf,
     allowed: RwLock<HashMap<String, HashMap<u64, String>>>,
     dirty: AtomicBool,
+    outbox: Arc<Outbox>,
 }
 
 impl Firewall {
-    /// Reads the allow list at `path` (a missing file is an empty list).
-    pub fn load(path: &Path) -> Result<Firewall, String> {
+    /// Reads the allow list at `path` (a missing file is an empty list); what it learns
+    /// goes to `outbox` too.
+    pub fn load(path: &Path, outbox: Arc<Outbox>) -> Result<Firewall, String> {
         let allowed = match std::fs::read_to_string(path) {
             Ok(text) => parse(&text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
@@ -46,7 +85,30 @@ impl Firewall {
             path: path.to_owned(),
             allowed: RwLock::new(allowed),
             dirty: AtomicBool::new(false),
+            outbox,
         })
+    }
+
+    /// Where digests learned here wait to be shared.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Adds digests another proxy learned (not shared again); returns how many were new.
+    pub fn adopt(&self, learned: impl IntoIterator<Item = (String, u64, String)>) -> usize {
+        let mut allowed = self.allowed.write().expect("firewall lock");
+        let mut added = 0;
+        for (user, digest, text) in learned {
+            let digests = allowed.entry(user).or_default();
+            if let std::collections::hash_map::Entry::Vacant(e) = digests.entry(digest) {
+                e.insert(text);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.dirty.store(true, Ordering::Release);
+        }
+        added
     }
 
     /// Where the allow list is kept.
@@ -85,7 +147,9 @@ impl Firewall {
         allowed
             .entry(user.to_owned())
             .or_default()
-            .insert(digest, text);
+            .insert(digest, text.clone());
+        drop(allowed);
+        self.outbox.push(user, digest, &text);
         self.dirty.store(true, Ordering::Release);
     }
 
@@ -177,7 +241,7 @@ mod tests {
     fn detect_learns_protect_blocks_and_the_list_survives_a_restart() {
         let path = scratch("cycle");
         let _ = std::fs::remove_file(&path);
-        let fw = Firewall::load(&path).unwrap();
+        let fw = Firewall::load(&path, Default::default()).unwrap();
         let text = b"SELECT c FROM t WHERE id = ?";
         assert_eq!(fw.check(FirewallMode::Off, "app", 1, text), Verdict::Pass);
         assert_eq!(
@@ -201,7 +265,7 @@ mod tests {
             Verdict::Blocked
         );
         fw.flush().unwrap();
-        let again = Firewall::load(&path).unwrap();
+        let again = Firewall::load(&path, Default::default()).unwrap();
         assert_eq!(
             again.check(FirewallMode::Protect, "app", 1, text),
             Verdict::Pass
@@ -214,7 +278,7 @@ mod tests {
     fn a_broken_list_is_refused_with_its_line() {
         let path = scratch("broken");
         std::fs::write(&path, "# header\napp\t0x12\tSELECT ?\napp\tnot-a-digest\n").unwrap();
-        let err = Firewall::load(&path).unwrap_err();
+        let err = Firewall::load(&path, Default::default()).unwrap_err();
         assert!(err.starts_with("line 3:"), "{err}");
     }
 }
