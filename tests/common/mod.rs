@@ -17,6 +17,8 @@ use sluice::protocol::handshake::{HandshakeResponse, InitialHandshake};
 use sluice::protocol::packets::ErrPacket;
 use sluice::protocol::response::{Progress, ResponseTracker};
 
+pub mod cluster;
+
 pub const WRITER_PORT: u16 = 13306;
 
 pub fn repo() -> PathBuf {
