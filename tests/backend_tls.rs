@@ -36,12 +36,15 @@ fn backend_connections_use_verified_tls_when_configured() {
 fn a_backend_certificate_from_another_ca_is_refused() {
     let other = repo().join("certs/other-ca.pem");
     let proxy = Proxy::start_with(|c| {
-        with_backend_tls(c).replace(
-            &format!("\nca = \"{}\"", repo().join("certs/ca.pem").display()),
-            &format!("\nca = \"{}\"", other.display()),
-        )
+        with_backend_tls(c)
+            .replace(
+                &format!("\nca = \"{}\"", repo().join("certs/ca.pem").display()),
+                &format!("\nca = \"{}\"", other.display()),
+            )
+            .replace("[proxy]\n", "[proxy]\nfailover_wait_ms = 500\n")
     });
-    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    // the replicas (no TLS) still serve reads: a locking read needs the writer
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1 FOR UPDATE"]);
     assert!(!out.status.success());
     let message = stderr(&out);
     assert!(message.contains("ERROR 9001"), "{message}");

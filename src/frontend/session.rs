@@ -322,18 +322,12 @@ impl Session {
             tracing::warn!(%peer, user = %li.user.config.name, "client refused: user connection limit");
             return Err("user connection limit");
         };
-        let wait = super::backends::failover_wait(
-            &frontend.shared.peek(),
-            li.user.config.default_hostgroup,
-        );
+        let routing = routing_for(&frontend, &li.user);
+        let login_hostgroup = login_hostgroup(&frontend, &li.user, &routing);
+        let wait = super::backends::failover_wait(&frontend.shared.peek(), login_hostgroup);
         let backend = match frontend
             .pool
-            .acquire_through_failover(
-                &frontend.shared,
-                li.user.config.default_hostgroup,
-                &li.login,
-                wait,
-            )
+            .acquire_through_failover(&frontend.shared, login_hostgroup, &li.login, wait)
             .await
         {
             Ok(b) => b,
@@ -354,7 +348,6 @@ impl Session {
         };
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
-        let routing = routing_for(&frontend, &li.user);
         let runtime = frontend.shared.load();
         if runtime.pool.min_idle_per_server > 0 {
             keep_warm(
@@ -571,6 +564,25 @@ impl Session {
 }
 
 /// The routing state a fresh session of `user` starts with.
+/// Where a login checks that the user can reach a server (the account, the schema): the
+/// default hostgroup, or — while it has no server at all (every Galera node down) — the
+/// readers of a session whose reads are split off, so that reads go on being served. Only
+/// when multiplexing: the login's connection then goes back to the pool, and the session's
+/// first write looks for the writer as any statement does.
+fn login_hostgroup(frontend: &Frontend, user: &UserEntry, routing: &SessionRouting) -> u32 {
+    let default = user.config.default_hostgroup;
+    match routing.reader_hostgroup {
+        Some(readers)
+            if frontend.shared.peek().pool.multiplex
+                && frontend.shared.candidates(default).is_empty()
+                && !frontend.shared.candidates(readers).is_empty() =>
+        {
+            readers
+        }
+        _ => default,
+    }
+}
+
 pub(super) fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
     SessionRouting::for_user(
         &frontend.shared.load().galera,
