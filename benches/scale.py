@@ -108,7 +108,7 @@ def write_packet(sock, seq, payload):
     sock.sendall(struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload)
 
 
-def login(port, tls_context=None):
+def login(port, tls_context=None, user="app", password="app", database="sbtest"):
     sock = socket.create_connection(("127.0.0.1", port))
     _, greeting = read_packet(sock)
     end = greeting.index(b"\0", 1)
@@ -121,10 +121,10 @@ def login(port, tls_context=None):
         write_packet(sock, seq, struct.pack("<IIB23x", caps, 1 << 24, 45))
         seq += 1
         sock = tls_context.wrap_socket(sock, server_hostname="localhost")
-    stage1 = sha1(b"app").digest()
+    stage1 = sha1(password.encode()).digest()
     proof = bytes(a ^ b for a, b in zip(stage1, sha1(scramble + sha1(stage1).digest()).digest()))
-    payload = (struct.pack("<IIB23x", caps, 1 << 24, 45) + b"app\0" + bytes([len(proof)]) + proof
-               + b"sbtest\0" + b"mysql_native_password\0")
+    payload = (struct.pack("<IIB23x", caps, 1 << 24, 45) + user.encode() + b"\0" + bytes([len(proof)])
+               + proof + database.encode() + b"\0" + b"mysql_native_password\0")
     write_packet(sock, seq, payload)
     _, answer = read_packet(sock)
     if answer[:1] != b"\0":

@@ -170,7 +170,7 @@ fn check_config_accepts_the_shipped_configs() {
     // the compose layout's config, with the certificates it mounts beside it
     let dir = std::env::temp_dir().join(format!("sluice-compose-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("certs")).unwrap();
-    for file in ["sluice.toml", "monitor.secret"] {
+    for file in ["sluice.toml", "monitor.secret", "cluster.secret"] {
         std::fs::copy(repo().join("docker/compose").join(file), dir.join(file)).unwrap();
     }
     for file in ["server.pem", "server-key.pem"] {

@@ -61,7 +61,10 @@ fn a_query_rule_loaded_on_one_proxy_denies_on_the_other_within_two_intervals() {
 
 #[test]
 fn a_server_set_offline_soft_through_one_proxy_drains_on_the_other() {
-    let (a, b) = pair("offline", |c| c);
+    // tables of their own: the first proxy creates them
+    let table = format!("cluster_t{}", std::process::id());
+    let own_table = |c: String| format!("{c}table = \"{table}\"\n");
+    let (a, b) = pair("offline", own_table);
     admin_ok(
         &b,
         "UPDATE mysql_servers SET status = 'OFFLINE_SOFT' WHERE port = 13309; \
@@ -81,6 +84,16 @@ fn a_server_set_offline_soft_through_one_proxy_drains_on_the_other() {
     let ports = common::read_ports(&a, 40);
     assert_eq!(ports.get("13309"), None, "no new read on 13309: {ports:?}");
     assert_eq!(ports.get("13310"), Some(&40), "{ports:?}");
+    let created = common::direct_ok(&format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'sluice' \
+         AND table_name LIKE '{table}%'"
+    ));
+    assert_eq!(created, "4\n");
+    drop((a, b));
+    common::direct_ok(&format!(
+        "DROP TABLE sluice.{table}, sluice.{table}_peers, sluice.{table}_allowlist, \
+         sluice.{table}_blocks"
+    ));
 }
 
 #[test]

@@ -34,6 +34,9 @@ const BATCH: usize = 200;
 /// The fully quoted names of the shared tables.
 #[derive(Debug, Clone)]
 pub struct Tables {
+    /// The schema and configuration table's names as configured (unquoted).
+    schema_name: String,
+    table_name: String,
     schema: String,
     config: String,
     peers: String,
@@ -45,6 +48,8 @@ impl Tables {
     pub fn new(settings: &ClusterSettings) -> Tables {
         let (s, t) = (&settings.schema, &settings.table);
         Tables {
+            schema_name: s.clone(),
+            table_name: t.clone(),
             schema: format!("`{s}`"),
             config: format!("`{s}`.`{t}`"),
             peers: format!("`{s}`.`{t}_peers`"),
@@ -203,22 +208,15 @@ impl Store {
         store.run("SET SESSION time_zone = '+00:00'").await?;
         store.run("SET SESSION wsrep_sync_wait = 1").await?;
         store.run("SET SESSION autocommit = 1").await?;
-        let (schema, _) = store.tables.config.split_once('.').expect("schema.table");
         let present = store
             .query(&format!(
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} \
-                 AND table_name LIKE {}",
-                lit(schema.trim_matches('`')),
-                lit(&format!(
-                    "{}%",
-                    store
-                        .tables
-                        .config
-                        .split_once('.')
-                        .expect("x")
-                        .1
-                        .trim_matches('`')
-                )),
+                 AND table_name IN ({}, {}, {}, {})",
+                lit(&store.tables.schema_name),
+                lit(&store.tables.table_name),
+                lit(&format!("{}_peers", store.tables.table_name)),
+                lit(&format!("{}_allowlist", store.tables.table_name)),
+                lit(&format!("{}_blocks", store.tables.table_name)),
             ))
             .await?;
         // DDL is a cluster-wide barrier in Galera: only when something is missing
@@ -391,13 +389,13 @@ impl Store {
 
     /// Digests learned since `since` (a database time as returned before; `None`: all),
     /// with the newest time seen. A digest whose insert was still committing when the
-    /// cursor moved past its time is read again: reads overlap by a minute.
+    /// cursor moved past its time is read again: reads overlap by ten seconds.
     pub async fn digests_since(
         &mut self,
         since: Option<&str>,
     ) -> Result<(Vec<LearnedDigest>, Option<String>), String> {
         let after = since.map_or(String::new(), |t| {
-            format!(" AND learned_at >= {} - INTERVAL 60 SECOND", lit(t))
+            format!(" AND learned_at >= {} - INTERVAL 10 SECOND", lit(t))
         });
         let sql = format!(
             "SELECT username, digest, digest_text, learned_at FROM {} WHERE cluster = {}{after}",

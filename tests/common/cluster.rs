@@ -17,11 +17,12 @@ pub fn cluster_section(name: &str) -> String {
     )
 }
 
-/// Two proxies of one cluster name (`edit` applies to both configurations).
+/// Two proxies of one cluster name (`edit` applies to both configurations, which end with
+/// the `[cluster]` section).
 pub fn pair(name: &str, edit: impl Fn(String) -> String) -> (Proxy, Proxy) {
     let section = cluster_section(name);
-    let a = Proxy::start_with(|c| edit(c) + &section);
-    let b = Proxy::start_with(|c| edit(c) + &section);
+    let a = Proxy::start_with(|c| edit(c + &section));
+    let b = Proxy::start_with(|c| edit(c + &section));
     wait_for(
         Duration::from_secs(10),
         "both proxies on one version",
