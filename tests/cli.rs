@@ -214,6 +214,37 @@ fn check_config_names_the_bad_key() {
     let out = sluice(&["check-config", "--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("listen"), "{}", stderr(&out));
+    // [cluster] is checked too: an unknown key, a missing password file
+    let reference = std::fs::read_to_string(repo().join("config/reference.toml")).unwrap();
+    let config_dir = repo().join("config");
+    let reference = reference
+        .replace("\"../certs/", &format!("\"{}/certs/", repo().display()))
+        .replace(
+            "\"monitor.secret\"",
+            &format!("\"{}/monitor.secret\"", config_dir.display()),
+        )
+        .replace(
+            "\"cluster.secret\"",
+            &format!("\"{}/cluster.secret\"", config_dir.display()),
+        );
+    std::fs::write(&path, &reference).unwrap();
+    let out = sluice(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (change, named) in [
+        (
+            ("interval_ms = 1000", "interval_ms = 1000\nsyncing = true"),
+            "syncing",
+        ),
+        (
+            ("config/cluster.secret", "config/missing.secret"),
+            "cluster.password_file",
+        ),
+    ] {
+        std::fs::write(&path, reference.replace(change.0, change.1)).unwrap();
+        let out = sluice(&["check-config", "--config", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{named}");
+        assert!(stderr(&out).contains(named), "{}", stderr(&out));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
