@@ -36,12 +36,7 @@ PORTS = {"A": (16093, 16094, 16095), "B": (16103, 16104, 16105), "C": (16113, 16
 
 def start(work, name, cluster):
     port, admin, metrics = PORTS[name]
-    demo = (ROOT / "config/sluice.toml").read_text()
-    config = (demo.replace("127.0.0.1:6033", f"127.0.0.1:{port}")
-              .replace("127.0.0.1:6032", f"127.0.0.1:{admin}")
-              .replace("127.0.0.1:6070", f"127.0.0.1:{metrics}")
-              .replace('"../certs/', f'"{ROOT}/certs/')
-              .replace('"monitor.secret"', f'"{ROOT}/config/monitor.secret"'))
+    config = load.demo_config(port, admin, metrics)
     sync = "true" if name != "C" else "false"
     config += (f'\n[cluster]\nname = "{cluster}"\nsync = {sync}\nuser = "sluice_cluster"\n'
                f'password_file = "{ROOT}/config/cluster.secret"\n')

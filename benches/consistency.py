@@ -30,12 +30,7 @@ PORTS = {"session": (16053, 16054, 16055), "global": (16083, 16084, 16085),
 
 def start(work, consistency):
     port, admin, metrics = PORTS[consistency]
-    demo = (ROOT / "config/sluice.toml").read_text()
-    config = (demo.replace("127.0.0.1:6033", f"127.0.0.1:{port}")
-              .replace("127.0.0.1:6032", f"127.0.0.1:{admin}")
-              .replace("127.0.0.1:6070", f"127.0.0.1:{metrics}")
-              .replace('"../certs/', f'"{ROOT}/certs/')
-              .replace('"monitor.secret"', f'"{ROOT}/config/monitor.secret"')
+    config = (load.demo_config(port, admin, metrics)
               .replace('name = "app"\n', f'name = "app"\nconsistency = "{consistency}"\n', 1))
     path = work / f"sluice-{consistency}.toml"
     path.write_text(config)

@@ -49,12 +49,7 @@ socket.setdefaulttimeout(60)
 
 
 def start_sluice(work, round_no):
-    demo = (ROOT / "config/sluice.toml").read_text()
-    config = (demo.replace("127.0.0.1:6033", f"127.0.0.1:{SLUICE_PORT}")
-              .replace("127.0.0.1:6032", f"127.0.0.1:{SLUICE_ADMIN}")
-              .replace("127.0.0.1:6070", f"127.0.0.1:{SLUICE_METRICS}")
-              .replace('"../certs/', f'"{ROOT}/certs/')
-              .replace('"monitor.secret"', f'"{ROOT}/config/monitor.secret"'))
+    config = load.demo_config(SLUICE_PORT, SLUICE_ADMIN, SLUICE_METRICS)
     path = work / "sluice.toml"
     path.write_text(config)
     proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config", str(path)],

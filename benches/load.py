@@ -102,6 +102,17 @@ def parse(report):
             "p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
 
 
+def demo_config(port, admin, metrics):
+    """The demo configuration (config/sluice.toml) on the given client, admin and metrics
+    ports, its certificate and secret paths made absolute."""
+    demo = (ROOT / "config/sluice.toml").read_text()
+    return (demo.replace("127.0.0.1:6033", f"127.0.0.1:{port}")
+            .replace("127.0.0.1:6032", f"127.0.0.1:{admin}")
+            .replace("127.0.0.1:6070", f"127.0.0.1:{metrics}")
+            .replace('"../certs/', f'"{ROOT}/certs/')
+            .replace('"monitor.secret"', f'"{ROOT}/config/monitor.secret"'))
+
+
 def start_sluice(work, port=SLUICE_PORT, max_connections=2000, proxy_extra="", sections="",
                  binary=None):
     """A release Sluice in front of the node; `proxy_extra` goes into [proxy], `sections`
