@@ -371,6 +371,9 @@ impl Cluster {
     async fn ensure<'a>(&self, store: &'a mut Option<Store>) -> Result<&'a mut Store, String> {
         if store.is_none() {
             *store = Some(self.connect().await?);
+            // a new connection reads the whole shared allow list once: whatever a cursor
+            // moved past while a row was still committing is taken then
+            *self.digest_cursor.lock().expect("cursor") = None;
         }
         Ok(store.as_mut().expect("connected"))
     }
