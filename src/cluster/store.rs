@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use super::document::SharedConfig;
 use crate::backend::{BackendConn, Login};
 use crate::config::ClusterSettings;
 use crate::protocol::text::TextResult;
@@ -99,7 +100,6 @@ impl Tables {
 /// One configuration version as stored.
 #[derive(Debug, Clone)]
 pub struct StoredConfig {
-    pub version: u64,
     pub written_by: String,
     pub text: String,
 }
@@ -228,11 +228,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The server this store talks to.
-    pub fn address(&self) -> &str {
-        self.conn.server.address()
-    }
-
     async fn query(&mut self, sql: &str) -> Result<TextResult, String> {
         match self.conn.query_text(sql).await {
             Ok(Ok(result)) => Ok(result),
@@ -267,7 +262,6 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(StoredConfig {
-            version,
             written_by: text(&result, 0, 0).unwrap_or_default(),
             text: text(&result, 0, 1).unwrap_or_default(),
         }))
@@ -279,16 +273,17 @@ impl Store {
         &mut self,
         version: u64,
         by: &str,
-        text: &str,
-        checksum: u64,
+        doc: &SharedConfig,
     ) -> Result<Published, String> {
+        let text = doc.to_text();
+        let checksum = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
         let sql = format!(
             "INSERT INTO {} (cluster, version, written_by, written_at, checksum, config) \
              VALUES ({}, {version}, {}, NOW(6), {checksum}, {})",
             self.tables.config,
             lit(&self.cluster),
             lit(by),
-            lit(text)
+            lit(&text)
         );
         match self.conn.query_text(&sql).await {
             Ok(Ok(_)) => {}

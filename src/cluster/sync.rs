@@ -50,9 +50,7 @@ pub struct SyncCounters {
 pub struct SyncStatus {
     /// The version this proxy runs (0: none taken from or written to the cluster yet).
     pub version: u64,
-    pub written_by: String,
     pub applied_unix_ms: u64,
-    pub checksum: u64,
     /// The newest version the cluster holds, as last read.
     pub latest: u64,
     /// A version refused here, and why.
@@ -60,8 +58,6 @@ pub struct SyncStatus {
     /// The last round's failure, if it failed.
     pub last_error: Option<String>,
     pub last_ok_unix_ms: u64,
-    /// The node the sync talks to.
-    pub store: Option<String>,
     /// The peers as last read (this proxy among them).
     pub peers: Vec<PeerRow>,
 }
@@ -208,9 +204,7 @@ impl Cluster {
         let Some(state) = state else { return };
         let mut status = self.status.lock().expect("cluster status");
         status.version = state.version;
-        status.written_by = state.written_by;
         status.applied_unix_ms = state.applied_unix_ms;
-        status.checksum = state.config.checksum();
         *self.current.lock().expect("cluster current") = Some(state.config);
     }
 
@@ -312,7 +306,6 @@ impl Cluster {
             tracing::warn!(error = %error, version = status.version, "cluster: sync failed; serving the configuration in force, retrying");
         }
         status.last_error = Some(error);
-        status.store = None;
         *store = None;
     }
 
@@ -357,11 +350,7 @@ impl Cluster {
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
             match opened {
-                Ok(store) => {
-                    self.status.lock().expect("cluster status").store =
-                        Some(server.address.clone());
-                    return Ok(store);
-                }
+                Ok(store) => return Ok(store),
                 Err(e) => errors.push(format!("{}: {e}", server.address)),
             }
         }
@@ -445,9 +434,7 @@ impl Cluster {
             let mut status = self.status.lock().expect("cluster status");
             status.version = version;
             status.latest = status.latest.max(version);
-            status.written_by = written_by.to_owned();
             status.applied_unix_ms = applied_unix_ms;
-            status.checksum = doc.checksum();
             status.refused = None;
         }
         let state = SyncedState {
@@ -465,10 +452,7 @@ impl Cluster {
 
     async fn seed(&self, store: &mut Store, version: u64) -> Result<(), String> {
         let doc = SharedConfig::of(&self.shared.load().config);
-        match store
-            .publish(version, &self.proxy_name, &doc.to_text(), doc.checksum())
-            .await?
-        {
+        match store.publish(version, &self.proxy_name, &doc).await? {
             Published::Written => {
                 tracing::info!(
                     version,
@@ -564,26 +548,15 @@ impl Cluster {
         let running = self.shared.load();
         Runtime::build(next, Some(&running)).map_err(|e| e.to_string())?;
         let doc = SharedConfig::of(next);
-        let (version, checksum) = {
-            let s = self.status.lock().expect("cluster status");
-            (s.version, s.checksum)
-        };
-        if doc.checksum() == checksum
-            || doc.checksum() == SharedConfig::of(&running.config).checksum()
-        {
+        // only this proxy's own settings changed: nothing for the peers
+        if doc.to_text() == SharedConfig::of(&running.config).to_text() {
             return apply(next);
         }
+        let version = self.status.lock().expect("cluster status").version;
         let timeout = Duration::from_millis(self.settings.timeout_ms) * 2;
         let written = tokio::time::timeout(timeout, async {
             let store = self.ensure(&mut slot).await?;
-            store
-                .publish(
-                    version + 1,
-                    &self.proxy_name,
-                    &doc.to_text(),
-                    doc.checksum(),
-                )
-                .await
+            store.publish(version + 1, &self.proxy_name, &doc).await
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
