@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::live::{int, text, Live};
 use super::tables::{unkeyed as table, Table};
+use crate::cluster::store::PeerRow;
 use crate::runtime::Runtime;
 
 const ERROR_COLUMNS: &[(&str, &str)] = &[
@@ -169,58 +170,44 @@ fn cluster_peers(live: &Live<'_>) -> Vec<Vec<Value>> {
         return Vec::new();
     };
     let status = cluster.status();
-    let mut peers = cluster.peers();
-    if !peers.iter().any(|p| p.is_self) {
-        peers.push(crate::cluster::PeerView {
-            row: Default::default(),
-            is_self: true,
-            in_sync: false,
-        });
-    }
     let seconds = |ms: u64| int(ms / 1000);
-    peers
-        .into_iter()
+    let row = |peer: &PeerRow, is_self: bool, in_sync: bool| {
+        vec![
+            text(&peer.proxy),
+            int(u64::from(is_self)),
+            int(peer.version),
+            seconds(peer.applied_unix_ms),
+            seconds(peer.last_seen_unix_ms),
+            int(peer.silent_ms),
+            int(u64::from(in_sync)),
+            int(peer.refused_version),
+            peer.last_error.clone().map_or(Value::Null, Value::Text),
+        ]
+    };
+    let peers = cluster.peers();
+    // this proxy's row is its live state, whatever the table last said of it
+    let heard = peers.iter().find(|p| p.is_self).map(|p| p.row.clone());
+    let own = PeerRow {
+        proxy: cluster.proxy_name.clone(),
+        version: status.version,
+        applied_unix_ms: status.applied_unix_ms,
+        refused_version: status.refused.as_ref().map_or(0, |r| r.0),
+        last_error: status.last_error.clone().or_else(|| status.refusal()),
+        ..heard.clone().unwrap_or_default()
+    };
+    let own_in_sync = status.last_error.is_none() && status.version >= status.latest;
+    let mut rows: Vec<Vec<Value>> = peers
+        .iter()
         .map(|p| {
-            let (version, applied, error) = if p.is_self {
-                let error = status.last_error.clone().or_else(|| {
-                    status
-                        .refused
-                        .as_ref()
-                        .map(|(v, e)| format!("version {v} refused: {e}"))
-                });
-                (status.version, status.applied_unix_ms, error)
+            if p.is_self {
+                row(&own, true, own_in_sync)
             } else {
-                (
-                    p.row.version,
-                    p.row.applied_unix_ms,
-                    p.row.last_error.clone(),
-                )
-            };
-            let in_sync = if p.is_self {
-                status.last_error.is_none() && status.version >= status.latest
-            } else {
-                p.in_sync
-            };
-            let refused = if p.is_self {
-                status.refused.as_ref().map_or(0, |r| r.0)
-            } else {
-                p.row.refused_version
-            };
-            vec![
-                text(if p.is_self {
-                    &cluster.proxy_name
-                } else {
-                    &p.row.proxy
-                }),
-                int(u64::from(p.is_self)),
-                int(version),
-                seconds(applied),
-                seconds(p.row.last_seen_unix_ms),
-                int(p.row.silent_ms),
-                int(u64::from(in_sync)),
-                int(refused),
-                error.map_or(Value::Null, Value::Text),
-            ]
+                row(&p.row, false, p.in_sync)
+            }
         })
-        .collect()
+        .collect();
+    if heard.is_none() {
+        rows.push(row(&own, true, own_in_sync));
+    }
+    rows
 }

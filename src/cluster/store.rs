@@ -22,6 +22,7 @@ use super::document::SharedConfig;
 use crate::backend::{BackendConn, Login};
 use crate::config::ClusterSettings;
 use crate::protocol::text::TextResult;
+use crate::rules::firewall::LearnedDigest;
 use crate::runtime::ServerTarget;
 
 /// ER_DUP_ENTRY and ER_LOCK_DEADLOCK (Galera's certification failure): another proxy
@@ -132,14 +133,6 @@ pub struct PeerRow {
     pub silent_ms: u64,
     pub refused_version: u64,
     pub last_error: Option<String>,
-}
-
-/// A digest the firewall learned, as shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LearnedDigest {
-    pub user: String,
-    pub digest: u64,
-    pub text: String,
 }
 
 /// See the module documentation.

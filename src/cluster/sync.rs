@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use super::document::{SharedConfig, SyncedState};
-use super::store::{Heartbeat, LearnedDigest, PeerRow, Published, Store, Tables};
+use super::store::{Heartbeat, PeerRow, Published, Store, Tables};
 use crate::backend::Login;
 use crate::config::{ClusterSettings, Config};
 use crate::frontend::Frontend;
@@ -60,6 +60,15 @@ pub struct SyncStatus {
     pub last_ok_unix_ms: u64,
     /// The peers as last read (this proxy among them).
     pub peers: Vec<PeerRow>,
+}
+
+impl SyncStatus {
+    /// The refused version and why, as the peers and the admin port show it.
+    pub fn refusal(&self) -> Option<String> {
+        self.refused
+            .as_ref()
+            .map(|(v, e)| format!("version {v} refused: {e}"))
+    }
 }
 
 /// One peer as the admin port shows it.
@@ -475,25 +484,17 @@ impl Cluster {
         outbox.enabled.store(true, Ordering::Relaxed);
         let learned = outbox.take();
         if !learned.is_empty() {
-            let rows: Vec<LearnedDigest> = learned
-                .iter()
-                .map(|(user, digest, text)| LearnedDigest {
-                    user: user.clone(),
-                    digest: *digest,
-                    text: text.clone(),
-                })
-                .collect();
-            if let Err(e) = store.share_digests(&self.proxy_name, &rows).await {
+            if let Err(e) = store.share_digests(&self.proxy_name, &learned).await {
                 outbox.put_back(learned);
                 return Err(e);
             }
             self.counters
                 .digests_shared
-                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                .fetch_add(learned.len() as u64, Ordering::Relaxed);
         }
         let cursor = self.digest_cursor.lock().expect("cursor").clone();
         let (digests, newest) = store.digests_since(cursor.as_deref()).await?;
-        let added = firewall.adopt(digests.into_iter().map(|d| (d.user, d.digest, d.text)));
+        let added = firewall.adopt(digests);
         self.counters
             .digests_adopted
             .fetch_add(added as u64, Ordering::Relaxed);
@@ -518,10 +519,7 @@ impl Cluster {
 
     async fn heartbeat(&self, store: &mut Store) -> Result<(), String> {
         let status = self.status();
-        let refused_error = status
-            .refused
-            .as_ref()
-            .map(|(v, e)| format!("version {v} refused: {e}"));
+        let refused_error = status.refusal();
         let beat = Heartbeat {
             version: status.version,
             applied_unix_ms: status.applied_unix_ms,

@@ -29,23 +29,31 @@ const TEXT_KEPT: usize = 1024;
 /// Learned digests waiting to be shared with the other proxies of a cluster, at most.
 const OUTBOX_LIMIT: usize = 100_000;
 
-/// Digests learned here that the other proxies of the cluster have not been told of:
-/// `(user, digest, text)`. It outlives a reload's new [`Firewall`].
+/// A statement shape learned for a user, as proxies of a cluster share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedDigest {
+    pub user: String,
+    pub digest: u64,
+    pub text: String,
+}
+
+/// Digests learned here that the other proxies of the cluster have not been told of. It
+/// outlives a reload's new [`Firewall`].
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Filled only while a cluster sync drains it.
     pub enabled: AtomicBool,
-    learned: Mutex<Vec<(String, u64, String)>>,
+    learned: Mutex<Vec<LearnedDigest>>,
 }
 
 impl Outbox {
     /// Takes what waits to be shared.
-    pub fn take(&self) -> Vec<(String, u64, String)> {
+    pub fn take(&self) -> Vec<LearnedDigest> {
         std::mem::take(&mut *self.learned.lock().expect("outbox lock"))
     }
 
     /// Puts back what could not be shared (the cluster did not answer).
-    pub fn put_back(&self, mut learned: Vec<(String, u64, String)>) {
+    pub fn put_back(&self, mut learned: Vec<LearnedDigest>) {
         let mut waiting = self.learned.lock().expect("outbox lock");
         learned.append(&mut waiting);
         learned.truncate(OUTBOX_LIMIT);
@@ -58,7 +66,11 @@ impl Outbox {
         }
         let mut waiting = self.learned.lock().expect("outbox lock");
         if waiting.len() < OUTBOX_LIMIT {
-            waiting.push((user.to_owned(), digest, text.to_owned()));
+            waiting.push(LearnedDigest {
+                user: user.to_owned(),
+                digest,
+                text: text.to_owned(),
+            });
         }
     }
 }
@@ -95,10 +107,10 @@ impl Firewall {
     }
 
     /// Adds digests another proxy learned (not shared again); returns how many were new.
-    pub fn adopt(&self, learned: impl IntoIterator<Item = (String, u64, String)>) -> usize {
+    pub fn adopt(&self, learned: impl IntoIterator<Item = LearnedDigest>) -> usize {
         let mut allowed = self.allowed.write().expect("firewall lock");
         let mut added = 0;
-        for (user, digest, text) in learned {
+        for LearnedDigest { user, digest, text } in learned {
             let digests = allowed.entry(user).or_default();
             if let std::collections::hash_map::Entry::Vacant(e) = digests.entry(digest) {
                 e.insert(text);
