@@ -225,7 +225,7 @@ impl Runtime {
         let monitor = match &config.monitor {
             Some(m) => Some(MonitorSettings {
                 config: m.clone(),
-                key: read_password_file(&m.password_file)?,
+                key: read_password_file("monitor.password_file", &m.password_file)?,
             }),
             None => None,
         };
@@ -305,6 +305,14 @@ impl Members {
         weighted_order(&online, self.next.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Whether some server here takes new connections (as `candidates` would list, without
+    /// turning the rotation).
+    pub fn has_candidates(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.status == ServerStatus::Online)
+    }
+
     /// Whether a session may keep using its connection to `address` here (OFFLINE_SOFT
     /// servers keep the sessions they have).
     pub fn contains(&self, address: &str) -> bool {
@@ -376,9 +384,14 @@ fn query_log(
         })
 }
 
-fn read_password_file(path: &std::path::Path) -> Result<ProvenKey, TlsError> {
+/// The login key of the password in the file a setting (`key`) names: the file's text
+/// without its final line break.
+pub(crate) fn read_password_file(
+    key: &'static str,
+    path: &std::path::Path,
+) -> Result<ProvenKey, TlsError> {
     let text = std::fs::read_to_string(path).map_err(|e| TlsError::File {
-        key: "monitor.password_file",
+        key,
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
@@ -449,6 +462,21 @@ impl Shared {
                 .map(Members::candidates),
         }
         .unwrap_or_default()
+    }
+
+    /// Whether `hostgroup` has a server for a new connection right now.
+    pub fn has_candidates(&self, hostgroup: u32) -> bool {
+        match &*self.membership.load() {
+            Some(m) => m
+                .hostgroups
+                .get(&hostgroup)
+                .is_some_and(Members::has_candidates),
+            None => self
+                .peek()
+                .hostgroups
+                .get(&hostgroup)
+                .is_some_and(Members::has_candidates),
+        }
     }
 
     /// Whether `address` is currently a member of `hostgroup`.
@@ -600,5 +628,6 @@ mod tests {
         assert_eq!(firsts["a"], 300);
         assert_eq!(firsts["b"], 100);
         assert!(shared.candidates(2).is_empty());
+        assert!(shared.has_candidates(1) && !shared.has_candidates(2));
     }
 }

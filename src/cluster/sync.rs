@@ -84,6 +84,8 @@ pub struct Cluster {
     pub settings: ClusterSettings,
     pub proxy_name: String,
     key: ProvenKey,
+    /// The Galera writer hostgroup whose nodes hold the shared tables.
+    writer: u32,
     tables: Arc<Tables>,
     shared: Arc<Shared>,
     /// The Galera nodes the TOML file lists: how to reach the store whatever the shared
@@ -126,9 +128,9 @@ impl Cluster {
         let Some(settings) = config.cluster.clone().filter(|c| c.sync) else {
             return Ok(None);
         };
-        let password = std::fs::read_to_string(&settings.password_file)
-            .map_err(|e| format!("cluster.password_file: {e}"))?;
-        let key = ProvenKey::of_password(password.trim_end_matches(['\n', '\r']).as_bytes());
+        let key =
+            crate::runtime::read_password_file("cluster.password_file", &settings.password_file)
+                .map_err(|e| e.to_string())?;
         let writer = settings
             .hostgroup
             .or_else(|| config.galera_hostgroups.first().map(|g| g.writer_hostgroup))
@@ -156,6 +158,7 @@ impl Cluster {
             .unwrap_or_else(|| default_proxy_name(config));
         Ok(Some(Arc::new(Cluster {
             tables: Arc::new(Tables::new(&settings)),
+            writer,
             settings,
             proxy_name,
             key,
@@ -321,13 +324,7 @@ impl Cluster {
     /// Opens the store on the current writer, else on any Galera node of the TOML file.
     async fn connect(&self) -> Result<Store, String> {
         let runtime = self.shared.load();
-        let writer = self
-            .settings
-            .hostgroup
-            .or_else(|| runtime.galera.first().map(|g| g.writer_hostgroup));
-        let mut candidates = writer
-            .map(|w| self.shared.candidates(w))
-            .unwrap_or_default();
+        let mut candidates = self.shared.candidates(self.writer);
         for s in &self.bootstrap {
             if !candidates.iter().any(|c| c.address == s.address) {
                 candidates.push(s.clone());

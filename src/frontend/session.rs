@@ -574,8 +574,8 @@ fn login_hostgroup(frontend: &Frontend, user: &UserEntry, routing: &SessionRouti
     match routing.reader_hostgroup {
         Some(readers)
             if frontend.shared.peek().pool.multiplex
-                && frontend.shared.candidates(default).is_empty()
-                && !frontend.shared.candidates(readers).is_empty() =>
+                && !frontend.shared.has_candidates(default)
+                && frontend.shared.has_candidates(readers) =>
         {
             readers
         }
