@@ -210,7 +210,7 @@ async fn reload(frontend: &Frontend, path: &Path, admin: Option<&AdminServer>) {
                 tracing::warn!(old = %listen, new = %config.proxy.listen, "proxy.listen changes only on restart");
             }
             let applied = match &frontend.cluster {
-                Some(cluster) => cluster.reload_file(path, config).await,
+                Some(cluster) => cluster.reload_file(config).await,
                 None => shared
                     .reload(&config)
                     .map(|()| config)

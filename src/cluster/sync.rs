@@ -10,7 +10,6 @@
 //! not tried again; the proxy keeps what it has until a newer version comes.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -588,7 +587,7 @@ impl Cluster {
 
     /// SIGHUP with the cluster on: the file's own parts (certificates, paths, local
     /// settings) with the shared part in force laid over them.
-    pub async fn reload_file(&self, path: &Path, file: Config) -> Result<Config, String> {
+    pub async fn reload_file(&self, file: Config) -> Result<Config, String> {
         let _held = self.store.lock().await;
         let current = self.current.lock().expect("cluster current").clone();
         let next = match current {
@@ -596,7 +595,6 @@ impl Cluster {
             None => file,
         };
         self.shared.reload(&next).map_err(|e| e.to_string())?;
-        tracing::info!(config = %path.display(), "configuration reloaded (the shared part stays the cluster's)");
         Ok(next)
     }
 }

@@ -155,13 +155,12 @@ impl Firewall {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
+        self.outbox.push(user, digest, &text);
         let mut allowed = self.allowed.write().expect("firewall lock");
         allowed
             .entry(user.to_owned())
             .or_default()
-            .insert(digest, text.clone());
-        drop(allowed);
-        self.outbox.push(user, digest, &text);
+            .insert(digest, text);
         self.dirty.store(true, Ordering::Release);
     }
 
