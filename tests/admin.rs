@@ -6,15 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{mariadb, mariadb_ok, read_ports, stderr, stdout, Proxy};
-
-fn admin(proxy: &Proxy, sql: &str) -> std::process::Output {
-    mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql])
-}
-
-fn admin_ok(proxy: &Proxy, sql: &str) -> String {
-    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
-}
+use common::{admin, admin_ok, mariadb, mariadb_ok, read_ports, stderr, stdout, Proxy};
 
 fn app(proxy: &Proxy, sql: &str) -> String {
     mariadb_ok(proxy, proxy.port, "app", sql)

@@ -8,7 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{admin, admin_ok, app, cluster_section, pair, version, wait_for, INTERVAL};
+use common::cluster::{app, cluster_section, pair, version, INTERVAL};
+use common::{admin, admin_ok, wait_for};
 use common::{stderr, Proxy, RawClient};
 
 #[test]

@@ -872,7 +872,8 @@ fn metric(proxy: &Proxy, name: &str) -> Option<f64> {
 
 #[test]
 fn with_every_galera_node_stopped_two_proxies_serve_on_and_converge_when_the_nodes_return() {
-    use common::cluster::{admin, admin_ok, pair, version, wait_for, INTERVAL};
+    use common::cluster::{pair, version, INTERVAL};
+    use common::{admin, admin_ok, wait_for};
     let (a, mut b) = pair("outage", |c| c);
     admin_ok(
         &a,

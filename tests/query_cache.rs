@@ -9,9 +9,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, Proxy, RawClient};
+use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, wait_for, Proxy, RawClient};
 use sluice::protocol::constants::header;
 
 fn stat(proxy: &Proxy, name: &str) -> u64 {
@@ -22,14 +22,6 @@ fn stat(proxy: &Proxy, name: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("{name}: {value:?}"))
-}
-
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Waits until replica `port` returns `expected` for `sql`.

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{direct, mariadb, mariadb_ok, stderr, stdout, Proxy};
+use common::{direct, mariadb, mariadb_ok, stderr, stdout, wait_for, Proxy};
 
 fn run(proxy: &Proxy, sql: &str) -> std::process::Output {
     mariadb(proxy.port, &["-uapp", "-papp", "-e", sql])
@@ -49,14 +49,6 @@ fn items() {
                 stdout(&out) == "3\n"
             },
         );
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

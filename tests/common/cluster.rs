@@ -1,8 +1,8 @@
 //! Proxies of one `[cluster] name`: the section, a started pair, and the peers table.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{mariadb, mariadb_ok, repo, Proxy};
+use super::{admin_ok, mariadb, repo, wait_for, Proxy};
 
 /// The sync interval these tests run with.
 pub const INTERVAL: Duration = Duration::from_millis(500);
@@ -34,14 +34,6 @@ pub fn pair(name: &str, edit: impl Fn(String) -> String) -> (Proxy, Proxy) {
     (a, b)
 }
 
-pub fn admin_ok(proxy: &Proxy, sql: &str) -> String {
-    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
-}
-
-pub fn admin(proxy: &Proxy, sql: &str) -> std::process::Output {
-    mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql])
-}
-
 pub fn app(proxy: &Proxy, sql: &str) -> std::process::Output {
     mariadb(proxy.port, &["-uapp", "-papp", "-e", sql])
 }
@@ -55,13 +47,4 @@ pub fn version(proxy: &Proxy) -> u64 {
     .trim()
     .parse()
     .unwrap_or(0)
-}
-
-pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
 }

@@ -251,6 +251,30 @@ pub fn mariadb_ok(proxy: &Proxy, port: u16, user: &str, sql: &str) -> String {
     stdout(&out)
 }
 
+/// Runs `sql` on the proxy's admin port as `admin`.
+pub fn admin(proxy: &Proxy, sql: &str) -> Output {
+    mariadb(proxy.admin_port, &["-uadmin", "-padmin", "-e", sql])
+}
+
+/// Like [`admin`], failing the test unless it succeeds; what it printed.
+pub fn admin_ok(proxy: &Proxy, sql: &str) -> String {
+    mariadb_ok(proxy, proxy.admin_port, "admin", sql)
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after `limit`; returns how
+/// long it took.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what} ({limit:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
