@@ -13,7 +13,6 @@ import argparse
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +50,7 @@ def main():
     opts = ap.parse_args()
     threads = [int(t) for t in opts.threads.split(",")]
 
-    load.run([str(ROOT / "scripts/setup.sh")])
-    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.bring_up()
     work = Path(tempfile.mkdtemp(prefix="sluice-cache-"))
     procs = {}
     targets = {"direct": load.NODE_PORT, "haproxy": load.HAPROXY_PORT, "sluice": PLAIN_PORT,

@@ -98,9 +98,7 @@ def main():
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
-    load.run([str(ROOT / "scripts/setup.sh")])
-    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.bring_up()
     work = Path(tempfile.mkdtemp(prefix="sluice-cluster-"))
     cluster = f"bench_{os.getpid()}"
     procs = {}

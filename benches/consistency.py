@@ -96,9 +96,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
-    load.run([str(ROOT / "scripts/setup.sh")])
-    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.bring_up()
     load.run(["mariadb", "--no-defaults", "-h127.0.0.1", "-P13306", "-uapp", "-papp", "-e",
               "CREATE TABLE IF NOT EXISTS sbtest.rw_bench (id INT PRIMARY KEY, v INT); "
               "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0), (3, 0)"])

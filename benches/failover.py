@@ -231,9 +231,7 @@ def main():
     ap.add_argument("--faults", default="kill,stop")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
-    load.run([str(ROOT / "scripts/setup.sh")])
-    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    load.bring_up()
     node(WRITER, "CREATE TABLE IF NOT EXISTS sbtest.failover_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
                  "src VARCHAR(40), n BIGINT, KEY (src, n))")
     work = Path(tempfile.mkdtemp(prefix="sluice-failover-"))

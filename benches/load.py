@@ -102,6 +102,14 @@ def parse(report):
             "p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
 
 
+def bring_up(*build):
+    """What every harness needs first: the packages (scripts/setup.sh), the local cluster,
+    and a release build (`build`: cargo's target arguments, default the whole package)."""
+    run([str(ROOT / "scripts/setup.sh")])
+    run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
+    run(["cargo", "build", "--release", "--quiet", *build], cwd=ROOT)
+
+
 def demo_config(port, admin, metrics):
     """The demo configuration (config/sluice.toml) on the given client, admin and metrics
     ports, its certificate and secret paths made absolute."""
@@ -186,9 +194,7 @@ def main():
     threads = [int(t) for t in opts.threads.split(",")]
     workloads = opts.workloads.split(",")
 
-    run([str(ROOT / "scripts/setup.sh")])
-    run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    bring_up()
 
     work = Path(tempfile.mkdtemp(prefix="sluice-load-"))
     procs = {}

@@ -176,10 +176,7 @@ def main():
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
 
-    load.run([str(ROOT / "scripts/setup.sh")])
-    load.run([str(ROOT / "scripts/cluster.sh"), "up"], stdout=subprocess.DEVNULL)
-    load.run(["cargo", "build", "--release", "--quiet", "--bin", "sluice", "--example", "pointload"],
-             cwd=ROOT)
+    load.bring_up("--bin", "sluice", "--example", "pointload")
     work = Path(tempfile.mkdtemp(prefix="sluice-scale-"))
     proc = start_sluice(work)
     original = mariadb(load.NODE_PORT, "SELECT @@global.max_connections")
