@@ -10,11 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{capped, capped_pool, Proxy, RawClient};
-
-fn admin(proxy: &Proxy, sql: &str) -> String {
-    common::mariadb_ok(proxy, proxy.admin_port, "admin", sql)
-}
+use common::{admin_ok, capped, capped_pool, Proxy, RawClient};
 
 #[test]
 fn forty_sessions_share_four_connections_and_each_keeps_its_own_state() {
@@ -125,7 +121,7 @@ fn a_statement_waits_for_a_connection_and_gives_up_with_1040_after_the_timeout()
         assert_eq!(q.join().unwrap(), ["0"]);
     }
     // the waits are counted: the one that gave up, and those served after waiting
-    let stats = admin(
+    let stats = admin_ok(
         &proxy,
         "SELECT Variable_Name, Variable_Value FROM stats_mysql_global WHERE Variable_Name LIKE 'Pool_wait%' ORDER BY 1",
     );

@@ -9,17 +9,13 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{capped, capped_pool, direct_ok, expect_err, Proxy, RawClient, RawPacket};
+use common::{admin_ok, capped, capped_pool, direct_ok, expect_err, Proxy, RawClient, RawPacket};
 use sluice::protocol::constants::{command, header};
-
-fn admin(proxy: &Proxy, sql: &str) -> String {
-    common::mariadb_ok(proxy, proxy.admin_port, "admin", sql)
-}
 
 fn global(proxy: &Proxy, name: &str) -> u64 {
     let sql =
         format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
-    admin(proxy, &sql).trim().parse().unwrap()
+    admin_ok(proxy, &sql).trim().parse().unwrap()
 }
 
 /// A parameter value as the binary protocol sends it.
@@ -219,7 +215,7 @@ fn a_statement_follows_its_session_to_another_connection_and_sees_an_altered_tab
     );
     assert_eq!(global(&proxy, "Stmt_definitions_changed"), 1);
     // one client statement, prepared on both connections
-    let info = admin(
+    let info = admin_ok(
         &proxy,
         "SELECT username, schemaname, ref_count_client, ref_count_server, num_params, query \
          FROM stats_mysql_prepared_statements_info",
