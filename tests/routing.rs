@@ -116,7 +116,7 @@ fn users_that_must_not_be_split_read_from_their_default_hostgroup() {
 }
 
 #[test]
-fn prepared_statements_run_on_the_writer_connection() {
+fn prepared_reads_split_like_text_reads_and_stay_on_the_writer_in_a_transaction() {
     let proxy = Proxy::start();
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     let prepared = c.command(
@@ -127,12 +127,18 @@ fn prepared_statements_run_on_the_writer_connection() {
     let mut execute = prepared[0].payload[1..5].to_vec();
     execute.push(0);
     execute.extend_from_slice(&1u32.to_le_bytes());
-    let rows = c.command(sluice::protocol::constants::command::STMT_EXECUTE, &execute);
-    // binary row: 0x00 header, null bitmap (1 byte for 1 column), then the value
-    let row = &rows[3].payload;
-    assert_eq!(row[0], 0);
-    let port = u64::from_le_bytes(row[2..10].try_into().unwrap());
-    assert_eq!(port, 13306);
+    let port = |c: &mut RawClient| {
+        let rows = c.command(sluice::protocol::constants::command::STMT_EXECUTE, &execute);
+        // binary row: 0x00 header, null bitmap (1 byte for 1 column), then the value
+        let row = &rows[3].payload;
+        assert_eq!(row[0], 0);
+        u64::from_le_bytes(row[2..10].try_into().unwrap())
+    };
+    let outside = port(&mut c);
+    assert!([13309, 13310].contains(&outside), "{outside}");
+    c.query("BEGIN");
+    assert_eq!(port(&mut c), 13306, "inside a transaction");
+    c.query("COMMIT");
 }
 
 fn offline(config: String, port: u16, status: &str) -> String {

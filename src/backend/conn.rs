@@ -211,6 +211,37 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Brings the connection's character set, followed session variables and schema in
+    /// line with a client session's, each only where it differs: what lets a pooled
+    /// connection serve whichever session borrows it.
+    pub async fn sync_session(
+        &mut self,
+        schema: Option<&str>,
+        names: Option<&[u8]>,
+        variables: &Values,
+    ) -> Result<(), String> {
+        if self.names.as_deref() != names {
+            match names {
+                Some(names) => self.run(command::QUERY, names).await?,
+                // no statement unsets a SET NAMES: start the connection over
+                None => self.reset().await?,
+            }
+            self.names = names.map(<[u8]>::to_vec);
+        }
+        self.track_state_changes().await?;
+        if let Some(set) = crate::rules::variables::replay(&self.variables, variables) {
+            self.run(command::QUERY, set.as_bytes()).await?;
+            self.variables = variables.clone();
+        }
+        if self.schema.as_deref() != schema {
+            if let Some(schema) = schema {
+                self.run(command::INIT_DB, schema.as_bytes()).await?;
+                self.schema = Some(schema.to_owned());
+            }
+        }
+        Ok(())
+    }
+
     /// COM_RESET_CONNECTION: the session on the server starts over (and state tracking is
     /// turned back on).
     pub async fn reset(&mut self) -> Result<(), String> {

@@ -21,12 +21,6 @@ use crate::protocol::constants::{command, status};
 use crate::rules::stats::Execution;
 use crate::rules::variables::Values;
 
-use crate::runtime::Runtime;
-
-use super::backends::sync;
-use super::inspect::Plan;
-use super::prepared::Effects;
-use super::session::Session;
 use super::Frontend;
 
 /// One statement to run on a mirror, with the session context it ran in.
@@ -202,7 +196,10 @@ async fn send(frontend: &Frontend, copy: &MirrorCopy) -> Ran {
         Err(e) => return Ran::Unreachable(e.to_string()),
     };
     let schema = copy.login.database.as_deref();
-    if let Err(why) = sync(&mut conn, schema, copy.names.as_deref(), &copy.variables).await {
+    if let Err(why) = conn
+        .sync_session(schema, copy.names.as_deref(), &copy.variables)
+        .await
+    {
         return Ran::Unreachable(why);
     }
     if let Err(e) = conn.send_command(command::QUERY, &copy.sql).await {
@@ -215,60 +212,5 @@ async fn send(frontend: &Frontend, copy: &MirrorCopy) -> Ran {
             conn: Box::new(conn),
         },
         Err(e) => Ran::Unreachable(e.to_string()),
-    }
-}
-
-impl Session {
-    /// The session's side: after the client has its answer, queues the copy the rules
-    /// asked for. A copy walks the rules again from its `mirror_flagOUT` (which may rewrite
-    /// or route it; a refusal there means no copy); it goes to the hostgroup that walk
-    /// named, else `mirror_hostgroup`, else the user's default. Statements inside a
-    /// transaction are not mirrored: run alone on the mirror, a write the client later
-    /// rolls back would stay there.
-    /// `effects` are the statement's own (from the client's run of it).
-    pub(super) fn mirror(
-        &self,
-        runtime: &Runtime,
-        plan: &Plan,
-        effects: Effects,
-        sql: &[u8],
-        in_transaction: bool,
-    ) {
-        let Some(to) = plan.decision.mirror else {
-            return;
-        };
-        let stats = &self.frontend.mirror.stats;
-        if in_transaction || self.routing.in_transaction {
-            stats.skipped_in_transaction.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let digest_text = self.analyzer.digest_text();
-        let (text, hostgroup) = match to.flag {
-            Some(flag) => {
-                let query = self.rule_query(sql, &plan.analysis, plan.suspicion.any());
-                let copy = runtime.rules.evaluate_from(&query, flag);
-                if copy.deny.is_some() {
-                    return;
-                }
-                (
-                    copy.rewritten.unwrap_or_else(|| sql.to_vec()),
-                    copy.hostgroup.or(to.hostgroup),
-                )
-            }
-            None => (sql.to_vec(), to.hostgroup),
-        };
-        let copy = MirrorCopy {
-            hostgroup: hostgroup.unwrap_or(self.user.config.default_hostgroup),
-            login: self.login.clone(),
-            names: self.names.clone(),
-            variables: self.variables.clone(),
-            sql: text,
-            digest: plan.analysis.digest,
-            digest_text: digest_text.to_vec(),
-            clean: !effects.binds && !effects.writes,
-        };
-        self.frontend
-            .mirror
-            .enqueue(copy, runtime.config.mirror.max_queue);
     }
 }

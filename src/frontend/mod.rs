@@ -1,21 +1,16 @@
 //! The server side of the proxy: accepting clients ([`listener`]), deciding who may try
 //! ([`admission`]), logging them in ([`handshake`]) and serving their commands
-//! ([`session`], with `backends` for the session's backend connections, `relay` for
-//! moving response bytes and `change_user`).
+//! ([`session`]: the command loop and the one pipeline every statement takes; `relay`
+//! moves response bytes).
 //!
 //! Nothing here decides where a statement goes or which server a connection comes from:
 //! sessions ask the backend pool, which owns that choice.
 
 pub mod admission;
-mod backends;
-mod cached;
-mod change_user;
 pub mod error_stats;
 pub mod handshake;
-mod inspect;
 pub mod listener;
 pub mod mirror;
-mod prepared;
 pub mod registry;
 mod relay;
 pub mod session;

@@ -63,7 +63,10 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct ResponseTracker {
     state: State,
-    /// For COM_STMT_EXECUTE: a result whose column EOF says a cursor was opened has no rows.
+    /// For a COM_STMT_EXECUTE that asked for a cursor: a result whose column EOF says a
+    /// cursor was opened has no rows. Only then: MariaDB also flags CURSOR_EXISTS on the
+    /// column EOFs of the results a procedure returns to an execute that asked for none,
+    /// and those results do carry their rows.
     cursor_possible: bool,
     /// [`ResponseTracker::scan`] is inside a packet of 16 MiB or more.
     continuing: bool,
@@ -113,7 +116,7 @@ impl ResponseTracker {
         };
         Some(ResponseTracker {
             state,
-            cursor_possible: cmd == command::STMT_EXECUTE,
+            cursor_possible: false,
             continuing: false,
             pending_end: None,
             next_seq: 1,
@@ -121,6 +124,15 @@ impl ResponseTracker {
             eofs: Vec::new(),
             error: None,
         })
+    }
+
+    /// A tracker for the response to a COM_STMT_EXECUTE whose flags asked for a cursor
+    /// (`cursor_requested`) or not: only a response to the first may end after its column
+    /// definitions.
+    pub fn for_execute(cursor_requested: bool) -> ResponseTracker {
+        let mut tracker = ResponseTracker::for_command(command::STMT_EXECUTE).expect("answered");
+        tracker.cursor_possible = cursor_requested;
+        tracker
     }
 
     /// Adds `flags` to the status of every EOF packet of the response, as
@@ -672,11 +684,38 @@ mod tests {
 
     #[test]
     fn execute_that_opens_a_cursor_ends_after_the_column_eof() {
-        let p = run(command::STMT_EXECUTE, &[&[1], b"def", EOF_CURSOR]);
+        let mut t = ResponseTracker::for_execute(true);
+        let p: Vec<_> = [&[1][..], b"def", EOF_CURSOR]
+            .iter()
+            .map(|p| t.feed(p, p.len()).unwrap())
+            .collect();
         assert_eq!(p[2], done(Some(0x42), false));
         // then rows come through COM_STMT_FETCH
         let p = run(command::STMT_FETCH, &[b"\x00\x00row", EOF]);
         assert_eq!(p, vec![Progress::More, done(Some(2), false)]);
+    }
+
+    #[test]
+    fn a_procedures_results_flagged_as_cursors_keep_their_rows_when_no_cursor_was_asked() {
+        // MariaDB flags CURSOR_EXISTS on the column EOF of each result a prepared CALL
+        // returns: the rows follow all the same, then the CALL's own OK
+        const EOF_CURSOR_MORE: &[u8] = &[0xFE, 0x00, 0x00, 0x4A, 0x00];
+        let row: &[u8] = b"\x00\x00\x01\x07";
+        let mut packets: Vec<&[u8]> = Vec::new();
+        for _ in 0..2 {
+            packets.extend_from_slice(&[&[1], b"def", EOF_CURSOR, row, EOF_MORE]);
+        }
+        packets.push(OK);
+        let p = run(command::STMT_EXECUTE, &packets);
+        assert!(
+            p[..p.len() - 1].iter().all(|p| *p == Progress::More),
+            "{p:?}"
+        );
+        assert_eq!(p.last(), Some(&done(Some(2), false)));
+        let mut t = ResponseTracker::for_execute(false);
+        for p in [&[1][..], b"def", EOF_CURSOR_MORE] {
+            assert_eq!(t.feed(p, p.len()).unwrap(), Progress::More);
+        }
     }
 
     #[test]

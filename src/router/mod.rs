@@ -20,6 +20,8 @@ pub enum Target {
 /// What the router knows about a session when it decides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionRouting {
+    /// The user's default hostgroup: where the session's primary connection goes.
+    pub primary_hostgroup: u32,
     /// The reader hostgroup, when this session's reads are split off.
     pub reader_hostgroup: Option<u32>,
     /// When no reader qualifies, read from the primary instead of failing.
@@ -31,6 +33,56 @@ pub struct SessionRouting {
     pub transaction_persistent: bool,
     /// The session left state on the primary that reads may depend on.
     pub pinned: bool,
+}
+
+/// One statement as the router sees it: plain values, whichever protocol carried it (a
+/// COM_QUERY, or a COM_STMT_EXECUTE of a prepared text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// What the statement means for routing.
+    pub statement: Statement,
+    /// The hostgroup a query rule named for it.
+    pub ruled: Option<u32>,
+    /// The connection it must run on (and that connection's hostgroup), whatever else
+    /// holds: a prepared statement's open cursor or its long data lives there.
+    pub held: Option<(Target, u32)>,
+}
+
+/// Where the router wants a statement to run, before anyone knows whether a server there
+/// can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wish {
+    /// The session's primary connection.
+    Primary,
+    /// The connection the session already has for the target, of that hostgroup (a
+    /// cursor or long data is on it): no other will do.
+    Held(Target, u32),
+    /// A connection to `hostgroup`: the readers, by the read/write split, or the hostgroup
+    /// a rule named (`by_rule`).
+    Elsewhere { hostgroup: u32, by_rule: bool },
+}
+
+/// What the session found when it looked for a connection to a [`Wish::Elsewhere`]'s
+/// hostgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A connection whose server has applied what the session must see.
+    Ready,
+    /// A connection, but its server has not applied the session's writes in time
+    /// (read-your-writes).
+    Behind,
+    /// No connection: no healthy server, or it failed while being set up.
+    Unavailable,
+}
+
+/// Where a statement runs in the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the connection for this target; for [`Target::Reader`], of this hostgroup.
+    Run(Target, u32),
+    /// Nowhere: the client is told why (the rule's hostgroup cannot be reached, or no
+    /// reader can serve a read and falling back to the writer is off).
+    Refused,
 }
 
 impl SessionRouting {
@@ -47,6 +99,7 @@ impl SessionRouting {
             .iter()
             .find(|g| g.writer_hostgroup == default_hostgroup && split_reads);
         SessionRouting {
+            primary_hostgroup: default_hostgroup,
             reader_hostgroup: cluster.map(|g| g.reader_hostgroup),
             fallback_to_writer: cluster.is_none_or(|g| g.fallback_to_writer),
             transaction_persistent,
@@ -54,12 +107,57 @@ impl SessionRouting {
         }
     }
 
-    /// Routes one text statement.
-    pub fn route(&self, statement: Statement) -> Target {
-        let held_on_primary = self.pinned || (self.in_transaction && self.transaction_persistent);
-        match (statement, self.reader_hostgroup) {
-            (Statement::Read, Some(_)) if !held_on_primary => Target::Reader,
-            _ => Target::Primary,
+    /// Whether an open transaction keeps every statement on the primary.
+    fn held_by_transaction(&self) -> bool {
+        self.in_transaction && self.transaction_persistent
+    }
+
+    /// Where a statement should run: where its cursor or long data is; the hostgroup a
+    /// rule named, unless a transaction holds the session; the readers for a read that
+    /// nothing holds on the primary (no transaction, no session state); else the primary.
+    pub fn wish(&self, ask: Ask) -> Wish {
+        if let Some((target, hostgroup)) = ask.held {
+            return Wish::Held(target, hostgroup);
+        }
+        match ask.ruled {
+            Some(hg) if hg != self.primary_hostgroup && !self.held_by_transaction() => {
+                return Wish::Elsewhere {
+                    hostgroup: hg,
+                    by_rule: true,
+                }
+            }
+            Some(_) => return Wish::Primary,
+            None => {}
+        }
+        let held_on_primary = self.pinned || self.held_by_transaction();
+        match (ask.statement, self.reader_hostgroup) {
+            (Statement::Read, Some(hostgroup)) if !held_on_primary => Wish::Elsewhere {
+                hostgroup,
+                by_rule: false,
+            },
+            _ => Wish::Primary,
+        }
+    }
+
+    /// Where a statement runs, given its wish and, for [`Wish::Elsewhere`], what the
+    /// session found there: a reader that is behind the session's writes yields to the
+    /// primary; an unreachable one too, unless the rule named it or the user does not
+    /// fall back to the writer.
+    pub fn settle(&self, wish: Wish, found: Found) -> Placement {
+        match (wish, found) {
+            (Wish::Primary, _) => Placement::Run(Target::Primary, self.primary_hostgroup),
+            (Wish::Held(_, _), Found::Unavailable) => Placement::Refused,
+            (Wish::Held(target, hostgroup), _) => Placement::Run(target, hostgroup),
+            (Wish::Elsewhere { hostgroup, .. }, Found::Ready) => {
+                Placement::Run(Target::Reader, hostgroup)
+            }
+            (Wish::Elsewhere { by_rule: true, .. }, Found::Unavailable) => Placement::Refused,
+            (Wish::Elsewhere { .. }, Found::Unavailable) if !self.fallback_to_writer => {
+                Placement::Refused
+            }
+            (Wish::Elsewhere { .. }, Found::Behind | Found::Unavailable) => {
+                Placement::Run(Target::Primary, self.primary_hostgroup)
+            }
         }
     }
 
@@ -79,49 +177,134 @@ impl SessionRouting {
 mod tests {
     use super::*;
 
+    const WRITERS: u32 = 10;
+    const READERS: u32 = 20;
+    const RULED: u32 = 30;
+
     fn split() -> SessionRouting {
         SessionRouting {
-            reader_hostgroup: Some(20),
+            primary_hostgroup: WRITERS,
+            reader_hostgroup: Some(READERS),
+            fallback_to_writer: true,
             transaction_persistent: true,
             ..Default::default()
         }
     }
 
+    fn ask(statement: Statement) -> Ask {
+        Ask {
+            statement,
+            ruled: None,
+            held: None,
+        }
+    }
+
+    const READ: Wish = Wish::Elsewhere {
+        hostgroup: READERS,
+        by_rule: false,
+    };
+    const BY_RULE: Wish = Wish::Elsewhere {
+        hostgroup: RULED,
+        by_rule: true,
+    };
+
+    /// One row of the routing table: the session's state, the statement, and where the
+    /// router wants it.
+    struct Case {
+        what: &'static str,
+        session: SessionRouting,
+        ask: Ask,
+        wish: Wish,
+    }
+
     #[test]
-    fn reads_split_until_a_transaction_or_session_state() {
+    fn the_routing_table() {
+        let in_trans = SessionRouting {
+            in_transaction: true,
+            ..split()
+        };
+        let pinned = SessionRouting {
+            pinned: true,
+            ..split()
+        };
+        let not_persistent = SessionRouting {
+            in_transaction: true,
+            transaction_persistent: false,
+            ..split()
+        };
+        let unsplit = SessionRouting {
+            reader_hostgroup: None,
+            ..split()
+        };
+        let ruled = |hg| Ask {
+            ruled: Some(hg),
+            ..ask(Statement::Read)
+        };
+        let held = |target, hostgroup| Ask {
+            held: Some((target, hostgroup)),
+            ..ask(Statement::Read)
+        };
+        #[rustfmt::skip]
+        let cases = [
+            Case { what: "a read splits off", session: split(), ask: ask(Statement::Read), wish: READ },
+            Case { what: "a write stays", session: split(), ask: ask(Statement::Write), wish: Wish::Primary },
+            Case { what: "session state stays", session: split(), ask: ask(Statement::SessionState), wish: Wish::Primary },
+            Case { what: "SET NAMES runs on the primary", session: split(), ask: ask(Statement::SetNames), wish: Wish::Primary },
+            Case { what: "a read in a transaction stays", session: in_trans, ask: ask(Statement::Read), wish: Wish::Primary },
+            Case { what: "a read of a pinned session stays", session: pinned, ask: ask(Statement::Read), wish: Wish::Primary },
+            Case { what: "transaction_persistent off splits reads in a transaction", session: not_persistent, ask: ask(Statement::Read), wish: READ },
+            Case { what: "without readers everything stays", session: unsplit, ask: ask(Statement::Read), wish: Wish::Primary },
+            Case { what: "a rule's hostgroup", session: split(), ask: ruled(RULED), wish: BY_RULE },
+            Case { what: "a rule's hostgroup for a write", session: split(), ask: Ask { ruled: Some(RULED), ..ask(Statement::Write) }, wish: BY_RULE },
+            Case { what: "a rule's hostgroup, pinned", session: pinned, ask: ruled(RULED), wish: BY_RULE },
+            Case { what: "a rule naming the primary's hostgroup", session: split(), ask: ruled(WRITERS), wish: Wish::Primary },
+            Case { what: "a rule inside a transaction", session: in_trans, ask: ruled(RULED), wish: Wish::Primary },
+            Case { what: "a cursor on the reader", session: in_trans, ask: held(Target::Reader, RULED), wish: Wish::Held(Target::Reader, RULED) },
+            Case { what: "long data on the primary", session: split(), ask: held(Target::Primary, WRITERS), wish: Wish::Held(Target::Primary, WRITERS) },
+        ];
+        for case in cases {
+            assert_eq!(case.session.wish(case.ask), case.wish, "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn the_settlement_table() {
+        let primary = Placement::Run(Target::Primary, WRITERS);
+        let no_fallback = SessionRouting {
+            fallback_to_writer: false,
+            ..split()
+        };
+        #[rustfmt::skip]
+        let cases = [
+            ("a ready reader", split(), READ, Found::Ready, Placement::Run(Target::Reader, READERS)),
+            ("a reader behind the session's writes", split(), READ, Found::Behind, primary),
+            ("no reader: the writer reads", split(), READ, Found::Unavailable, primary),
+            ("no reader, no fallback", no_fallback, READ, Found::Unavailable, Placement::Refused),
+            ("behind, no fallback: the writer has the writes", no_fallback, READ, Found::Behind, primary),
+            ("the rule's hostgroup", split(), BY_RULE, Found::Ready, Placement::Run(Target::Reader, RULED)),
+            ("the rule's hostgroup unreachable", split(), BY_RULE, Found::Unavailable, Placement::Refused),
+            ("the rule's hostgroup behind", split(), BY_RULE, Found::Behind, primary),
+            ("the primary", split(), Wish::Primary, Found::Unavailable, primary),
+            ("a held reader", split(), Wish::Held(Target::Reader, READERS), Found::Ready, Placement::Run(Target::Reader, READERS)),
+            ("a held connection lost", split(), Wish::Held(Target::Primary, WRITERS), Found::Unavailable, Placement::Refused),
+        ];
+        for (what, session, wish, found, placement) in cases {
+            assert_eq!(session.settle(wish, found), placement, "{what}");
+        }
+    }
+
+    #[test]
+    fn transaction_state_follows_the_primarys_status_flags() {
         let mut s = split();
-        assert_eq!(s.route(Statement::Read), Target::Reader);
-        assert_eq!(s.route(Statement::Write), Target::Primary);
         s.after(Statement::Write, Some(0x0003)); // IN_TRANS | AUTOCOMMIT
-        assert_eq!(
-            s.route(Statement::Read),
-            Target::Primary,
-            "inside a transaction"
-        );
+        assert!(s.in_transaction);
         s.after(Statement::Write, Some(0x0002));
-        assert_eq!(s.route(Statement::Read), Target::Reader, "after COMMIT");
+        assert!(!s.in_transaction, "after COMMIT");
         s.after(Statement::Write, Some(0x0000)); // autocommit off
-        assert_eq!(s.route(Statement::Read), Target::Primary);
+        assert!(s.in_transaction);
         s.after(Statement::Write, Some(0x0002));
         s.after(Statement::SessionState, Some(0x0002));
-        assert_eq!(
-            s.route(Statement::Read),
-            Target::Primary,
-            "pinned by session state"
-        );
-    }
-
-    #[test]
-    fn without_a_reader_group_everything_stays() {
-        let s = SessionRouting::default();
-        assert_eq!(s.route(Statement::Read), Target::Primary);
-    }
-
-    #[test]
-    fn non_persistent_transactions_still_split_reads() {
-        let mut s = split();
-        s.transaction_persistent = false;
-        s.after(Statement::Write, Some(0x0003));
-        assert_eq!(s.route(Statement::Read), Target::Reader);
+        assert!(s.pinned, "pinned by session state");
+        assert_eq!(s.wish(ask(Statement::Read)), Wish::Primary);
     }
 }

@@ -3,6 +3,8 @@
 //! crate's own protocol layer for the cases no well-behaved client produces.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sluice::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
-use sluice::protocol::constants::{capability, header};
+use sluice::protocol::constants::{capability, command, header};
 use sluice::protocol::frame::{check_packet, encode_packet, reassemble};
 use sluice::protocol::handshake::{HandshakeResponse, InitialHandshake};
 use sluice::protocol::packets::ErrPacket;
@@ -528,7 +530,13 @@ impl RawClient {
         let mut payload = vec![cmd];
         payload.extend_from_slice(body);
         self.write(0, &payload);
-        let mut tracker = ResponseTracker::for_command(cmd).expect("a command with a response");
+        let mut tracker = match cmd {
+            // an execute that asks for a cursor is answered by its metadata alone
+            command::STMT_EXECUTE => {
+                ResponseTracker::for_execute(body.get(4).is_some_and(|f| f & 1 != 0))
+            }
+            _ => ResponseTracker::for_command(cmd).expect("a command with a response"),
+        };
         let mut packets = Vec::new();
         loop {
             let p = self.read().expect("response packet");

@@ -6,8 +6,10 @@ use crate::protocol::constants::{error, status};
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::packets::OkPacket;
 
-use super::handshake::{self, access_denied, check_credentials};
-use super::session::{Failure, Session, UserSlot};
+use crate::frontend::handshake::{self, access_denied, check_credentials};
+
+use super::start::UserSlot;
+use super::{Failure, Session};
 
 impl Session {
     /// COM_CHANGE_USER: authenticate the new user here, then give the session a backend
@@ -94,13 +96,9 @@ impl Session {
         {
             Ok(mut b) => {
                 // the connection may carry another session's character set or variables
-                if let Err(why) = super::backends::sync(
-                    &mut b,
-                    self.login.database.as_deref(),
-                    None,
-                    &self.variables,
-                )
-                .await
+                if let Err(why) = b
+                    .sync_session(self.login.database.as_deref(), None, &self.variables)
+                    .await
                 {
                     let message = format!("Lost connection to backend while changing user: {why}");
                     self.send_error(seq, error::LOST_BACKEND, &message).await;

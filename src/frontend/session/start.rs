@@ -1,8 +1,6 @@
-//! A client's life after its login: admission, the final OK, the command loop, the end.
-//! Each command goes, as the bytes the client sent, to the backend connection the router
-//! picks (see `backends`: the primary — the user's default hostgroup, the writer — or a
-//! reader), and the response comes back through `relay`. COM_CHANGE_USER re-runs the login
-//! (`change_user`).
+//! The phase before the command loop: admitting a client, its login (see `handshake`),
+//! the session's first backend connection and the final OK; and the refusals a client
+//! gets instead of a session.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,27 +9,27 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::backend::{BackendConn, Login};
-use crate::connection::{Connection, ReadError, Request};
-use crate::protocol::constants::{command, error, status};
-use crate::protocol::frame::FrameError;
-use crate::protocol::packets::{ErrPacket, OkPacket};
-use crate::protocol::response::Outcome;
+use crate::backend::Login;
+use crate::connection::Connection;
+use crate::connlog::Entry;
+use crate::frontend::admission::{AddressSlot, Refusal};
+use crate::frontend::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure};
+use crate::frontend::registry::Registry;
+use crate::frontend::{ClientSlot, Frontend};
+use crate::protocol::constants::{error, status};
+use crate::protocol::packets::OkPacket;
 use crate::router::gtid::GtidPosition;
 use crate::router::SessionRouting;
 use crate::rules::variables::Values;
 use crate::rules::Analyzer;
 use crate::runtime::UserEntry;
 
-use super::admission::{AddressSlot, Refusal};
-use super::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure, TlsInfo};
-use super::prepared::ClientStatements;
-use super::registry::{self, Listed, Registry};
-use super::{ClientSlot, Frontend};
-use crate::connlog::Entry;
+use super::connections::failover_wait;
+use super::statements::ClientStatements;
+use super::{routing_for, Session};
 
 /// Serves one client from its first byte to its last.
-pub(super) async fn run(
+pub(in crate::frontend) async fn run(
     frontend: Arc<Frontend>,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -160,7 +158,11 @@ async fn refuse_before_login(
 }
 
 /// Refuses a connection while the proxy is paused (`PROXYSQL PAUSE` on the admin port).
-pub(super) async fn refuse_paused(frontend: &Frontend, tcp: TcpStream, peer: SocketAddr) {
+pub(in crate::frontend) async fn refuse_paused(
+    frontend: &Frontend,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     frontend.counters.refuse("paused");
     tracing::info!(%peer, "client refused: the proxy is paused");
     let mut entry = Entry::new(peer, "refused");
@@ -174,7 +176,7 @@ pub(super) async fn refuse_paused(frontend: &Frontend, tcp: TcpStream, peer: Soc
 
 /// Refuses a connection over the global limit the way MySQL does: an ERR instead of a
 /// greeting.
-pub(super) async fn refuse_too_many(
+pub(in crate::frontend) async fn refuse_too_many(
     frontend: &Frontend,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -227,75 +229,6 @@ impl Drop for UserSlot {
     }
 }
 
-pub(super) struct Session {
-    pub(super) frontend: Arc<Frontend>,
-    pub(super) client: Connection,
-    pub(super) peer: SocketAddr,
-    pub(super) user: Arc<UserEntry>,
-    pub(super) user_slot: UserSlot,
-    pub(super) login: Login,
-    pub(super) capabilities: u32,
-    pub(super) scramble: [u8; 20],
-    /// The connection to the user's default hostgroup (the writer, for split users).
-    pub(super) primary: Option<BackendConn>,
-    /// The connection to the readers, with the session state replayed on it so far.
-    pub(super) reader: Option<(BackendConn, Replayed)>,
-    pub(super) routing: SessionRouting,
-    /// The last `SET NAMES` that succeeded, to replay on other connections.
-    pub(super) names: Option<Vec<u8>>,
-    /// The followed session variables the session set, to replay on other connections.
-    pub(super) variables: Values,
-    /// For read-your-writes: the GTID of this session's last committed write.
-    pub(super) last_write_gtid: GtidPosition,
-    pub(super) tls: Option<TlsInfo>,
-    /// Analyses statements; its buffer is reused from one statement to the next.
-    pub(super) analyzer: Analyzer,
-    /// This session's line in the processlist.
-    pub(super) listed: Listed,
-    /// The session left state on its primary connection: it is not multiplexed.
-    pub(super) bound: bool,
-    /// The last statement wrote: its connection serves the next statement too.
-    pub(super) hold_next: bool,
-    /// The client's prepared statements.
-    pub(super) statements: ClientStatements,
-    /// The status flags of the primary's last reply (for answers the proxy gives itself).
-    pub(super) server_status: u16,
-    /// Status flags to add to the EOFs of the next response (what the proxy knows and the
-    /// server answering it cannot: SERVER_STATUS_METADATA_CHANGED after a re-prepare).
-    pub(super) added_status: u16,
-    /// How the last relayed response ended.
-    pub(super) last_outcome: Option<Outcome>,
-    /// Latency histograms of the hostgroups this session used.
-    pub(super) histograms: Vec<(u32, prometheus::Histogram)>,
-    /// This connection's share of its address's connection cap.
-    pub(super) _address_slot: AddressSlot,
-}
-
-/// Session state applied to a reader connection (its schema is on the connection itself).
-#[derive(Debug, Default)]
-pub(super) struct Replayed {
-    /// The hostgroup the connection was taken for.
-    pub(super) hostgroup: u32,
-}
-
-/// Why the wait for the next command ended without one.
-enum Interrupt {
-    Shutdown,
-    Killed,
-    Idle,
-}
-
-/// Why a command could not be completed.
-pub(super) enum Failure {
-    /// The client is gone or broke the protocol: the session ends.
-    Client,
-    /// The backend connection failed; the client was told, the session goes on.
-    Backend,
-    /// A reader failed before answering a read (the reason): nothing reached the client
-    /// yet, the caller sends the read again or tells the client.
-    Unanswered(String),
-}
-
 impl Session {
     /// Finishes the login: connects the backend and sends the final OK (or the error).
     async fn start(
@@ -324,7 +257,7 @@ impl Session {
         };
         let routing = routing_for(&frontend, &li.user);
         let login_hostgroup = login_hostgroup(&frontend, &li.user, &routing);
-        let wait = super::backends::failover_wait(&frontend.shared.peek(), login_hostgroup);
+        let wait = failover_wait(&frontend.shared.peek(), login_hostgroup);
         let backend = match frontend
             .pool
             .acquire_through_failover(&frontend.shared, login_hostgroup, &li.login, wait)
@@ -365,13 +298,9 @@ impl Session {
             // a connection from the pool may carry another session's character set or
             // variables (given back without a reset while multiplexing was on)
             let mut backend = backend;
-            if let Err(why) = super::backends::sync(
-                &mut backend,
-                li.login.database.as_deref(),
-                None,
-                &Values::new(),
-            )
-            .await
+            if let Err(why) = backend
+                .sync_session(li.login.database.as_deref(), None, &Values::new())
+                .await
             {
                 tracing::warn!(%peer, error = %why, "backend connection failed while setting the session up");
                 return Err("backend lost");
@@ -411,156 +340,6 @@ impl Session {
             _address_slot: address_slot,
         })
     }
-
-    fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.frontend.shared.peek().proxy.idle_timeout_ms)
-    }
-
-    async fn command_loop(&mut self) {
-        // What can interrupt a read lives as long as the loop: made anew for every
-        // statement it would register and deregister with the timer wheel each time. The
-        // idle timer is lazy: it fires at the deadline it was set for and is moved on if
-        // the client was active since.
-        let entry = self.listed.entry.clone();
-        let interrupted = entry.interrupted();
-        tokio::pin!(interrupted);
-        // the shutdown may have been announced before this session was listed
-        if *self.frontend.shutdown_signal().borrow() {
-            self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
-                .await;
-            return;
-        }
-        let mut idle = self.idle_timeout();
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-        loop {
-            let (max, configured) = {
-                let proxy = &self.frontend.shared.peek().proxy;
-                (
-                    proxy.max_allowed_packet,
-                    Duration::from_millis(proxy.idle_timeout_ms),
-                )
-            };
-            let last_active = tokio::time::Instant::now();
-            if configured != idle {
-                idle = configured;
-                idle_timer.as_mut().reset(last_active + idle);
-            }
-            let read = loop {
-                let interrupted = tokio::select! {
-                    read = self.client.read_request(max) => break read,
-                    why = &mut interrupted => match why {
-                        registry::Interrupt::Killed => Interrupt::Killed,
-                        registry::Interrupt::Shutdown => Interrupt::Shutdown,
-                    },
-                    _ = &mut idle_timer => Interrupt::Idle,
-                };
-                match interrupted {
-                    Interrupt::Idle if last_active.elapsed() < idle => {
-                        idle_timer.as_mut().reset(last_active + idle);
-                    }
-                    Interrupt::Idle => {
-                        tracing::info!(peer = %self.peer, ?idle, "idle client disconnected");
-                        let message =
-                            "The client was disconnected by the server because of inactivity.";
-                        self.send_error(0, error::IDLE_TIMEOUT, message).await;
-                        return;
-                    }
-                    Interrupt::Shutdown => {
-                        self.send_error(0, error::SERVER_SHUTDOWN, "Server shutdown in progress")
-                            .await;
-                        return;
-                    }
-                    Interrupt::Killed => {
-                        tracing::info!(peer = %self.peer, id = entry.id, "session killed from the admin port");
-                        self.send_error(0, error::CONNECTION_KILLED, "Connection was killed")
-                            .await;
-                        return;
-                    }
-                }
-            };
-            let packet = match read {
-                Ok(Some(Request::Whole(p))) => p,
-                Ok(Some(Request::Large { seq, command })) => {
-                    if let Err(Failure::Client) = self.forward_large(seq, command).await {
-                        return;
-                    }
-                    self.client.shrink_buffers();
-                    continue;
-                }
-                Ok(None) => return,
-                Err(ReadError::Frame(FrameError::TooLarge { .. })) => {
-                    let message = "Got a packet bigger than 'max_allowed_packet' bytes";
-                    self.send_error(1, error::NET_PACKET_TOO_LARGE, message)
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "client read failed");
-                    return;
-                }
-            };
-            if packet.span.first_seq != 0 {
-                self.send_error(
-                    1,
-                    error::NET_PACKETS_OUT_OF_ORDER,
-                    "Got packets out of order",
-                )
-                .await;
-                return;
-            }
-            let result = match packet.first_frame().first().copied() {
-                Some(command::QUIT) => return,
-                Some(command::CHANGE_USER) => self.change_user(packet).await,
-                Some(cmd) if is_refused(cmd) => {
-                    let message = format!("Command {cmd:#04x} is not supported through the proxy");
-                    self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
-                    Ok(())
-                }
-                Some(cmd) => self.forward(cmd, packet).await,
-                None => {
-                    self.send_error(1, error::UNKNOWN_COMMAND, "Empty command packet")
-                        .await;
-                    Ok(())
-                }
-            };
-            if let Err(Failure::Client) = result {
-                return;
-            }
-            self.client.shrink_buffers();
-        }
-    }
-
-    /// Hands a backend connection back to the pool (which resets it for the next user).
-    pub(super) async fn release(&self, conn: BackendConn) {
-        let settings = self.frontend.shared.load().pool.clone();
-        self.frontend.pool.release(conn, &settings).await;
-    }
-
-    pub(super) async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {
-        self.frontend.counters.error(code.0);
-        send_err(&mut self.client, seq, self.capabilities, code, message).await;
-    }
-
-    pub(super) async fn send_packet_err(
-        &mut self,
-        seq: u8,
-        err: &ErrPacket,
-    ) -> Result<(), Failure> {
-        self.frontend.counters.error(err.code);
-        err.encode(self.client.write_buffer(), seq, self.capabilities);
-        self.client.flush().await.map_err(|_| Failure::Client)
-    }
-
-    async fn close(mut self) {
-        if let Some(backend) = self.primary.take() {
-            self.release(backend).await;
-        }
-        if let Some((backend, _)) = self.reader.take() {
-            self.release(backend).await;
-        }
-        self.client.shutdown().await;
-    }
 }
 
 /// The routing state a fresh session of `user` starts with.
@@ -581,32 +360,4 @@ fn login_hostgroup(frontend: &Frontend, user: &UserEntry, routing: &SessionRouti
         }
         _ => default,
     }
-}
-
-pub(super) fn routing_for(frontend: &Frontend, user: &UserEntry) -> SessionRouting {
-    SessionRouting::for_user(
-        &frontend.shared.load().galera,
-        user.config.default_hostgroup,
-        user.config.split_reads,
-        user.config.transaction_persistent,
-    )
-}
-
-/// Commands that must not pass through a proxy: replication streams, server shutdown,
-/// and the obsolete internal ones.
-pub(super) fn is_refused(cmd: u8) -> bool {
-    matches!(
-        cmd,
-        command::SLEEP
-            | command::SHUTDOWN
-            | command::CONNECT
-            | command::TIME
-            | command::DELAYED_INSERT
-            | command::BINLOG_DUMP
-            | command::TABLE_DUMP
-            | command::CONNECT_OUT
-            | command::REGISTER_SLAVE
-            | command::DAEMON
-            | command::BINLOG_DUMP_GTID
-    ) || cmd > command::RESET_CONNECTION
 }

@@ -1,19 +1,20 @@
 //! What the session does with a statement's text before it goes anywhere: analyse it once,
-//! walk the query rules, ask the firewall, look for injection shapes; and afterwards,
-//! count it in the digest statistics and write the query log line.
+//! walk the query rules, ask the firewall, look for injection shapes. A prepared
+//! statement's text is inspected at its prepare and that inspection serves each of its
+//! executes, until a reload brings other rules.
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, LazyLock};
 
-use crate::config::{FirewallMode, QueryLogMode};
+use crate::config::FirewallMode;
+use crate::frontend::registry::Registry;
 use crate::protocol::constants::capability::MULTI_STATEMENTS;
 use crate::protocol::packets::ErrPacket;
-use crate::rules::stats::{Execution, CACHE_HOSTGROUP};
-use crate::rules::{format_digest, Analysis, Decision, Query, Suspicion, Verdict};
+use crate::rules::{
+    format_digest, Analysis, Analyzer, Decision, Query, QueryRules, Suspicion, Verdict,
+};
 use crate::runtime::Runtime;
 
-use super::registry::Registry;
-use super::session::Session;
+use super::Session;
 
 /// What the inspection of one statement decided.
 #[derive(Debug, Default)]
@@ -45,14 +46,48 @@ impl Plan {
     }
 }
 
-/// How a statement ended, for statistics and the query log.
-pub(super) struct Ran<'a> {
-    /// Where it ran; `None` when it was refused or answered from the cache.
-    pub hostgroup: Option<u32>,
-    pub from_cache: bool,
-    pub server: Option<&'a str>,
-    pub duration: Duration,
-    pub error: bool,
+/// A prepared statement's inspection, made at its prepare, used by each of its executes.
+#[derive(Debug)]
+pub(super) struct StatementPlan {
+    pub plan: Plan,
+    /// The digest text of the statement (an execute has no text of its own to analyse).
+    pub digest_text: Vec<u8>,
+    /// The rules it was walked against: a reload that brings others walks them anew.
+    pub rules: Arc<QueryRules>,
+}
+
+/// What inspection made of a command.
+#[derive(Debug, Default)]
+pub(super) enum Inspected {
+    /// Not a statement (COM_PING, COM_INIT_DB, …): nothing to inspect.
+    #[default]
+    Nothing,
+    /// A text statement (a COM_QUERY, or a COM_STMT_PREPARE's text), inspected now; its
+    /// digest text is the analyzer's.
+    Now(Plan),
+    /// A COM_STMT_EXECUTE: the inspection of its statement's text.
+    Prepared(Arc<StatementPlan>),
+}
+
+static NOTHING: LazyLock<Plan> = LazyLock::new(Plan::default);
+
+impl Inspected {
+    pub(super) fn plan(&self) -> &Plan {
+        match self {
+            Inspected::Nothing => &NOTHING,
+            Inspected::Now(plan) => plan,
+            Inspected::Prepared(statement) => &statement.plan,
+        }
+    }
+
+    /// The digest text of the statement: a prepared one's own, else the analyzer's (of
+    /// the statement it analysed last, this one).
+    pub(super) fn digest_text<'a>(&'a self, analyzer: &'a Analyzer) -> &'a [u8] {
+        match self {
+            Inspected::Prepared(statement) => &statement.digest_text,
+            _ => analyzer.digest_text(),
+        }
+    }
 }
 
 impl Session {
@@ -131,82 +166,13 @@ impl Session {
         }
     }
 
-    /// Counts a statement in the digest statistics and writes its query log line.
-    pub(super) fn account(&mut self, runtime: &Runtime, plan: &Plan, ran: Ran<'_>) {
-        self.frontend
-            .counters
-            .statement(plan.analysis.kind, ran.duration);
-        if let Some(hostgroup) = ran.hostgroup {
-            self.latency(hostgroup).observe(ran.duration.as_secs_f64());
-        }
-        let schema = self.login.database.as_deref().unwrap_or_default();
-        let recorded = match ran.hostgroup {
-            Some(hostgroup) => Some(i64::from(hostgroup)),
-            None if ran.from_cache => Some(CACHE_HOSTGROUP),
-            None => None,
-        };
-        if let Some(hostgroup) = recorded {
-            let execution = Execution {
-                user: &self.user.config.name,
-                schema,
-                hostgroup,
-                duration: ran.duration,
-                error: ran.error,
-            };
-            let text = || self.analyzer.digest_text().to_vec();
-            self.frontend
-                .digests
-                .record(plan.analysis.digest, text, execution);
-        }
-        let Some(log) = &runtime.query_log else {
-            return;
-        };
-        let refused = recorded.is_none();
-        let wanted = match log.settings().mode {
-            QueryLogMode::All => true,
-            QueryLogMode::Rules => plan.decision.log || refused || plan.suspicion.any(),
-            QueryLogMode::Off => false,
-        };
-        if wanted {
-            log.write(self.log_line(plan, &ran, schema));
+    /// Inspects a prepared statement's text, for its executes.
+    pub(super) fn inspect_for_executes(&mut self, runtime: &Runtime, sql: &[u8]) -> StatementPlan {
+        let plan = self.inspect(runtime, sql);
+        StatementPlan {
+            plan,
+            digest_text: self.analyzer.digest_text().to_vec(),
+            rules: runtime.rules.clone(),
         }
     }
-
-    /// The latency histogram of `hostgroup`, looked up once per session and hostgroup.
-    fn latency(&mut self, hostgroup: u32) -> &prometheus::Histogram {
-        let i = match self.histograms.iter().position(|(id, _)| *id == hostgroup) {
-            Some(i) => i,
-            None => {
-                let h = self.frontend.metrics.hostgroup_histogram(hostgroup);
-                self.histograms.push((hostgroup, h));
-                self.histograms.len() - 1
-            }
-        };
-        &self.histograms[i].1
-    }
-
-    fn log_line(&self, plan: &Plan, ran: &Ran<'_>, schema: &str) -> String {
-        serde_json::json!({
-            "time": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            "user": self.user.config.name,
-            "client": client(self.peer),
-            "schema": schema,
-            "kind": plan.analysis.kind.name(),
-            "digest": format_digest(plan.analysis.digest),
-            "digest_text": String::from_utf8_lossy(self.analyzer.digest_text()),
-            "hostgroup": ran.hostgroup.map(i64::from).or(ran.from_cache.then_some(CACHE_HOSTGROUP)),
-            "server": ran.server,
-            "duration_us": ran.duration.as_micros() as u64,
-            "error": ran.error,
-            "rule": plan.decision.last_rule,
-            "refused": ran.hostgroup.is_none(),
-            "firewall": plan.verdict.map(|v| format!("{v:?}").to_lowercase()),
-            "injection": plan.suspicion.reasons(),
-        })
-        .to_string()
-    }
-}
-
-fn client(peer: SocketAddr) -> String {
-    peer.to_string()
 }
