@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::binary::{binary_result, execute_body, prepare};
 use common::{mariadb, read_ports, repo, stderr, stdout, Proxy, RawClient};
-use sluice::protocol::constants::header;
+use sluice::protocol::constants::{command, header};
 
 fn cluster_dir() -> String {
     std::env::var("SLUICE_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/sluice-cluster".into())
@@ -406,7 +407,8 @@ struct ReadLoop {
 }
 
 impl ReadLoop {
-    fn start(port: u16, clients: usize) -> ReadLoop {
+    /// `prepared`: the read is a prepared statement's execute, else a text query.
+    fn start(port: u16, clients: usize, prepared: bool) -> ReadLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
@@ -414,9 +416,15 @@ impl ReadLoop {
             .map(|_| {
                 let (stop, answers, failed) = (stop.clone(), answers.clone(), failed.clone());
                 let mut client = RawClient::login(port, "app", "app").unwrap();
+                let statement =
+                    prepared.then(|| prepare(&mut client, "SELECT CAST(@@port AS CHAR)"));
                 thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        match client.try_query_column("SELECT @@port") {
+                        let read = match statement {
+                            Some(id) => prepared_port(&mut client, id),
+                            None => client.try_query_column("SELECT @@port"),
+                        };
+                        match read {
                             Ok(mut ports) => answers
                                 .lock()
                                 .unwrap()
@@ -459,8 +467,29 @@ impl ReadLoop {
     }
 }
 
+/// Executes the prepared `SELECT CAST(@@port AS CHAR)`: the port, or the error.
+fn prepared_port(client: &mut RawClient, id: [u8; 4]) -> Result<Vec<String>, String> {
+    let answer = client.command(command::STMT_EXECUTE, &execute_body(id, &[], false));
+    if answer[0].payload[0] == header::ERR {
+        return Err(common::expect_err(&answer[0]).message);
+    }
+    Ok(binary_result(&answer).1)
+}
+
 #[test]
 fn reads_in_flight_on_a_hung_replica_are_answered_by_the_other_and_it_returns_after_sigcont() {
+    hung_replica(false);
+}
+
+#[test]
+fn prepared_reads_in_flight_on_a_hung_replica_are_answered_by_the_other() {
+    hung_replica(true);
+}
+
+/// Replica1 hangs (SIGSTOP) while 4 clients read, in text or `prepared`: every read is
+/// answered (by replica2; those in flight on replica1 are sent again), and replica1 serves
+/// again after SIGCONT.
+fn hung_replica(prepared: bool) {
     // most reads go to replica1, so reads are in flight there when it hangs
     let proxy = Proxy::start_with(|c| {
         c.replacen(
@@ -471,7 +500,7 @@ fn reads_in_flight_on_a_hung_replica_are_answered_by_the_other_and_it_returns_af
     });
     let config = std::fs::read_to_string(proxy.dir.join("sluice.toml")).unwrap();
     assert!(config.contains("weight = 50"), "the weight applies");
-    let readers = ReadLoop::start(proxy.port, 4);
+    let readers = ReadLoop::start(proxy.port, 4, prepared);
     thread::sleep(Duration::from_millis(500));
     let before = Instant::now();
     assert!(
@@ -496,7 +525,7 @@ fn reads_in_flight_on_a_hung_replica_are_answered_by_the_other_and_it_returns_af
     let during = readers.answered_after(stopped + Duration::from_millis(100));
     let errors = readers.finish();
     eprintln!(
-        "while replica1 hung: answers {during:?}, reads retried {retried}, errors {errors:?}"
+        "while replica1 hung (prepared: {prepared}): answers {during:?}, reads retried {retried}, errors {errors:?}"
     );
     assert!(errors.is_empty(), "reads failed: {errors:?}");
     assert!(

@@ -235,7 +235,7 @@ fn digest_count(proxy: &Proxy, like: &str) -> String {
     admin_ok(
         proxy,
         &format!(
-            "SELECT hostgroup, count_star FROM stats_mysql_query_digest \
+            "SELECT hostgroup, count_star, sum_rows_sent FROM stats_mysql_query_digest \
              WHERE digest_text LIKE '{like}' ORDER BY hostgroup"
         ),
     )
@@ -270,10 +270,11 @@ fn executes_are_counted_logged_cached_and_refused_by_rules_loaded_after_their_pr
         })
         .collect();
     assert_eq!(values, ["one", "two", "one", "two", "one"]);
-    // two from the replicas, three from the cache (hostgroup -1), keyed by the values
+    // two from the replicas (a row each), three from the cache (hostgroup -1), keyed by
+    // the values
     assert_eq!(
         digest_count(&proxy, "SELECT c FROM sbtest.prepared_items WHERE id = ?"),
-        "-1\t3\n20\t2\n"
+        "-1\t3\t0\n20\t2\t2\n"
     );
     let unprepared = prepare(
         &mut c,
@@ -341,5 +342,62 @@ fn a_cursor_on_a_replica_is_fetched_in_pieces_there() {
     assert!(
         REPLICAS.iter().any(|p| p.to_string() == ports[0]),
         "the cursor was on a replica: {ports:?}"
+    );
+}
+
+#[test]
+fn mirrored_prepared_inserts_arrive_on_the_mirror_with_their_parameters() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.mirror_psrc (id INT PRIMARY KEY, v VARCHAR(10)); \
+         DELETE FROM sbtest.mirror_psrc",
+    );
+    // a table on the mirror (the second replica) alone
+    let on_mirror = |sql: &str| {
+        let out = mariadb(13310, &["-uapp", "-papp", "-N", "-e", sql]);
+        assert!(out.status.success(), "{sql}: {}", common::stderr(&out));
+        stdout(&out)
+    };
+    on_mirror(
+        "CREATE DATABASE IF NOT EXISTS sluice_mirror; \
+         CREATE TABLE IF NOT EXISTS sluice_mirror.pcopy (id INT PRIMARY KEY, v VARCHAR(10)); \
+         DELETE FROM sluice_mirror.pcopy",
+    );
+    let proxy = Proxy::start_with(|c| {
+        c + &common::hostgroup_of(50, 13310)
+            + r#"
+[[query_rules]]
+rule_id = 10
+match_pattern = "^INSERT INTO sbtest\\.mirror_psrc"
+mirror_hostgroup = 50
+mirror_flagOUT = 100
+
+[[query_rules]]
+rule_id = 11
+flag_in = 100
+match_pattern = "sbtest\\.mirror_psrc"
+replace_pattern = "sluice_mirror.pcopy"
+"#
+    });
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let insert = prepare(&mut c, "INSERT INTO sbtest.mirror_psrc VALUES (?, ?)");
+    for id in 1..=20 {
+        let value = format!("v{id}");
+        // the types go with the first execute only, as libmariadb sends them
+        let ok = execute(
+            &mut c,
+            insert,
+            &[Param::Int(id), Param::Text(&value)],
+            id == 1,
+        );
+        assert_eq!(ok[0].payload[0], header::OK, "{:?}", ok[0].payload);
+    }
+    let expected = (1..=20).map(|i| format!("{i}\tv{i}\n")).collect::<String>();
+    wait_for(Duration::from_secs(20), "the copies", || {
+        on_mirror("SELECT id, v FROM sluice_mirror.pcopy ORDER BY id") == expected
+    });
+    assert_eq!(
+        direct_ok("SELECT COUNT(*) FROM sbtest.mirror_psrc"),
+        "20\n",
+        "the client's own inserts went to the writer"
     );
 }

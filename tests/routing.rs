@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{mariadb, read_ports, stderr, stdout, Proxy, RawClient};
+use common::{direct_ok, mariadb, read_ports, stderr, stdout, Proxy, RawClient};
 
 #[test]
 fn reads_go_to_the_replicas_by_weight_and_writes_to_the_writer() {
@@ -182,4 +182,43 @@ fn without_readers_reads_fall_back_to_the_writer_or_fail_as_configured() {
         &["-uapp", "-papp", "-e", "SELECT @@port FOR UPDATE"],
     );
     assert_eq!(stdout(&out), "13306\n", "{}", stderr(&out));
+}
+
+#[test]
+fn read_only_transactions_run_whole_on_a_replica_after_the_sessions_writes() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.read_only_rows (id INT PRIMARY KEY, v INT); \
+         REPLACE INTO sbtest.read_only_rows VALUES (1, 0)",
+    );
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let port = |c: &mut RawClient| c.query_column("SELECT @@port").remove(0);
+    for round in 1..=20 {
+        let ok = c.query(&format!(
+            "UPDATE sbtest.read_only_rows SET v = {round} WHERE id = 1"
+        ));
+        assert_eq!(ok[0].payload[0], 0, "{:?}", ok[0].payload);
+        c.query("START TRANSACTION READ ONLY");
+        let first = port(&mut c);
+        let seen = c.query_column("SELECT v FROM sbtest.read_only_rows WHERE id = 1");
+        assert_eq!(seen, [round.to_string()], "the session's write is there");
+        assert_eq!(port(&mut c), first, "one server serves the transaction");
+        assert!(["13309", "13310"].contains(&first.as_str()), "{first}");
+        // a write inside it is refused by the server, as without the proxy
+        let refused = c.query("UPDATE sbtest.read_only_rows SET v = 0 WHERE id = 1");
+        assert_eq!(common::expect_err(&refused[0]).code, 1792);
+        c.query("COMMIT");
+    }
+    // the next transaction shaped by SET TRANSACTION runs where that ran
+    c.query("SET TRANSACTION READ ONLY");
+    c.query("START TRANSACTION");
+    let shaped = port(&mut c);
+    assert!(["13309", "13310"].contains(&shaped.as_str()), "{shaped}");
+    let refused = c.query("DELETE FROM sbtest.read_only_rows WHERE id = 1");
+    assert_eq!(common::expect_err(&refused[0]).code, 1792);
+    c.query("COMMIT");
+    // a plain transaction stays on the writer
+    c.query("BEGIN");
+    assert_eq!(port(&mut c), "13306");
+    c.query("COMMIT");
 }

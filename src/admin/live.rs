@@ -463,8 +463,8 @@ fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
                 int(d.sum_us),
                 int(d.min_us),
                 int(d.max_us),
-                Value::Null,
-                Value::Null,
+                int(d.rows_affected),
+                int(d.rows_sent),
                 int(d.errors),
             ]
         })

@@ -269,6 +269,20 @@ impl BackendConn {
         }
     }
 
+    /// Prepares `text` for the proxy's own use: the server's statement id, or its refusal.
+    pub async fn prepare(&mut self, text: &[u8]) -> Result<Result<u32, ErrPacket>, String> {
+        let packets = self
+            .exchange(command::STMT_PREPARE, text)
+            .await
+            .map_err(|e| e.to_string())?;
+        let first = packets.first().ok_or("an empty answer to a prepare")?;
+        if first.first() == Some(&header::ERR) {
+            return Ok(Err(ErrPacket::decode(first).map_err(|e| e.to_string())?));
+        }
+        let ok = crate::protocol::statement::PrepareOk::decode(first).map_err(|e| e.to_string())?;
+        Ok(Ok(ok.statement_id))
+    }
+
     /// Sends one command and collects the payloads of its whole response.
     async fn exchange(&mut self, cmd: u8, body: &[u8]) -> Result<Vec<bytes::Bytes>, BackendError> {
         let address = self.server.address().to_string();

@@ -32,6 +32,10 @@ pub struct MirrorCopy {
     pub variables: Values,
     /// The text to send (the client's, or what the mirror's rules rewrote it to).
     pub sql: Vec<u8>,
+    /// For a prepared statement's execute: its payload after the statement id (flags,
+    /// iteration count, parameters with their types). The copy prepares `sql` on the
+    /// mirror, executes it with these and closes it.
+    pub execute: Option<Vec<u8>>,
     /// For the digest statistics.
     pub digest: u64,
     pub digest_text: Vec<u8>,
@@ -167,6 +171,8 @@ async fn run_copy(frontend: &Frontend, copy: MirrorCopy) {
                 hostgroup: i64::from(copy.hostgroup),
                 duration: started.elapsed(),
                 error,
+                // a copy's answer is discarded unread: its rows are not counted
+                rows: Default::default(),
             };
             let text = || copy.digest_text.clone();
             frontend.digests.record(copy.digest, text, execution);
@@ -202,10 +208,42 @@ async fn send(frontend: &Frontend, copy: &MirrorCopy) -> Ran {
     {
         return Ran::Unreachable(why);
     }
-    if let Err(e) = conn.send_command(command::QUERY, &copy.sql).await {
-        return Ran::Unreachable(e.to_string());
+    let mut prepared = None;
+    let cmd = match &copy.execute {
+        None => conn
+            .send_command(command::QUERY, &copy.sql)
+            .await
+            .map(|_| command::QUERY),
+        Some(parameters) => {
+            let id = match conn.prepare(&copy.sql).await {
+                Ok(Ok(id)) => id,
+                Ok(Err(_refused)) => {
+                    return Ran::Answered {
+                        error: true,
+                        open: false,
+                        conn: Box::new(conn),
+                    }
+                }
+                Err(why) => return Ran::Unreachable(why),
+            };
+            prepared = Some(id);
+            let mut body = id.to_le_bytes().to_vec();
+            body.extend_from_slice(parameters);
+            conn.send_command(command::STMT_EXECUTE, &body)
+                .await
+                .map(|_| command::STMT_EXECUTE)
+        }
+    };
+    let cmd = match cmd {
+        Ok(cmd) => cmd,
+        Err(e) => return Ran::Unreachable(e.to_string()),
+    };
+    let answered = conn.discard_response(cmd).await;
+    if let Some(id) = prepared {
+        // sent ahead of the connection's next command
+        conn.queue_close(id);
     }
-    match conn.discard_response(command::QUERY).await {
+    match answered {
         Ok(outcome) => Ran::Answered {
             error: outcome.error,
             open: outcome.status.is_some_and(|s| s & status::IN_TRANS != 0),

@@ -80,6 +80,16 @@ pub struct ResponseTracker {
     eofs: Vec<usize>,
     /// The ERR packet that ended the response, if one did.
     error: Option<ErrPacket>,
+    /// What the response counted, for the digest statistics.
+    counts: RowCounts,
+}
+
+/// Rows a response carried and rows its OK packets said were changed, summed over all its
+/// results (ProxySQL's `sum_rows_sent` and `sum_rows_affected`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub sent: u64,
+    pub affected: u64,
 }
 
 /// What [`ResponseTracker::scan`] found in a buffer of response bytes.
@@ -123,6 +133,7 @@ impl ResponseTracker {
             added_status: 0,
             eofs: Vec::new(),
             error: None,
+            counts: RowCounts::default(),
         })
     }
 
@@ -211,6 +222,11 @@ impl ResponseTracker {
         })
     }
 
+    /// The rows the response has carried so far, and those its OK packets said changed.
+    pub fn counts(&self) -> RowCounts {
+        self.counts
+    }
+
     /// The sequence id that follows the last frame scanned: what a packet the proxy adds to
     /// this exchange (an error after a failure) must carry.
     pub fn next_seq(&self) -> u8 {
@@ -237,6 +253,7 @@ impl ResponseTracker {
             State::ResultStart => match first {
                 Some(header::OK) => {
                     let ok = OkPacket::decode(first_frame)?;
+                    self.counts.affected += ok.affected_rows;
                     self.end_of_result(ok.status)
                 }
                 Some(header::ERR) => self.finish_with_error(first_frame),
@@ -282,6 +299,7 @@ impl ResponseTracker {
                 } else if eof {
                     self.end_of_result(eof_status(first_frame).unwrap_or(0))
                 } else {
+                    self.counts.sent += 1;
                     Progress::More
                 }
             }
@@ -716,6 +734,23 @@ mod tests {
         for p in [&[1][..], b"def", EOF_CURSOR_MORE] {
             assert_eq!(t.feed(p, p.len()).unwrap(), Progress::More);
         }
+    }
+
+    #[test]
+    fn rows_sent_and_affected_are_counted_over_every_result() {
+        let row: &[u8] = &[1, b'7'];
+        let ok_3: &[u8] = &[0x00, 0x03, 0x00, 0x0A, 0x00, 0x00, 0x00];
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        for p in [&[1][..], b"def", EOF, row, row, EOF_MORE, ok_3, OK] {
+            t.feed(p, p.len()).unwrap();
+        }
+        assert_eq!(
+            t.counts(),
+            RowCounts {
+                sent: 2,
+                affected: 3
+            }
+        );
     }
 
     #[test]

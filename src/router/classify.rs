@@ -14,6 +14,11 @@ pub enum Statement {
     SetVariables,
     /// Anything else: writes, DDL, locking reads, transaction control, session changes.
     Write,
+    /// `START TRANSACTION … READ ONLY`: a transaction a reader can serve whole.
+    ReadOnlyTransaction,
+    /// `SET TRANSACTION … READ ONLY`: the next transaction cannot write; it runs where
+    /// this ran.
+    ReadOnlyNext,
     /// A statement that leaves state on its connection that later reads may depend on
     /// (user variables, `SET` other than NAMES, temporary tables, locks, `PREPARE`, `USE`):
     /// the session should stay on the writer from now on.
@@ -34,6 +39,10 @@ impl Statement {
             Kind::Set if f.set_names_only => Statement::SetNames,
             Kind::Set if f.set_replayed_only => Statement::SetVariables,
             Kind::Set | Kind::Use => Statement::SessionState,
+            Kind::Transaction if f.read_only_transaction && f.next_transaction => {
+                Statement::ReadOnlyNext
+            }
+            Kind::Transaction if f.read_only_transaction => Statement::ReadOnlyTransaction,
             _ => Statement::Write,
         }
     }
@@ -119,6 +128,16 @@ mod tests {
             assert_eq!(c(sql), Statement::SessionState, "{sql}");
         }
         assert_eq!(c("SET NAMES utf8mb4"), Statement::SetNames);
+        assert_eq!(
+            c("START TRANSACTION READ ONLY"),
+            Statement::ReadOnlyTransaction
+        );
+        assert_eq!(c("SET TRANSACTION READ ONLY"), Statement::ReadOnlyNext);
+        assert_eq!(c("SET SESSION TRANSACTION READ ONLY"), Statement::Write);
+        assert_eq!(
+            c("START TRANSACTION READ ONLY; DELETE FROM t"),
+            Statement::Write
+        );
         assert_eq!(
             c("set names 'latin1' collate 'latin1_swedish_ci'"),
             Statement::SetNames

@@ -33,6 +33,10 @@ pub struct SessionRouting {
     pub transaction_persistent: bool,
     /// The session left state on the primary that reads may depend on.
     pub pinned: bool,
+    /// The session's reader connection, of this hostgroup, holds it: a read-only
+    /// transaction is open there, or the next transaction's characteristics were set
+    /// there (`SET TRANSACTION READ ONLY`).
+    pub held_reader: Option<u32>,
 }
 
 /// One statement as the router sees it: plain values, whichever protocol carried it (a
@@ -112,12 +116,22 @@ impl SessionRouting {
         self.in_transaction && self.transaction_persistent
     }
 
-    /// Where a statement should run: where its cursor or long data is; the hostgroup a
-    /// rule named, unless a transaction holds the session; the readers for a read that
-    /// nothing holds on the primary (no transaction, no session state); else the primary.
+    /// Whether a transaction is open on either connection, or about to begin on the
+    /// reader's.
+    pub fn in_any_transaction(&self) -> bool {
+        self.in_transaction || self.held_reader.is_some()
+    }
+
+    /// Where a statement should run: where its cursor or long data is; where a read-only
+    /// transaction is open; the hostgroup a rule named, unless a transaction holds the
+    /// session; the readers for a read or a read-only transaction that nothing holds on
+    /// the primary (no transaction, no session state); else the primary.
     pub fn wish(&self, ask: Ask) -> Wish {
         if let Some((target, hostgroup)) = ask.held {
             return Wish::Held(target, hostgroup);
+        }
+        if let Some(hostgroup) = self.held_reader {
+            return Wish::Held(Target::Reader, hostgroup);
         }
         match ask.ruled {
             Some(hg) if hg != self.primary_hostgroup && !self.held_by_transaction() => {
@@ -130,8 +144,12 @@ impl SessionRouting {
             None => {}
         }
         let held_on_primary = self.pinned || self.held_by_transaction();
-        match (ask.statement, self.reader_hostgroup) {
-            (Statement::Read, Some(hostgroup)) if !held_on_primary => Wish::Elsewhere {
+        let readable = matches!(
+            ask.statement,
+            Statement::Read | Statement::ReadOnlyTransaction | Statement::ReadOnlyNext
+        );
+        match (readable, self.reader_hostgroup) {
+            (true, Some(hostgroup)) if !held_on_primary => Wish::Elsewhere {
                 hostgroup,
                 by_rule: false,
             },
@@ -159,6 +177,19 @@ impl SessionRouting {
                 Placement::Run(Target::Primary, self.primary_hostgroup)
             }
         }
+    }
+
+    /// Updates the session's state after a statement ran on the reader connection, of
+    /// `hostgroup`, and ended with these status flags (`None`: an error, which changes
+    /// nothing): the reader holds the session while a transaction is open there, and for
+    /// the statement after a `SET TRANSACTION READ ONLY`.
+    pub fn after_reader(&mut self, statement: Statement, status: Option<u16>, hostgroup: u32) {
+        use crate::protocol::constants::status::IN_TRANS;
+        let Some(flags) = status else {
+            return;
+        };
+        let holds = statement == Statement::ReadOnlyNext || flags & IN_TRANS != 0;
+        self.held_reader = holds.then_some(hostgroup);
     }
 
     /// Updates the session's state after a statement ran on the primary connection.
@@ -236,6 +267,10 @@ mod tests {
             reader_hostgroup: None,
             ..split()
         };
+        let read_only = SessionRouting {
+            held_reader: Some(READERS),
+            ..split()
+        };
         let ruled = |hg| Ask {
             ruled: Some(hg),
             ..ask(Statement::Read)
@@ -259,6 +294,13 @@ mod tests {
             Case { what: "a rule's hostgroup, pinned", session: pinned, ask: ruled(RULED), wish: BY_RULE },
             Case { what: "a rule naming the primary's hostgroup", session: split(), ask: ruled(WRITERS), wish: Wish::Primary },
             Case { what: "a rule inside a transaction", session: in_trans, ask: ruled(RULED), wish: Wish::Primary },
+            Case { what: "a read-only transaction splits off", session: split(), ask: ask(Statement::ReadOnlyTransaction), wish: READ },
+            Case { what: "SET TRANSACTION READ ONLY splits off", session: split(), ask: ask(Statement::ReadOnlyNext), wish: READ },
+            Case { what: "a read-only transaction inside one on the primary", session: in_trans, ask: ask(Statement::ReadOnlyTransaction), wish: Wish::Primary },
+            Case { what: "a read-only transaction of a pinned session", session: pinned, ask: ask(Statement::ReadOnlyTransaction), wish: Wish::Primary },
+            Case { what: "a read in a read-only transaction", session: read_only, ask: ask(Statement::Read), wish: Wish::Held(Target::Reader, READERS) },
+            Case { what: "a write in a read-only transaction (the server refuses it)", session: read_only, ask: ask(Statement::Write), wish: Wish::Held(Target::Reader, READERS) },
+            Case { what: "a rule inside a read-only transaction", session: read_only, ask: ruled(RULED), wish: Wish::Held(Target::Reader, READERS) },
             Case { what: "a cursor on the reader", session: in_trans, ask: held(Target::Reader, RULED), wish: Wish::Held(Target::Reader, RULED) },
             Case { what: "long data on the primary", session: split(), ask: held(Target::Primary, WRITERS), wish: Wish::Held(Target::Primary, WRITERS) },
         ];
@@ -291,6 +333,25 @@ mod tests {
         for (what, session, wish, found, placement) in cases {
             assert_eq!(session.settle(wish, found), placement, "{what}");
         }
+    }
+
+    #[test]
+    fn the_reader_holds_the_session_through_a_read_only_transaction() {
+        let mut s = split();
+        s.after_reader(Statement::ReadOnlyTransaction, Some(0x0003), READERS);
+        assert_eq!(s.held_reader, Some(READERS));
+        s.after_reader(Statement::Read, None, READERS);
+        assert_eq!(s.held_reader, Some(READERS), "an error ends nothing");
+        s.after_reader(Statement::Write, Some(0x0002), READERS); // COMMIT
+        assert_eq!(s.held_reader, None);
+        s.after_reader(Statement::ReadOnlyNext, Some(0x0002), READERS);
+        assert_eq!(
+            s.held_reader,
+            Some(READERS),
+            "the next transaction is shaped there"
+        );
+        s.after_reader(Statement::Read, Some(0x0002), READERS);
+        assert_eq!(s.held_reader, None, "an autocommit statement used it up");
     }
 
     #[test]

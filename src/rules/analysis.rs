@@ -74,6 +74,9 @@ pub struct Features {
     pub session_statement: bool,
     /// `SET [SESSION] TRANSACTION …` or `XA …`: shapes the connection's next transaction.
     pub next_transaction: bool,
+    /// `START TRANSACTION … READ ONLY`, or `SET TRANSACTION … READ ONLY` (the next
+    /// transaction only, not the session's): a transaction that cannot write.
+    pub read_only_transaction: bool,
     /// `… OR 1=1`, `… OR 'a'='a'`, `… OR TRUE`: a condition that is always true.
     pub tautology: bool,
     /// `UNION [ALL] SELECT`.
@@ -367,6 +370,10 @@ impl<'a> Pass<'a> {
         if kind == Kind::Transaction && (eq(text, b"SET") || eq(text, b"XA")) {
             self.analysis.features.next_transaction = true;
         }
+        if kind == Kind::Transaction {
+            self.analysis.features.read_only_transaction =
+                read_only_transaction(text, rest, self.sql);
+        }
         match kind {
             Kind::Update => self.table_after(rest),
             Kind::Set => {
@@ -555,6 +562,22 @@ impl<'a> Pass<'a> {
             self.out.push(b' ');
         }
     }
+}
+
+/// Whether a transaction statement led by `leading` is `START TRANSACTION … READ ONLY`
+/// or `SET TRANSACTION … READ ONLY` (not `SET SESSION|GLOBAL TRANSACTION`, which shapes
+/// every later transaction).
+fn read_only_transaction(leading: &[u8], rest: &Tokens<'_>, sql: &[u8]) -> bool {
+    let mut words = rest.clone().map(|t| t.text(sql));
+    let opens = (eq(leading, b"START") || eq(leading, b"SET"))
+        && words.next().is_some_and(|w| eq(w, b"TRANSACTION"));
+    let mut after_read = false;
+    opens
+        && words.any(|w| {
+            let read_only = after_read && eq(w, b"ONLY");
+            after_read = eq(w, b"READ");
+            read_only
+        })
 }
 
 /// The kind a leading keyword gives a statement.
@@ -755,6 +778,25 @@ mod feature_tests {
         assert!(features("SELECT /*!40001 SQL_NO_CACHE */ 1").executable_comment);
         assert!(features("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE").next_transaction);
         assert!(features("XA START 'x'").next_transaction);
+        for sql in [
+            "START TRANSACTION READ ONLY",
+            "start transaction with consistent snapshot, read only",
+            "SET TRANSACTION READ ONLY",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY",
+        ] {
+            assert!(features(sql).read_only_transaction, "{sql}");
+        }
+        for sql in [
+            "START TRANSACTION",
+            "START TRANSACTION READ WRITE",
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET GLOBAL TRANSACTION READ ONLY",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "BEGIN",
+            "SELECT 'READ ONLY'",
+        ] {
+            assert!(!features(sql).read_only_transaction, "{sql}");
+        }
         assert!(
             !features("COMMIT").next_transaction
                 && !features("SET autocommit = 1").next_transaction

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use crate::protocol::response::RowCounts;
+
 const SHARDS: usize = 16;
 /// Digest text kept per entry, at most.
 const TEXT_KEPT: usize = 2048;
@@ -31,6 +33,8 @@ pub struct DigestEntry {
     pub min_us: u64,
     pub max_us: u64,
     pub errors: u64,
+    pub rows_affected: u64,
+    pub rows_sent: u64,
 }
 
 /// Where a statement ran and how it went.
@@ -42,6 +46,8 @@ pub struct Execution<'a> {
     pub hostgroup: i64,
     pub duration: Duration,
     pub error: bool,
+    /// Rows the answer carried, and rows its OK packets said changed.
+    pub rows: RowCounts,
 }
 
 /// The statistics of every digest seen since start (or the last reset).
@@ -103,6 +109,8 @@ impl DigestStats {
                 r.min_us = r.min_us.min(us);
                 r.max_us = r.max_us.max(us);
                 r.errors += u64::from(run.error);
+                r.rows_affected += run.rows.affected;
+                r.rows_sent += run.rows.sent;
             }
             None => {
                 let mut text = text();
@@ -120,6 +128,8 @@ impl DigestStats {
                     min_us: us,
                     max_us: us,
                     errors: u64::from(run.error),
+                    rows_affected: run.rows.affected,
+                    rows_sent: run.rows.sent,
                 });
             }
         }
@@ -170,6 +180,10 @@ mod tests {
             hostgroup: 10,
             duration: Duration::from_micros(us),
             error: false,
+            rows: RowCounts {
+                sent: 2,
+                affected: 0,
+            },
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::QueryLogMode;
 use crate::rules::format_digest;
-use crate::rules::stats::{Execution, CACHE_HOSTGROUP};
+use crate::rules::stats::{Execution, RowCounts, CACHE_HOSTGROUP};
 use crate::runtime::Runtime;
 
 use super::request::Request;
@@ -21,6 +21,7 @@ pub(super) struct Ran<'a> {
     pub server: Option<&'a str>,
     pub duration: Duration,
     pub error: bool,
+    pub rows: RowCounts,
 }
 
 impl Ran<'static> {
@@ -32,6 +33,7 @@ impl Ran<'static> {
             server: None,
             duration: request.started.elapsed(),
             error: true,
+            rows: RowCounts::default(),
         }
     }
 
@@ -43,6 +45,7 @@ impl Ran<'static> {
             server: None,
             duration: request.started.elapsed(),
             error: false,
+            rows: RowCounts::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ impl Session {
                 hostgroup,
                 duration: ran.duration,
                 error: ran.error,
+                rows: ran.rows,
             };
             let text = || request.inspected.digest_text(&self.analyzer).to_vec();
             self.frontend

@@ -51,7 +51,7 @@ impl Session {
             && request.statement == Statement::Read
             && !request.effects.binds
             && !request.effects.writes
-            && !self.routing.in_transaction
+            && !self.routing.in_any_transaction()
             && !self.bound;
         if !read {
             return None;

@@ -90,7 +90,11 @@ pub(super) fn writes(cmd: u8, statement: Statement) -> bool {
         // a prepared statement's meaning comes from its text, as a query's does
         command::QUERY | command::STMT_EXECUTE => !matches!(
             statement,
-            Statement::Read | Statement::SetNames | Statement::SetVariables
+            Statement::Read
+                | Statement::SetNames
+                | Statement::SetVariables
+                | Statement::ReadOnlyTransaction
+                | Statement::ReadOnlyNext
         ),
         _ => false,
     }

@@ -155,7 +155,10 @@ impl Session {
                 self.routing.in_transaction = false;
                 self.primary.take()
             }
-            Target::Reader => self.reader.take().map(|(b, _)| b),
+            Target::Reader => {
+                self.routing.held_reader = None;
+                self.reader.take().map(|(b, _)| b)
+            }
         };
         let Some(backend) = backend else {
             return Err(Failure::Backend);

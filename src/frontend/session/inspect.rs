@@ -91,12 +91,12 @@ impl Inspected {
 }
 
 impl Session {
-    /// A statement of this session as the rules see it; the digest text is the analyzer's
-    /// (of the statement it analysed last).
+    /// A statement of this session as the rules see it.
     pub(super) fn rule_query<'a>(
         &'a self,
         sql: &'a [u8],
         analysis: &'a Analysis,
+        digest_text: &'a [u8],
         suspicious: bool,
     ) -> Query<'a> {
         Query {
@@ -104,7 +104,7 @@ impl Session {
             schema: self.login.database.as_deref(),
             client: self.peer.ip(),
             sql,
-            digest_text: self.analyzer.digest_text(),
+            digest_text,
             analysis,
             suspicious,
         }
@@ -129,9 +129,10 @@ impl Session {
                 "statement with an injection shape"
             );
         }
-        let decision = runtime
-            .rules
-            .evaluate(&self.rule_query(sql, &analysis, suspicion.any()));
+        let decision =
+            runtime
+                .rules
+                .evaluate(&self.rule_query(sql, &analysis, digest_text, suspicion.any()));
         let mode = self
             .user
             .config

@@ -28,10 +28,12 @@ impl Session {
         if effects.binds {
             self.bound = true;
         }
-        let held = std::mem::replace(&mut self.hold_next, effects.writes);
+        let holds_next = effects.writes && target == Target::Primary;
+        let held = std::mem::replace(&mut self.hold_next, holds_next);
         match target {
             // a cursor open there keeps the reader until it is read to its end
-            Target::Reader if self.statements.holds(Target::Reader) => {}
+            Target::Reader
+                if self.statements.holds(Target::Reader) || self.routing.held_reader.is_some() => {}
             Target::Reader => {
                 if let Some((reader, _)) = self.reader.take() {
                     self.frontend.pool.put_back(reader, &runtime.pool);

@@ -37,7 +37,7 @@ use crate::backend::{BackendConn, Login};
 use crate::connection::{Connection, RawPacket};
 use crate::protocol::constants::{command, error};
 use crate::protocol::packets::ErrPacket;
-use crate::protocol::response::Outcome;
+use crate::protocol::response::{Outcome, RowCounts};
 use crate::protocol::statement::CURSOR_TYPE_READ_ONLY;
 use crate::router::gtid::GtidPosition;
 use crate::router::{SessionRouting, Statement, Target};
@@ -95,6 +95,8 @@ pub(super) struct Session {
     added_status: u16,
     /// How the last relayed response ended.
     last_outcome: Option<Outcome>,
+    /// The rows the last relayed response carried and changed.
+    last_counts: RowCounts,
     /// Latency histograms of the hostgroups this session used.
     histograms: Vec<(u32, prometheus::Histogram)>,
     /// This connection's share of its address's connection cap.
@@ -157,7 +159,7 @@ impl Session {
         if let (Some(cacheable), Some(capture), Ok(true)) = (cacheable, capture, &finished.result) {
             self.keep_in_cache(&runtime, cacheable, &request, capture.into_bytes());
         }
-        if cmd == command::QUERY && answered {
+        if matches!(cmd, command::QUERY | command::STMT_EXECUTE) && answered {
             self.mirror(&runtime, &request, was_in_transaction);
         }
         self.listed.entry.set(|a| {
@@ -172,6 +174,7 @@ impl Session {
                 server: finished.server.as_ref().map(|s| s.address()),
                 duration: request.started.elapsed(),
                 error: !matches!(finished.result, Ok(true)),
+                rows: self.last_counts,
             };
             self.account(&runtime, &request, ran);
         }

@@ -88,6 +88,18 @@ impl Session {
         }
     }
 
+    /// Whether a request whose backend failed before answering may run again elsewhere:
+    /// an autocommit read, in text or a prepared execute, on a reader, outside a read-only
+    /// transaction there. It changed nothing (the router sends nothing else there), and
+    /// the client has seen nothing of its answer; an execute's statement is prepared on
+    /// the next reader first.
+    fn retryable(&self, target: Target, cmd: u8, statement: Statement) -> bool {
+        target == Target::Reader
+            && matches!(cmd, command::QUERY | command::STMT_EXECUTE)
+            && statement == Statement::Read
+            && self.routing.held_reader.is_none()
+    }
+
     /// One try: binds a prepared statement's command to the connection, shows it in the
     /// processlist, runs it.
     async fn attempt(
@@ -98,7 +110,7 @@ impl Session {
         capture: Option<&mut Capture>,
     ) -> Result<bool, Failure> {
         if request.prepared.is_some() && request.cmd != command::STMT_PREPARE {
-            let retry = retryable(target, request.cmd, request.statement);
+            let retry = self.retryable(target, request.cmd, request.statement);
             if !self.bind_statement(target, request, retry).await? {
                 return Ok(false);
             }
@@ -152,7 +164,7 @@ impl Session {
         };
         if let Err(e) = sent {
             let why = e.to_string();
-            if retryable(target, cmd, statement) {
+            if self.retryable(target, cmd, statement) {
                 self.reader_lost_unanswered(&why);
                 return Err(Failure::Unanswered(why));
             }
@@ -228,6 +240,7 @@ impl Session {
         capture: Option<&mut Capture>,
     ) -> Result<bool, Failure> {
         self.last_outcome = None;
+        self.last_counts = Default::default();
         let tracker = match cmd {
             command::STMT_EXECUTE => Some(ResponseTracker::for_execute(cursor)),
             _ => ResponseTracker::for_command(cmd),
@@ -251,6 +264,7 @@ impl Session {
         )
         .await;
         backend.conn.shrink_buffers();
+        self.last_counts = tracker.counts();
         if let Some(err) = tracker.error() {
             let key = ErrorKey {
                 hostgroup: backend.server.hostgroup,
@@ -276,6 +290,11 @@ impl Session {
                 if !hold {
                     self.client.flush().await.map_err(|_| Failure::Client)?;
                 }
+                if let (Target::Reader, Some((_, reader))) = (target, &self.reader) {
+                    let hostgroup = reader.hostgroup;
+                    self.routing
+                        .after_reader(statement, outcome.status, hostgroup);
+                }
                 if target == Target::Primary {
                     if let Some(flags) = outcome.status {
                         self.server_status = flags;
@@ -291,7 +310,7 @@ impl Session {
                 Ok(!outcome.error)
             }
             Err(RelayError::Client) => Err(Failure::Client),
-            Err(RelayError::Unanswered(why)) if retryable(target, cmd, statement) => {
+            Err(RelayError::Unanswered(why)) if self.retryable(target, cmd, statement) => {
                 self.reader_lost_unanswered(&why);
                 Err(Failure::Unanswered(why))
             }
@@ -311,16 +330,4 @@ fn rewritten(cmd: u8, text: &[u8]) -> BytesMut {
     let mut wire = BytesMut::with_capacity(payload.len() + 8);
     encode_packet(&mut wire, 0, &payload);
     wire
-}
-
-/// The session's connection for `target`, which must be there. A function of the two
-/// fields rather than a method, so the client connection can be borrowed beside it.
-/// Whether a request whose backend failed before answering may run again elsewhere: an
-/// autocommit read, in text or a prepared execute, on a reader. It changed nothing (the
-/// router sends nothing else there), and the client has seen nothing of its answer; an
-/// execute's statement is prepared on the next reader first.
-pub(super) fn retryable(target: Target, cmd: u8, statement: Statement) -> bool {
-    target == Target::Reader
-        && matches!(cmd, command::QUERY | command::STMT_EXECUTE)
-        && statement == Statement::Read
 }

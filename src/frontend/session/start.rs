@@ -336,6 +336,7 @@ impl Session {
             statements: ClientStatements::default(),
             server_status: status::AUTOCOMMIT,
             last_outcome: None,
+            last_counts: Default::default(),
             added_status: 0,
             _address_slot: address_slot,
         })
