@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently: Debian's MariaDB server, Galera,
-# client, sysbench and tools; cargo-nextest; a Python virtualenv (.venv) with MySQL
-# Connector/Python for the driver tests. Runs as root on Debian 12.
+# client, sysbench and tools; cargo-nextest; for the driver tests a JDK with MariaDB
+# Connector/J, and a Python virtualenv (.venv) with MySQL Connector/Python. Runs as root
+# on Debian 12.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-packages=(mariadb-server mariadb-client galera-4 rsync sysbench haproxy iproute2 lsof procps openssl python3-venv prometheus)
+packages=(mariadb-server mariadb-client galera-4 rsync sysbench haproxy iproute2 lsof procps openssl python3-venv prometheus openjdk-17-jdk-headless libmariadb-java)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -30,6 +30,11 @@ fn prepared_statements_run_server_side() {
 }
 
 #[test]
+fn prepared_reads_see_the_prepared_writes_before_them_and_run_on_the_replicas() {
+    assert!(run_check("prepared_reads").contains("prepared reads ok"));
+}
+
+#[test]
 fn multi_statement_query_returns_every_result_set() {
     assert!(run_check("multi_statement").contains("4 result sets"));
 }
@@ -57,4 +62,34 @@ fn caching_sha2_client_logs_in_through_auth_switch() {
 #[test]
 fn tls_with_certificate_verification() {
     assert!(run_check("tls").contains("tls ok"));
+}
+
+/// MariaDB Connector/J (Debian's libmariadb-java) with server-side prepared statements.
+#[test]
+fn connector_j_with_server_side_prepared_statements_reads_from_the_replicas() {
+    let proxy = Proxy::start();
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg("/usr/share/java/mariadb-java-client.jar")
+        .arg(repo().join("tests/driver/ConnectorJ.java"))
+        .arg(proxy.port.to_string())
+        .output()
+        .expect("java is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "Connector/J failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    eprintln!("{}", stdout(&out));
+    assert!(stdout(&out).contains("connector/j ok"));
+    let executes = common::admin_ok(
+        &proxy,
+        "SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = 'Com_frontend_stmt_execute'",
+    );
+    assert!(
+        executes.trim().parse::<u64>().unwrap() >= 201,
+        "the driver prepared server-side: {executes}"
+    );
 }

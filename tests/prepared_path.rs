@@ -307,6 +307,14 @@ fn executes_are_counted_logged_cached_and_refused_by_rules_loaded_after_their_pr
     // the other statement goes on as before
     let rows = binary_result(&execute(&mut c, select, &[Param::Int(2)], false)).1;
     assert_eq!(rows, ["two"]);
+    // every execute counts as the SELECT it is (the refused one too), no prepare does
+    assert_eq!(
+        admin_ok(
+            &proxy,
+            "SELECT Total_cnt FROM stats_mysql_commands_counters WHERE Command = 'SELECT'"
+        ),
+        "8\n"
+    );
 }
 
 #[test]
@@ -399,5 +407,47 @@ replace_pattern = "sluice_mirror.pcopy"
         direct_ok("SELECT COUNT(*) FROM sbtest.mirror_psrc"),
         "20\n",
         "the client's own inserts went to the writer"
+    );
+}
+
+#[test]
+fn a_rule_timeout_kills_a_prepared_read_on_its_replica() {
+    let proxy = Proxy::start_with(|c| {
+        c + r#"
+[[query_rules]]
+rule_id = 1
+match_digest = "SLEEP"
+timeout_ms = 300
+"#
+    });
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let sleep = prepare(&mut c, "SELECT CAST(SLEEP(?) AS CHAR)");
+    let started = std::time::Instant::now();
+    let answer = execute(&mut c, sleep, &[Param::Int(20)], true);
+    // killed: the server fails the statement (1317), after the result's metadata
+    let last = answer.last().unwrap();
+    assert_eq!(common::expect_err(last).code, 1317, "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.log_shows("statement over its rule's timeout"));
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("statement over its rule's timeout"))
+        .unwrap();
+    assert!(
+        REPLICAS
+            .iter()
+            .any(|p| line.contains(&format!("127.0.0.1:{p}"))),
+        "killed on a replica: {line}"
+    );
+    // the session goes on
+    let again = prepare(&mut c, "SELECT 1");
+    assert_eq!(
+        binary_result(&execute(&mut c, again, &[], false)).1.len(),
+        1
     );
 }

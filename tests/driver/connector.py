@@ -212,4 +212,24 @@ def check_tls():
     print("tls ok")
 
 
+def check_prepared_reads():
+    # Prepared writes then prepared reads of them, autocommit: each read sees its write
+    # (read-your-writes) and the reads are served by the replicas.
+    conn = connect(autocommit=True)
+    plain = conn.cursor()
+    plain.execute("CREATE TABLE IF NOT EXISTS driver_ps_reads (id INT PRIMARY KEY, v INT)")
+    plain.execute("REPLACE INTO driver_ps_reads VALUES (1, 0)")
+    ps = conn.cursor(prepared=True)
+    ports = {}
+    for i in range(1, 101):
+        ps.execute("UPDATE driver_ps_reads SET v = ? WHERE id = ?", (i, 1))
+        ps.execute("SELECT v, @@port FROM driver_ps_reads WHERE id = ?", (1,))
+        v, port = ps.fetchone()
+        assert v == i, (v, i, port)
+        ports[str(port)] = ports.get(str(port), 0) + 1
+    on_replicas = ports.get("13309", 0) + ports.get("13310", 0)
+    assert on_replicas >= 95, ports
+    print(f"prepared reads ok: {on_replicas} of 100 on the replicas {sorted(ports.items())}")
+
+
 globals()[f"check_{CHECK}"]()
