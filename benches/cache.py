@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""The query cache on the fast path: sysbench oltp_point_select (text protocol, since the
-cache answers COM_QUERY) directly on the node, through HAProxy (TCP), through Sluice without a cache rule,
+"""The query cache on the fast path: sysbench oltp_point_select (text, or with --prepared
+sysbench's prepared statements: executes are cached by statement, parameter types and
+values) directly on the node, through HAProxy (TCP), through Sluice without a cache rule,
 and through a second Sluice whose one rule caches every point select, in the same interleaved
 rounds. The cached Sluice is warmed first (every row read once), so its hit rate is ~100 %;
 the run reports it from the proxy's own counters.
 
-Results go to stdout and to the "Query cache" section of benches/RESULTS.md.
+Results go to stdout and to the "Query cache" (or "Query cache, prepared") section of
+benches/RESULTS.md.
 
-usage: benches/cache.py [--time 10] [--rounds 3] [--threads 1,16,64]
+usage: benches/cache.py [--time 10] [--rounds 3] [--threads 1,16,64] [--prepared]
 """
 import argparse
 import re
@@ -25,6 +27,7 @@ import load  # noqa: E402  (the load harness: cluster, sysbench, parsing)
 ROOT = load.ROOT
 PLAIN_PORT, CACHED_PORT, METRICS_PORT = 16043, 16044, 16045
 TEXT = ("--db-ps-mode=disable",)
+PREPARED = ("--db-ps-mode=auto",)
 RULE = """
 [[query_rules]]
 rule_id = 1
@@ -46,9 +49,12 @@ def main():
     ap.add_argument("--time", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,16,64")
+    ap.add_argument("--prepared", action="store_true",
+                    help="sysbench's prepared statements (the binary protocol) instead of text")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
     threads = [int(t) for t in opts.threads.split(",")]
+    mode = PREPARED if opts.prepared else TEXT
 
     load.bring_up()
     work = Path(tempfile.mkdtemp(prefix="sluice-cache-"))
@@ -67,7 +73,7 @@ def main():
         warm = ["sysbench", "oltp_point_select", "--mysql-host=127.0.0.1", f"--mysql-port={CACHED_PORT}",
                 "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
                 f"--tables={load.TABLES}", f"--table-size={load.TABLE_SIZE}", "--threads=4",
-                "--time=0", f"--events={load.TABLES * load.TABLE_SIZE * 20}", "--rand-type=uniform", *TEXT, "run"]
+                "--time=0", f"--events={load.TABLES * load.TABLE_SIZE * 20}", "--rand-type=uniform", *mode, "run"]
         load.run(warm, capture_output=True)
         warm_hits, warm_misses = lookups()
         for n in threads:
@@ -77,7 +83,7 @@ def main():
                     proc = procs.get(target)
                     before = load.cpu_seconds(proc.pid) if proc else None
                     report = load.measured("oltp_point_select", port, n, opts.time,
-                                           f"{n} threads {target}", failures, extra=TEXT)
+                                           f"{n} threads {target}", failures, extra=mode)
                     result = load.parse(report)
                     if proc:
                         result["cpu_per_1k"] = (load.cpu_seconds(proc.pid) - before) / result["queries"] * 1000
@@ -105,11 +111,13 @@ def main():
 
 
 def write_results(rows, opts, hit_rate, misses):
-    heading = "# Query cache"
+    heading = "# Query cache, prepared" if opts.prepared else "# Query cache"
+    flags = " --prepared" if opts.prepared else ""
+    ps_mode = "auto" if opts.prepared else "disable"
     section = [
         heading, "",
-        f"`benches/cache.py --time {opts.time} --rounds {opts.rounds}` on {load.machine()}, "
-        f"{time.strftime('%Y-%m-%d')}: sysbench `oltp_point_select --db-ps-mode=disable` "
+        f"`benches/cache.py --time {opts.time} --rounds {opts.rounds}{flags}` on {load.machine()}, "
+        f"{time.strftime('%Y-%m-%d')}: sysbench `oltp_point_select --db-ps-mode={ps_mode}` "
         f"({load.TABLES} tables of {load.TABLE_SIZE:,} rows) directly on the node, through HAProxy "
         "(TCP), through Sluice without a cache rule, and through Sluice with one rule caching every point select "
         "(`match_digest`, `cache_ttl` of an hour), warmed first; medians of the interleaved rounds. "

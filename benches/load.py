@@ -54,9 +54,11 @@ def cpu_seconds(pid):
 
 
 def sysbench(workload, port, threads, seconds, command="run", extra=()):
+    """`port` may be a list, "13309,13310": sysbench spreads its connections over them."""
+    hosts = ",".join("127.0.0.1" for _ in str(port).split(","))
     args = [
         "sysbench", workload,
-        "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+        f"--mysql-host={hosts}", f"--mysql-port={port}",
         "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
         f"--tables={TABLES}", f"--table-size={TABLE_SIZE}",
         f"--threads={threads}", f"--time={seconds}",

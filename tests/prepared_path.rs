@@ -31,6 +31,18 @@ fn executes_on(port: u16) -> u64 {
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Kills the `app` user's connections on the server on `port` (the proxy's pooled ones).
+fn kill_app_connections(port: u16) {
+    let sql = "SELECT GROUP_CONCAT(CONCAT('KILL ', id) SEPARATOR ';') FROM information_schema.processlist \
+               WHERE user = 'app' AND id <> CONNECTION_ID()";
+    let kills = stdout(&mariadb(port, &["-uapp", "-papp", "-e", sql]));
+    let kills = kills.trim();
+    if kills != "NULL" && !kills.is_empty() {
+        let out = mariadb(port, &["-uapp", "-papp", "-e", kills]);
+        assert!(out.status.success(), "{kills}: {}", common::stderr(&out));
+    }
+}
+
 fn replica_executes() -> u64 {
     REPLICAS.iter().map(|p| executes_on(*p)).sum()
 }
@@ -245,7 +257,7 @@ fn digest_count(proxy: &Proxy, like: &str) -> String {
 fn executes_are_counted_logged_cached_and_refused_by_rules_loaded_after_their_prepare() {
     direct_ok(
         "CREATE TABLE IF NOT EXISTS sbtest.prepared_items (id INT PRIMARY KEY, c VARCHAR(20)); \
-         REPLACE INTO sbtest.prepared_items VALUES (1, 'one'), (2, 'two')",
+         REPLACE INTO sbtest.prepared_items VALUES (1, 'one'), (2, 'two'), (3, 'three')",
     );
     let dir = std::env::temp_dir().join(format!("sluice-prepared-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -261,15 +273,26 @@ fn executes_are_counted_logged_cached_and_refused_by_rules_loaded_after_their_pr
     std::thread::sleep(Duration::from_millis(500)); // the replicas have the rows
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
     let select = prepare(&mut c, "SELECT c FROM sbtest.prepared_items WHERE id = ?");
-    let values: Vec<String> = [1, 2, 1, 2, 1]
+    let answers: Vec<Vec<common::RawPacket>> = [1, 2, 1, 2, 1]
         .iter()
         .enumerate()
-        .map(|(i, id)| {
-            let rows = binary_result(&execute(&mut c, select, &[Param::Int(*id)], i == 0)).1;
-            rows[0].clone()
-        })
+        .map(|(i, id)| execute(&mut c, select, &[Param::Int(*id)], i == 0))
+        .collect();
+    let values: Vec<String> = answers
+        .iter()
+        .map(|a| binary_result(a).1[0].clone())
         .collect();
     assert_eq!(values, ["one", "two", "one", "two", "one"]);
+    let bytes = |a: &[common::RawPacket]| {
+        a.iter()
+            .map(|p| (p.seq, p.payload.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        bytes(&answers[2]),
+        bytes(&answers[0]),
+        "a hit is the binary result as the server sent it"
+    );
     // two from the replicas (a row each), three from the cache (hostgroup -1), keyed by
     // the values
     assert_eq!(
@@ -315,6 +338,29 @@ fn executes_are_counted_logged_cached_and_refused_by_rules_loaded_after_their_pr
         ),
         "8\n"
     );
+
+    // another session's first execute binds its types and is answered from the cache;
+    // its next execute leaves the types out, as drivers do, and must reach the server
+    // with them
+    let mut other = RawClient::login(proxy.port, "app", "app").unwrap();
+    let same = prepare(
+        &mut other,
+        "SELECT c FROM sbtest.prepared_items WHERE id = ?",
+    );
+    let hit = execute(&mut other, same, &[Param::Int(1)], true);
+    assert_eq!(binary_result(&hit).1, ["one"]);
+    // the replicas' connections that were given those types are gone
+    for port in REPLICAS {
+        kill_app_connections(port);
+    }
+    let miss = execute(&mut other, same, &[Param::Int(3)], false);
+    assert_eq!(
+        miss[0].payload[0],
+        0x01,
+        "a result set of one column, not {:?}",
+        String::from_utf8_lossy(&miss[0].payload)
+    );
+    assert_eq!(binary_result(&miss).1, ["three"]);
 }
 
 #[test]

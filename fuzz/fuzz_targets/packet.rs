@@ -16,8 +16,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cmd, rest)) = data.split_first() else {
         return;
     };
-    let cmd = cmd % (command::RESET_CONNECTION + 1);
-    if let Some(mut tracker) = ResponseTracker::for_command(cmd) {
+    // one past the commands: an execute that asked for a cursor
+    let cmd = cmd % (command::RESET_CONNECTION + 2);
+    let tracker = match cmd {
+        c if c > command::RESET_CONNECTION => Some(ResponseTracker::for_execute(true)),
+        c => ResponseTracker::for_command(c),
+    };
+    if let Some(mut tracker) = tracker {
         // the rest as raw wire bytes, fed in two pieces like two socket reads
         let cut = rest.len() / 2;
         if let Ok(scan) = tracker.scan(&rest[..cut]) {

@@ -247,6 +247,8 @@ impl Session {
                 request.prepared = Some(id);
                 request.home = route.home;
                 if cmd == command::STMT_EXECUTE {
+                    self.statements
+                        .remember_types(id, request.packet.first_frame());
                     let mut plan = route.plan;
                     if !Arc::ptr_eq(&plan.rules, &runtime.rules) {
                         let text = self.statements.by_id[&id].prepared.text.clone();

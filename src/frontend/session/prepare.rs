@@ -77,10 +77,8 @@ impl Session {
         statement.cursor = layout.flags & CURSOR_TYPE_READ_ONLY != 0;
         match (&layout.types, &statement.types) {
             (Some(sent), _) => {
+                // the session's copy was kept when the request arrived
                 let sent = &payload[sent.clone()];
-                if statement.types.as_deref() != Some(sent) {
-                    statement.types = Some(sent.to_vec());
-                }
                 if on.types.as_deref() != Some(sent) {
                     on.types = Some(sent.to_vec());
                 }

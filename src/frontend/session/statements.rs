@@ -15,7 +15,7 @@ use crate::backend::statements::Prepared;
 use crate::connection::RawPacket;
 use crate::protocol::constants::{command, status};
 use crate::protocol::packets::{ErrPacket, OkPacket};
-use crate::protocol::statement::{statement_id, LAST_PREPARED};
+use crate::protocol::statement::{statement_id, ExecuteLayout, LAST_PREPARED};
 use crate::router::{Statement, Target};
 use crate::rules::Analysis;
 
@@ -134,6 +134,23 @@ impl ClientStatements {
     pub(super) fn replan(&mut self, id: u32, plan: Arc<StatementPlan>) {
         if let Some(s) = self.by_id.get_mut(&id) {
             s.plan = plan;
+        }
+    }
+
+    /// Keeps the parameter types an execute of statement `id` binds, as the client sees
+    /// them bound from now on — whether or not that execute reaches a server (a cache hit
+    /// or a refusal does not), since the client's next execute may leave them out.
+    pub(super) fn remember_types(&mut self, id: u32, execute: &[u8]) {
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let Ok(layout) = ExecuteLayout::parse(execute, s.prepared.params) else {
+            return;
+        };
+        if let Some(sent) = layout.types.and_then(|at| execute.get(at)) {
+            if s.types.as_deref() != Some(sent) {
+                s.types = Some(sent.to_vec());
+            }
         }
     }
 
