@@ -137,6 +137,8 @@ pub struct Runtime {
     pub users: HashMap<String, Arc<UserEntry>>,
     pub hostgroups: HashMap<u32, Members>,
     pub frontend_tls: Option<Arc<ServerConfig>>,
+    /// What `SHOW STATUS` reports of the proxy's side of a client's TLS link.
+    pub frontend_link: Option<Arc<tls::LinkFacts>>,
     pub backend_tls: Option<Arc<ClientConfig>>,
     pub galera: Vec<GaleraHostgroups>,
     pub monitor: Option<MonitorSettings>,
@@ -169,6 +171,10 @@ impl Runtime {
             .as_ref()
             .map(tls::server_config)
             .transpose()?;
+        let frontend_link = match (&config.frontend_tls, &frontend_tls) {
+            (Some(settings), Some(server)) => Some(Arc::new(tls::link_facts(settings, server)?)),
+            _ => None,
+        };
         let backend_tls = config
             .backend_tls
             .as_ref()
@@ -257,6 +263,7 @@ impl Runtime {
             users,
             hostgroups,
             frontend_tls,
+            frontend_link,
             backend_tls,
             galera: config.galera_hostgroups.clone(),
             monitor,

@@ -75,6 +75,92 @@ pub fn server_config(tls: &FrontendTls) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(builder.with_single_cert(certs, key)?))
 }
 
+/// What a client's `SHOW STATUS` says about the proxy's side of its TLS link — the
+/// per-connection `Ssl_%` values the server would report for a link it terminated — fixed
+/// for one configuration of `frontend_tls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    /// `Ssl_cipher_list`: the suites offered, by their OpenSSL names, `:`-separated.
+    pub cipher_list: String,
+    /// `Ssl_server_not_before` / `_after`: the proxy certificate's validity, as OpenSSL
+    /// prints it (`Dec  6 06:31:04 2026 GMT`).
+    pub not_before: String,
+    pub not_after: String,
+    /// Whether a client certificate is asked for (and checked) — `Ssl_verify_mode` 5
+    /// (OpenSSL's VERIFY_PEER | CLIENT_ONCE) and an unlimited `Ssl_verify_depth`.
+    pub verifies_clients: bool,
+}
+
+/// The facts of a `frontend_tls` configuration whose rustls side is `config`.
+pub fn link_facts(tls: &FrontendTls, config: &ServerConfig) -> Result<LinkFacts, TlsError> {
+    let certs = load_certs("frontend_tls.cert", &tls.cert)?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| file_error("frontend_tls.cert", &tls.cert, e))?;
+    let validity = leaf.validity();
+    let cipher_list = config
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .map(|s| openssl_name(s.suite()))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(LinkFacts {
+        cipher_list,
+        not_before: openssl_time(validity.not_before.timestamp()),
+        not_after: openssl_time(validity.not_after.timestamp()),
+        verifies_clients: tls.client_ca.is_some(),
+    })
+}
+
+/// A cipher suite by the name OpenSSL (and so MariaDB's `Ssl_cipher`) gives it; rustls'
+/// own name for a suite OpenSSL does not name differently.
+pub fn openssl_name(suite: rustls::CipherSuite) -> String {
+    use rustls::CipherSuite as S;
+    let name = match suite {
+        S::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        S::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        S::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => {
+            return other
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{other:?}"))
+        }
+    };
+    name.to_string()
+}
+
+/// Seconds since the epoch as OpenSSL's `ASN1_TIME_print` writes them, in GMT.
+fn openssl_time(timestamp: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, seconds) = (timestamp.div_euclid(86_400), timestamp.rem_euclid(86_400));
+    // the civil date of a day count (Howard Hinnant's days-to-civil)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {day:>2} {:02}:{:02}:{:02} {year} GMT",
+        MONTHS[(month - 1) as usize],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
 /// The TLS configuration for backends. Certificates are verified against the configured CA
 /// (or the system has none: then nothing verifies and connecting fails), unless verification
 /// was explicitly switched off.
@@ -154,5 +240,31 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_openssl_prints_them() {
+        assert_eq!(openssl_time(0), "Jan  1 00:00:00 1970 GMT");
+        // 2026-12-06 06:31:04 and 2036-12-03 06:31:04 UTC
+        assert_eq!(openssl_time(1_796_538_664), "Dec  6 06:31:04 2026 GMT");
+        assert_eq!(openssl_time(2_111_898_664), "Dec  3 06:31:04 2036 GMT");
+        assert_eq!(openssl_time(951_782_400), "Feb 29 00:00:00 2000 GMT");
+    }
+
+    #[test]
+    fn suites_take_their_openssl_names() {
+        assert_eq!(
+            openssl_name(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384),
+            "TLS_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            openssl_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            "ECDHE-RSA-AES128-GCM-SHA256"
+        );
     }
 }

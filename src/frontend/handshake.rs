@@ -57,6 +57,8 @@ pub struct TlsInfo {
     /// rustls has verified it against `frontend_tls.client_ca` by then.
     pub client_subject: Option<String>,
     pub client_issuer: Option<String>,
+    /// The client resumed an earlier TLS session (`Ssl_sessions_reused`).
+    pub resumed: bool,
 }
 
 /// A client that proved who it is.
@@ -444,14 +446,9 @@ fn tls_info(session: &rustls::ServerConnection) -> TlsInfo {
             .unwrap_or_default(),
         cipher: session
             .negotiated_cipher_suite()
-            .map(|c| {
-                let suite = c.suite();
-                suite
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{suite:?}"))
-            })
+            .map(|c| crate::tls::openssl_name(c.suite()))
             .unwrap_or_default(),
+        resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         client_subject: leaf.as_ref().map(|c| distinguished_name(c.subject())),
         client_issuer: leaf.as_ref().map(|c| distinguished_name(c.issuer())),
     }

@@ -61,11 +61,13 @@ impl From<TrackError> for RelayError {
 }
 
 /// A copy of a response taken as it is relayed (for the query cache). It stops copying,
-/// and says so, once the response grows past `limit`.
+/// and says so, once the response grows past `limit`. A withheld capture takes the
+/// response instead of the client, whole, for the session to change before it sends it.
 pub(super) struct Capture {
     bytes: BytesMut,
     limit: usize,
     overflowed: bool,
+    withheld: bool,
 }
 
 impl Capture {
@@ -74,6 +76,15 @@ impl Capture {
             bytes: BytesMut::new(),
             limit,
             overflowed: false,
+            withheld: false,
+        }
+    }
+
+    /// A capture that keeps the whole response from the client (only for small ones).
+    pub(super) fn withheld() -> Capture {
+        Capture {
+            withheld: true,
+            ..Capture::new(usize::MAX)
         }
     }
 
@@ -121,7 +132,9 @@ pub(super) async fn relay(
             if let Some(capture) = capture.as_deref_mut() {
                 capture.push(&batch);
             }
-            if matches!(scan.end, Some(Progress::Done(_))) {
+            if capture.as_ref().is_some_and(|c| c.withheld) {
+                // the session sends it
+            } else if matches!(scan.end, Some(Progress::Done(_))) {
                 client.queue_wire(&batch);
             } else {
                 client

@@ -119,6 +119,13 @@ pub fn is_eof(payload_first_byte: Option<u8>, payload_len: usize) -> bool {
     payload_first_byte == Some(header::EOF) && payload_len < 9
 }
 
+/// The warning count of an EOF packet, if it carries one (PROTOCOL_41).
+pub fn eof_warnings(payload: &[u8]) -> Option<u16> {
+    let mut r = Reader::new(payload);
+    r.skip(1, "EOF").ok()?;
+    r.u16("EOF warnings").ok()
+}
+
 /// Status flags of an EOF packet, if it carries them (PROTOCOL_41).
 pub fn eof_status(payload: &[u8]) -> Option<u16> {
     let mut r = Reader::new(payload);

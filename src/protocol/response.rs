@@ -12,7 +12,7 @@
 use super::codec::{DecodeError, Reader};
 use super::constants::{command, header, status};
 use super::frame::{FrameHeader, HEADER_LEN};
-use super::packets::{eof_status, is_eof, ErrPacket, OkPacket};
+use super::packets::{eof_status, eof_warnings, is_eof, ErrPacket, OkPacket};
 
 /// What the tracker concluded from one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// Whether the response ended with an ERR packet.
     pub error: bool,
+    /// The warning count of the final OK or EOF packet: what the statement left for a
+    /// `SHOW WARNINGS` after it.
+    pub warnings: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,19 +245,23 @@ impl ResponseTracker {
         let progress = match self.state {
             State::Finished => return Err(TrackError::AfterEnd),
             State::Single if err => self.finish_with_error(first_frame),
-            State::Single => self.finish(Outcome {
-                status: if first == Some(header::OK) || eof {
-                    ok_or_eof_status(first_frame)
+            State::Single => {
+                let (status, warnings) = if first == Some(header::OK) || eof {
+                    ok_or_eof_end(first_frame)
                 } else {
-                    None
-                },
-                error: err,
-            }),
+                    (None, 0)
+                };
+                self.finish(Outcome {
+                    status,
+                    error: err,
+                    warnings,
+                })
+            }
             State::ResultStart => match first {
                 Some(header::OK) => {
                     let ok = OkPacket::decode(first_frame)?;
                     self.counts.affected += ok.affected_rows;
-                    self.end_of_result(ok.status)
+                    self.end_of_result(ok.status, ok.warnings)
                 }
                 Some(header::ERR) => self.finish_with_error(first_frame),
                 Some(header::LOCAL_INFILE) => Progress::LocalInfile,
@@ -287,6 +294,7 @@ impl ResponseTracker {
                     self.finish(Outcome {
                         status: Some(flags),
                         error: false,
+                        warnings: eof_warnings(first_frame).unwrap_or(0),
                     })
                 } else {
                     self.state = State::Rows;
@@ -297,7 +305,8 @@ impl ResponseTracker {
                 if err {
                     self.finish_with_error(first_frame)
                 } else if eof {
-                    self.end_of_result(eof_status(first_frame).unwrap_or(0))
+                    let (flags, warnings) = ok_or_eof_end(first_frame);
+                    self.end_of_result(flags.unwrap_or(0), warnings)
                 } else {
                     self.counts.sent += 1;
                     Progress::More
@@ -338,9 +347,11 @@ impl ResponseTracker {
                 if err {
                     self.finish_with_error(first_frame)
                 } else if eof {
+                    let (status, warnings) = ok_or_eof_end(first_frame);
                     self.finish(Outcome {
-                        status: eof_status(first_frame),
+                        status,
                         error: false,
+                        warnings,
                     })
                 } else {
                     Progress::More
@@ -384,11 +395,12 @@ impl ResponseTracker {
             self.finish(Outcome {
                 status: None,
                 error: false,
+                warnings: 0,
             })
         }
     }
 
-    fn end_of_result(&mut self, flags: u16) -> Progress {
+    fn end_of_result(&mut self, flags: u16, warnings: u16) -> Progress {
         if flags & status::MORE_RESULTS_EXISTS != 0 {
             self.state = State::ResultStart;
             Progress::More
@@ -396,6 +408,7 @@ impl ResponseTracker {
             self.finish(Outcome {
                 status: Some(flags),
                 error: false,
+                warnings,
             })
         }
     }
@@ -405,6 +418,7 @@ impl ResponseTracker {
         self.finish(Outcome {
             status: None,
             error: true,
+            warnings: 0,
         })
     }
 
@@ -414,10 +428,14 @@ impl ResponseTracker {
     }
 }
 
-fn ok_or_eof_status(payload: &[u8]) -> Option<u16> {
+/// The status flags and warning count of the OK or EOF packet that ends a response.
+fn ok_or_eof_end(payload: &[u8]) -> (Option<u16>, u16) {
     match payload.first() {
-        Some(&header::OK) => OkPacket::decode(payload).ok().map(|ok| ok.status),
-        _ => eof_status(payload),
+        Some(&header::OK) => match OkPacket::decode(payload) {
+            Ok(ok) => (Some(ok.status), ok.warnings),
+            Err(_) => (None, 0),
+        },
+        _ => (eof_status(payload), eof_warnings(payload).unwrap_or(0)),
     }
 }
 
@@ -528,7 +546,39 @@ mod tests {
     }
 
     fn done(status: Option<u16>, error: bool) -> Progress {
-        Progress::Done(Outcome { status, error })
+        Progress::Done(Outcome {
+            status,
+            error,
+            warnings: 0,
+        })
+    }
+
+    #[test]
+    fn the_last_results_warnings_are_reported() {
+        let warned = |p: &[Progress]| match p.last() {
+            Some(Progress::Done(o)) => o.warnings,
+            other => panic!("{other:?}"),
+        };
+        // OK: affected 1, insert id 0, status 2, 3 warnings
+        let ok = [0x00, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00];
+        assert_eq!(warned(&run(command::QUERY, &[&ok])), 3);
+        let eof_warned = [0xFE, 0x01, 0x00, 0x02, 0x00];
+        let result = run(command::QUERY, &[&[1], b"def", EOF, b"\x011", &eof_warned]);
+        assert_eq!(warned(&result), 1);
+        // a multi-result: the statement that ran last is what SHOW WARNINGS describes
+        let first_warned = run(
+            command::QUERY,
+            &[
+                &[1],
+                b"def",
+                EOF,
+                b"\x011",
+                &[0xFE, 0x05, 0x00, 0x0A, 0x00],
+                OK,
+            ],
+        );
+        assert_eq!(warned(&first_warned), 0);
+        assert_eq!(warned(&run(command::QUERY, &[ERR])), 0);
     }
 
     #[test]

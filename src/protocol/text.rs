@@ -1,5 +1,6 @@
 //! Text-protocol result sets as values: decoded for the monitor (the handful of status rows
-//! it reads from each backend) and encoded for the admin port. The data path does neither.
+//! it reads from each backend) and encoded for the admin port. The data path does neither,
+//! except [`replace_values`] for the few status rows that describe the client's own link.
 
 use bytes::{BufMut, BytesMut};
 
@@ -115,6 +116,111 @@ pub fn decode_result(packets: &[&[u8]]) -> Result<Result<TextResult, ErrPacket>,
     Ok(Ok(result))
 }
 
+/// One complete text result set (wire bytes, a single frame per packet) with the value of
+/// some rows replaced: in each row whose `name_column` holds a name `replacement` knows,
+/// `value_column` gets the replacement (columns found by name, case-insensitively).
+/// `None` when the bytes are not one such result set — an error, an OK, several results,
+/// a packet of 16 MiB or more, neither column — and then they go to the client unchanged.
+/// Sequence ids are kept: the packets stay as many.
+pub fn replace_values(
+    wire: &[u8],
+    name_columns: &[&str],
+    value_columns: &[&str],
+    replacement: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<BytesMut> {
+    let packets = split_packets(wire)?;
+    let (_, first) = *packets.first()?;
+    if matches!(
+        first.first(),
+        Some(&header::ERR | &header::OK | &header::LOCAL_INFILE)
+    ) {
+        return None;
+    }
+    let count = usize::try_from(Reader::new(first).lenenc_int("column count").ok()?).ok()?;
+    let names: Vec<String> = packets
+        .get(1..1 + count)?
+        .iter()
+        .map(|(_, d)| column_name(d))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let find = |wanted: &[&str]| {
+        names
+            .iter()
+            .position(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)))
+    };
+    let (name_at, value_at) = (find(name_columns)?, find(value_columns)?);
+    let rows_from = 2 + count;
+    let last = packets.last()?.1;
+    if !is_eof(last.first().copied(), last.len())
+        || super::packets::eof_status(last)? & super::constants::status::MORE_RESULTS_EXISTS != 0
+    {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(wire.len() + 64);
+    let mut payload = BytesMut::new();
+    for (i, (seq, packet)) in packets.iter().enumerate() {
+        let is_row = i >= rows_from && i + 1 < packets.len();
+        let mut values = if is_row {
+            row_values(packet, count)?
+        } else {
+            Vec::new()
+        };
+        let new = values
+            .get(name_at)
+            .copied()
+            .flatten()
+            .and_then(&replacement);
+        match new {
+            Some(new) if is_row => {
+                values[value_at] = Some(&new);
+                payload.clear();
+                for value in &values {
+                    match value {
+                        Some(v) => put_lenenc_bytes(&mut payload, v),
+                        None => payload.put_u8(0xFB),
+                    }
+                }
+                encode_packet(&mut out, *seq, &payload);
+            }
+            _ => {
+                encode_packet(&mut out, *seq, packet);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The (sequence id, payload) of each packet of `wire`; `None` when a packet is cut short or
+/// spans frames.
+fn split_packets(mut wire: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut packets = Vec::new();
+    while !wire.is_empty() {
+        let header = super::frame::FrameHeader::parse(wire)?;
+        if header.is_continued() {
+            return None;
+        }
+        let payload = wire.get(super::frame::HEADER_LEN..header.frame_len())?;
+        packets.push((header.seq, payload));
+        wire = &wire[header.frame_len()..];
+    }
+    Some(packets)
+}
+
+/// The values of a text row of `count` columns (`None` for NULL).
+fn row_values(row: &[u8], count: usize) -> Option<Vec<Option<&[u8]>>> {
+    let mut r = Reader::new(row);
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        if r.clone().u8("value").ok()? == 0xFB {
+            r.skip(1, "NULL").ok()?;
+            values.push(None);
+        } else {
+            values.push(Some(r.lenenc_bytes("value").ok()?));
+        }
+    }
+    Some(values)
+}
+
 /// The `name` field of a ColumnDefinition41 (catalog, schema, table, org_table, name, …).
 fn column_name(def: &[u8]) -> Result<String, DecodeError> {
     let mut r = Reader::new(def);
@@ -174,6 +280,53 @@ mod tests {
         assert_eq!(result.first("WSREP_LOCAL_STATE"), Some("4"));
         assert_eq!(result.first("seconds_behind_master"), None);
         assert_eq!(result.rows, vec![vec![Some("4".to_string()), None]]);
+    }
+
+    #[test]
+    fn values_of_named_rows_are_replaced_in_place() {
+        let result = TextResult {
+            columns: vec!["Variable_name".into(), "Value".into()],
+            rows: vec![
+                vec![Some("Ssl_accepts".into()), Some("7".into())],
+                vec![Some("Ssl_cipher".into()), Some(String::new())],
+                vec![Some("Ssl_version".into()), None],
+            ],
+        };
+        let mut wire = BytesMut::new();
+        result.encode(&mut wire, 1, 2);
+        let patched = replace_values(
+            &wire,
+            &["variable_name"],
+            &["value", "variable_value"],
+            |name| match name {
+                b"Ssl_cipher" => Some(b"TLS_AES_256_GCM_SHA384".to_vec()),
+                b"Ssl_version" => Some(b"TLSv1.3".to_vec()),
+                _ => None,
+            },
+        )
+        .expect("one result set");
+        let mut expected = result.clone();
+        expected.rows[1][1] = Some("TLS_AES_256_GCM_SHA384".into());
+        expected.rows[2][1] = Some("TLSv1.3".into());
+        let mut want = BytesMut::new();
+        expected.encode(&mut want, 1, 2);
+        assert_eq!(patched, want);
+
+        // untouched: no such column, an OK, a cut packet, several results
+        assert!(replace_values(&wire, &["name"], &["value"], |_| None).is_none());
+        let mut ok = BytesMut::new();
+        encode_packet(&mut ok, 1, &[0, 0, 0, 2, 0, 0, 0]);
+        assert!(replace_values(&ok, &["variable_name"], &["value"], |_| None).is_none());
+        assert!(replace_values(
+            &wire[..wire.len() - 1],
+            &["variable_name"],
+            &["value"],
+            |_| None
+        )
+        .is_none());
+        let mut more = BytesMut::new();
+        result.encode(&mut more, 1, 0x000A);
+        assert!(replace_values(&more, &["variable_name"], &["value"], |_| None).is_none());
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum Statement {
     /// `SET TRANSACTION … READ ONLY`: the next transaction cannot write; it runs where
     /// this ran.
     ReadOnlyNext,
+    /// A statement that reads what the statement before it left on its connection (its
+    /// warnings, errors or row counts): it runs where that statement ran.
+    Diagnostics,
     /// A statement that leaves state on its connection that later reads may depend on
     /// (user variables, `SET` other than NAMES, temporary tables, locks, `PREPARE`, `USE`):
     /// the session should stay on the writer from now on.
@@ -34,6 +37,11 @@ impl Statement {
         }
         match analysis.kind {
             _ if analysis.multi_statement => Statement::Write,
+            Kind::Select | Kind::Show | Kind::Other
+                if f.diagnostics && !f.session_function && !f.select_into =>
+            {
+                Statement::Diagnostics
+            }
             Kind::Select if f.session_function || f.select_into => Statement::Write,
             Kind::Select => Statement::Read,
             Kind::Set if f.set_names_only => Statement::SetNames,
@@ -86,7 +94,7 @@ mod tests {
             "SELECT GET_LOCK('x', 1)",
             "SELECT LAST_INSERT_ID()",
             "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
-            "SELECT FOUND_ROWS()",
+            "SELECT FOUND_ROWS(), LAST_INSERT_ID()",
             "SELECT NEXTVAL(s)",
             "SELECT 1; DELETE FROM t",
             "SELECT 1 /*!50000 FOR UPDATE */",
@@ -128,6 +136,22 @@ mod tests {
             assert_eq!(c(sql), Statement::SessionState, "{sql}");
         }
         assert_eq!(c("SET NAMES utf8mb4"), Statement::SetNames);
+        for sql in [
+            "SHOW WARNINGS",
+            "SHOW COUNT(*) ERRORS",
+            "SELECT @@warning_count, @@error_count",
+            "SELECT ROW_COUNT()",
+            "SELECT FOUND_ROWS()",
+            "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT",
+        ] {
+            let expected = if sql.contains('@') && !sql.contains("@@") {
+                Statement::SessionState // it sets a user variable where it runs
+            } else {
+                Statement::Diagnostics
+            };
+            assert_eq!(c(sql), expected, "{sql}");
+        }
+        assert_eq!(c("SHOW WARNINGS; SELECT 1"), Statement::Write);
         assert_eq!(
             c("START TRANSACTION READ ONLY"),
             Statement::ReadOnlyTransaction

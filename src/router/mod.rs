@@ -37,6 +37,10 @@ pub struct SessionRouting {
     /// transaction is open there, or the next transaction's characteristics were set
     /// there (`SET TRANSACTION READ ONLY`).
     pub held_reader: Option<u32>,
+    /// The connection the session's last statement ran on (and its hostgroup), while the
+    /// session still has it: a statement that asks what that one left (its warnings,
+    /// errors, row counts) runs there. `None` when that connection went back to the pool.
+    pub diagnostics_at: Option<(Target, u32)>,
 }
 
 /// One statement as the router sees it: plain values, whichever protocol carried it (a
@@ -123,15 +127,22 @@ impl SessionRouting {
     }
 
     /// Where a statement should run: where its cursor or long data is; where a read-only
-    /// transaction is open; the hostgroup a rule named, unless a transaction holds the
-    /// session; the readers for a read or a read-only transaction that nothing holds on
-    /// the primary (no transaction, no session state); else the primary.
+    /// transaction is open; for a statement asking about the one before, where that one
+    /// ran; the hostgroup a rule named, unless a transaction holds the session; the
+    /// readers for a read or a read-only transaction that nothing holds on the primary (no
+    /// transaction, no session state); else the primary.
     pub fn wish(&self, ask: Ask) -> Wish {
         if let Some((target, hostgroup)) = ask.held {
             return Wish::Held(target, hostgroup);
         }
         if let Some(hostgroup) = self.held_reader {
             return Wish::Held(Target::Reader, hostgroup);
+        }
+        if ask.statement == Statement::Diagnostics {
+            return match self.diagnostics_at {
+                Some((target, hostgroup)) => Wish::Held(target, hostgroup),
+                None => Wish::Primary,
+            };
         }
         match ask.ruled {
             Some(hg) if hg != self.primary_hostgroup && !self.held_by_transaction() => {
@@ -177,6 +188,16 @@ impl SessionRouting {
                 Placement::Run(Target::Primary, self.primary_hostgroup)
             }
         }
+    }
+
+    /// Whether a statement must find an empty diagnostics area where it runs: it asks
+    /// what the statement before it left, and that statement left nothing (its
+    /// connection went back to the pool, so no warnings, no error), while the connection
+    /// it gets may hold what some older statement left.
+    pub fn wants_clean_diagnostics(&self, statement: Statement) -> bool {
+        statement == Statement::Diagnostics
+            && self.diagnostics_at.is_none()
+            && self.held_reader.is_none()
     }
 
     /// Updates the session's state after a statement ran on the reader connection, of
@@ -279,6 +300,15 @@ mod tests {
             held: Some((target, hostgroup)),
             ..ask(Statement::Read)
         };
+        let warned_on_reader = SessionRouting {
+            diagnostics_at: Some((Target::Reader, READERS)),
+            ..split()
+        };
+        let warned_by_rule = SessionRouting {
+            diagnostics_at: Some((Target::Reader, RULED)),
+            ..in_trans
+        };
+        let diagnostics = ask(Statement::Diagnostics);
         #[rustfmt::skip]
         let cases = [
             Case { what: "a read splits off", session: split(), ask: ask(Statement::Read), wish: READ },
@@ -303,6 +333,12 @@ mod tests {
             Case { what: "a rule inside a read-only transaction", session: read_only, ask: ruled(RULED), wish: Wish::Held(Target::Reader, READERS) },
             Case { what: "a cursor on the reader", session: in_trans, ask: held(Target::Reader, RULED), wish: Wish::Held(Target::Reader, RULED) },
             Case { what: "long data on the primary", session: split(), ask: held(Target::Primary, WRITERS), wish: Wish::Held(Target::Primary, WRITERS) },
+            Case { what: "SHOW WARNINGS after a read that warned", session: warned_on_reader, ask: diagnostics, wish: Wish::Held(Target::Reader, READERS) },
+            Case { what: "SHOW WARNINGS after a ruled statement in a transaction", session: warned_by_rule, ask: diagnostics, wish: Wish::Held(Target::Reader, RULED) },
+            Case { what: "a read after a read that warned", session: warned_on_reader, ask: ask(Statement::Read), wish: READ },
+            Case { what: "SHOW WARNINGS after nothing left", session: split(), ask: diagnostics, wish: Wish::Primary },
+            Case { what: "SHOW WARNINGS in a read-only transaction", session: read_only, ask: diagnostics, wish: Wish::Held(Target::Reader, READERS) },
+            Case { what: "a rule cannot move SHOW WARNINGS", session: warned_on_reader, ask: Ask { ruled: Some(RULED), ..diagnostics }, wish: Wish::Held(Target::Reader, READERS) },
         ];
         for case in cases {
             assert_eq!(case.session.wish(case.ask), case.wish, "{}", case.what);
@@ -333,6 +369,23 @@ mod tests {
         for (what, session, wish, found, placement) in cases {
             assert_eq!(session.settle(wish, found), placement, "{what}");
         }
+    }
+
+    #[test]
+    fn diagnostics_are_cleaned_only_where_nothing_was_left() {
+        let mut s = split();
+        assert!(s.wants_clean_diagnostics(Statement::Diagnostics));
+        assert!(!s.wants_clean_diagnostics(Statement::Read));
+        s.diagnostics_at = Some((Target::Primary, WRITERS));
+        assert!(!s.wants_clean_diagnostics(Statement::Diagnostics));
+        let read_only = SessionRouting {
+            held_reader: Some(READERS),
+            ..split()
+        };
+        assert!(
+            !read_only.wants_clean_diagnostics(Statement::Diagnostics),
+            "every statement of the transaction ran there"
+        );
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct Features {
     pub session_function: bool,
     /// `SELECT … INTO` (a variable or a file).
     pub select_into: bool,
+    /// Reads what the statement before it left on its connection: warnings and errors
+    /// (`SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`, `GET DIAGNOSTICS`,
+    /// `@@warning_count`, `@@error_count`) or its counts (`ROW_COUNT()`, `FOUND_ROWS()`).
+    pub diagnostics: bool,
+    /// Reads the session's status variables (`SHOW [SESSION] STATUS`, a select from a
+    /// `SESSION_STATUS` table): some of them describe the client's own link.
+    pub session_status: bool,
     /// `CREATE TEMPORARY TABLE`.
     pub temporary_table: bool,
     /// `SET NAMES …` and nothing else.
@@ -166,11 +173,10 @@ impl Analyzer {
     }
 }
 
-/// Names of functions whose result depends on the connection that runs them.
-const SESSION_FUNCTIONS: [&[u8]; 13] = [
+/// Names of functions whose result depends on the connection that runs them (beyond the
+/// statement before: see [`DIAGNOSTIC_FUNCTIONS`]).
+const SESSION_FUNCTIONS: [&[u8]; 11] = [
     b"LAST_INSERT_ID",
-    b"FOUND_ROWS",
-    b"ROW_COUNT",
     b"GET_LOCK",
     b"RELEASE_LOCK",
     b"RELEASE_ALL_LOCKS",
@@ -182,6 +188,12 @@ const SESSION_FUNCTIONS: [&[u8]; 13] = [
     b"CONNECTION_ID",
     b"SQL_CALC_FOUND_ROWS",
 ];
+
+/// Functions that describe the statement run just before on the connection.
+const DIAGNOSTIC_FUNCTIONS: [&[u8]; 2] = [b"ROW_COUNT", b"FOUND_ROWS"];
+
+/// System variables that describe the statement run just before on the connection.
+const DIAGNOSTIC_VARIABLES: [&[u8]; 2] = [b"WARNING_COUNT", b"ERROR_COUNT"];
 
 struct Pass<'a> {
     sql: &'a [u8],
@@ -280,6 +292,16 @@ impl<'a> Pass<'a> {
         features.unterminated = notes.unterminated;
         features.executable_comment = notes.executable_comment;
         self.analysis.multi_statement = self.statements > 1;
+        let sql = self.sql;
+        let status_table = |name: &[u8]| {
+            let name = name.rsplit(|c| *c == b'.').next().unwrap_or(name);
+            let unquoted = name.strip_prefix(b"`").unwrap_or(name);
+            let unquoted = unquoted.strip_suffix(b"`").unwrap_or(unquoted);
+            eq(unquoted, b"SESSION_STATUS")
+        };
+        if self.analysis.tables.names(sql).any(status_table) {
+            self.analysis.features.session_status = true;
+        }
         self.analysis.digest = xxhash_rust::xxh3::xxh3_64(self.out);
         self.analysis
     }
@@ -291,6 +313,9 @@ impl<'a> Pass<'a> {
             TokenKind::OpenParen => self.depth += 1,
             TokenKind::CloseParen => self.depth = self.depth.saturating_sub(1),
             TokenKind::UserVar => self.analysis.features.user_variable = true,
+            TokenKind::SystemVar if is_diagnostic_variable(self.text(token)) => {
+                self.analysis.features.diagnostics = true;
+            }
             TokenKind::Word => self.word(token, rest),
             TokenKind::Operator if self.text(token) == b"||" => self.after_or(rest),
             _ => {}
@@ -306,6 +331,14 @@ impl<'a> Pass<'a> {
         let next_value = || self.is_word(self.previous, b"NEXT");
         match upper.as_slice() {
             w if SESSION_FUNCTIONS.contains(&w) => self.analysis.features.session_function = true,
+            w if DIAGNOSTIC_FUNCTIONS.contains(&w) => self.analysis.features.diagnostics = true,
+            // SHOW [COUNT(*)] WARNINGS | ERRORS; GET [CURRENT | STACKED] DIAGNOSTICS
+            b"WARNINGS" | b"ERRORS" if self.analysis.kind == Kind::Show => {
+                self.analysis.features.diagnostics = true;
+            }
+            b"DIAGNOSTICS" if self.analysis.kind == Kind::Other => {
+                self.analysis.features.diagnostics = true;
+            }
             // NEXT VALUE FOR a sequence
             b"VALUE" if next_value() => self.analysis.features.session_function = true,
             b"TEMPORARY" if self.analysis.kind == Kind::Ddl => {
@@ -373,6 +406,17 @@ impl<'a> Pass<'a> {
         if kind == Kind::Transaction {
             self.analysis.features.read_only_transaction =
                 read_only_transaction(text, rest, self.sql);
+        }
+        if kind == Kind::Show {
+            let mut words = rest.clone().map(|t| t.text(self.sql));
+            let next = words.next().unwrap_or_default();
+            let scoped = eq(next, b"SESSION") || eq(next, b"LOCAL");
+            let status = if scoped {
+                words.next().unwrap_or_default()
+            } else {
+                next
+            };
+            self.analysis.features.session_status = eq(status, b"STATUS");
         }
         match kind {
             Kind::Update => self.table_after(rest),
@@ -562,6 +606,16 @@ impl<'a> Pass<'a> {
             self.out.push(b' ');
         }
     }
+}
+
+/// Whether a system variable (`@@warning_count`, `@@SESSION.error_count`) describes the
+/// statement before.
+fn is_diagnostic_variable(text: &[u8]) -> bool {
+    let name = text
+        .rsplit(|c| *c == b'.' || *c == b'@')
+        .next()
+        .unwrap_or(text);
+    DIAGNOSTIC_VARIABLES.iter().any(|v| eq(name, v))
 }
 
 /// Whether a transaction statement led by `leading` is `START TRANSACTION … READ ONLY`
@@ -769,6 +823,48 @@ mod feature_tests {
         assert!(!features("SELECT @@port").user_variable);
         assert!(!features("CREATE USER 'a'@'%'").user_variable);
         assert!(features("SELECT last_insert_id()").session_function);
+        for diagnostic in [
+            "SHOW WARNINGS",
+            "show warnings limit 1",
+            "SHOW COUNT(*) ERRORS",
+            "SHOW ERRORS",
+            "SELECT @@warning_count",
+            "SELECT @@session.error_count, 1",
+            "SELECT ROW_COUNT()",
+            "select found_rows()",
+            "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT",
+        ] {
+            let f = features(diagnostic);
+            assert!(f.diagnostics, "{diagnostic}");
+            assert!(!f.session_function, "{diagnostic}");
+        }
+        for other in [
+            "SELECT 1",
+            "SHOW TABLES",
+            "SELECT @@port",
+            "SELECT warnings FROM t",
+        ] {
+            assert!(!features(other).diagnostics, "{other}");
+        }
+        for status in [
+            "SHOW STATUS LIKE 'Ssl_cipher'",
+            "show session status",
+            "SHOW LOCAL STATUS WHERE Variable_name = 'Ssl_version'",
+            "SELECT * FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME LIKE 'ssl%'",
+            "select variable_value from `information_schema`.`session_status`",
+            "SELECT * FROM performance_schema.session_status",
+        ] {
+            assert!(features(status).session_status, "{status}");
+        }
+        for other in [
+            "SHOW GLOBAL STATUS",
+            "SHOW TABLE STATUS",
+            "SHOW SLAVE STATUS",
+            "SHOW ENGINE INNODB STATUS",
+            "SELECT * FROM information_schema.GLOBAL_STATUS",
+        ] {
+            assert!(!features(other).session_status, "{other}");
+        }
         assert!(features("SELECT NEXT VALUE FOR s").session_function);
         assert!(features("SELECT a INTO @x FROM t").select_into);
         assert!(!features("INSERT INTO t VALUES (1)").select_into);

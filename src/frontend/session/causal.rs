@@ -91,6 +91,7 @@ pub(super) fn writes(cmd: u8, statement: Statement) -> bool {
         command::QUERY | command::STMT_EXECUTE => !matches!(
             statement,
             Statement::Read
+                | Statement::Diagnostics
                 | Statement::SetNames
                 | Statement::SetVariables
                 | Statement::ReadOnlyTransaction

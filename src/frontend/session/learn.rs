@@ -16,42 +16,83 @@ impl Session {
     /// when the session left nothing on it that a later statement could depend on. What
     /// binds a session to its connection: an open transaction, session state (user
     /// variables, SET other than NAMES, temporary tables, locks, USE, PREPARE),
-    /// connection-bound functions (GET_LOCK, FOUND_ROWS, LAST_INSERT_ID…),
-    /// multi-statements, COM_SET_OPTION — and, for as long as they last, a prepared
-    /// statement's long data or open cursor (which hold a reader connection too). A write
-    /// holds its connection for one more statement, so `SELECT LAST_INSERT_ID()` or `ROW_COUNT()` right after it sees it;
-    /// so does `SET TRANSACTION …`, for the transaction it shapes.
-    pub(super) fn multiplex(&mut self, runtime: &Runtime, target: Target, effects: Effects) {
-        if !runtime.pool.multiplex {
-            return;
+    /// connection-bound functions (GET_LOCK, LAST_INSERT_ID…), multi-statements,
+    /// COM_SET_OPTION — and, for as long as they last, a prepared statement's long data or
+    /// open cursor (which hold a reader connection too). A write holds its connection for
+    /// one more statement, so `SELECT LAST_INSERT_ID()` or `ROW_COUNT()` right after it
+    /// sees it; so does `SET TRANSACTION …`, for the transaction it shapes; so does a
+    /// statement that left warnings or an error, for the `SHOW WARNINGS` after it, on the
+    /// reader too (and a diagnostic statement keeps what it read there for the next one).
+    /// `ran`: where the statement ran, `None` when no server answered it (the cache did).
+    pub(super) fn multiplex(
+        &mut self,
+        runtime: &Runtime,
+        ran: Option<(Target, u32)>,
+        effects: Effects,
+    ) {
+        let previous = self.routing.diagnostics_at.take();
+        let left_diagnostics = ran.is_some()
+            && (self.last_outcome.is_some_and(|o| o.warnings > 0 || o.error)
+                || (effects.keeps_diagnostics && previous == ran));
+        if runtime.pool.multiplex {
+            self.release_unneeded(ran, previous, effects, left_diagnostics);
         }
+        // whatever is still held is where the statement's diagnostics are
+        self.routing.diagnostics_at = ran.filter(|&at| self.has_connection(at));
+    }
+
+    fn release_unneeded(
+        &mut self,
+        ran: Option<(Target, u32)>,
+        previous: Option<(Target, u32)>,
+        effects: Effects,
+        left_diagnostics: bool,
+    ) {
+        let target = ran.map_or(Target::Primary, |(t, _)| t);
         if effects.binds {
             self.bound = true;
         }
-        let holds_next = effects.writes && target == Target::Primary;
+        let holds_next = (effects.writes || left_diagnostics) && target == Target::Primary;
         let held = std::mem::replace(&mut self.hold_next, holds_next);
+        // a cursor open there, or a read-only transaction, keeps the reader
+        let reader_needed = self.statements.holds(Target::Reader)
+            || self.routing.held_reader.is_some()
+            || (target == Target::Reader && left_diagnostics);
+        let reader_done = target == Target::Reader
+            // kept only for the diagnostics of the statement before
+            || matches!(previous, Some((Target::Reader, _)));
+        if reader_done && !reader_needed {
+            if let Some((reader, _)) = self.reader.take() {
+                self.frontend
+                    .pool
+                    .put_back(reader, &self.frontend.shared.peek().pool);
+            }
+        }
+        if target == Target::Primary {
+            let free = !self.bound
+                && !self.routing.pinned
+                && !self.routing.in_transaction
+                && !self.statements.holds(Target::Primary)
+                && !held
+                && !holds_next;
+            if free {
+                if let Some(primary) = self.primary.take() {
+                    self.frontend
+                        .pool
+                        .put_back(primary, &self.frontend.shared.peek().pool);
+                }
+            }
+        }
+    }
+
+    /// Whether the session still holds the connection for `target` of `hostgroup`.
+    pub(super) fn has_connection(&self, (target, hostgroup): (Target, u32)) -> bool {
         match target {
-            // a cursor open there keeps the reader until it is read to its end
-            Target::Reader
-                if self.statements.holds(Target::Reader) || self.routing.held_reader.is_some() => {}
-            Target::Reader => {
-                if let Some((reader, _)) = self.reader.take() {
-                    self.frontend.pool.put_back(reader, &runtime.pool);
-                }
-            }
-            Target::Primary => {
-                let free = !self.bound
-                    && !self.routing.pinned
-                    && !self.routing.in_transaction
-                    && !self.statements.holds(Target::Primary)
-                    && !held
-                    && !effects.writes;
-                if free {
-                    if let Some(primary) = self.primary.take() {
-                        self.frontend.pool.put_back(primary, &runtime.pool);
-                    }
-                }
-            }
+            Target::Primary => self.primary.is_some(),
+            Target::Reader => self
+                .reader
+                .as_ref()
+                .is_some_and(|(_, r)| r.hostgroup == hostgroup),
         }
     }
 
@@ -106,6 +147,12 @@ impl Session {
                 if let Some(primary) = self.primary.as_mut() {
                     primary.names = self.names.clone();
                 }
+            }
+            command::QUERY if statement == Statement::SetVariables && outcome.warnings > 0 => {
+                // reading the values back would erase the SET's warnings before the
+                // client can ask for them: the session keeps its connection instead
+                self.bound = true;
+                self.routing.pinned = true;
             }
             command::QUERY if statement == Statement::SetVariables => {
                 self.follow_variables(body).await;

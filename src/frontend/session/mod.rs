@@ -15,6 +15,7 @@ mod account;
 mod cached;
 mod causal;
 mod change_user;
+mod client_link;
 mod commands;
 mod connections;
 mod decide;
@@ -48,6 +49,7 @@ use crate::runtime::{Runtime, UserEntry};
 use super::admission::AddressSlot;
 use super::handshake::{send_err, TlsInfo};
 use super::registry::{Listed, Registry};
+use super::relay::Capture;
 use super::Frontend;
 use account::Ran;
 use inspect::Inspected;
@@ -135,15 +137,22 @@ impl Session {
             self.account(&runtime, &request, Ran::refused(&request));
             return self.send_packet_err(1, &refusal).await;
         }
-        let cacheable = self.cacheable(&runtime, &request);
+        // a read of session status has rows that describe the client's own link
+        let link_status = cmd == command::QUERY && request.plan().analysis.features.session_status;
+        let cacheable = (!link_status)
+            .then(|| self.cacheable(&runtime, &request))
+            .flatten();
         if let Some(cacheable) = &cacheable {
             if self.answer_from_cache(&request, cacheable).await? {
                 self.account(&runtime, &request, Ran::from_cache(&request));
-                self.multiplex(&runtime, Target::Primary, request.effects);
+                self.multiplex(&runtime, None, request.effects);
                 return Ok(());
             }
         }
-        let mut capture = cacheable.as_ref().map(|_| self.capture_for_cache(&runtime));
+        let mut capture = match link_status {
+            true => Some(Capture::withheld()),
+            false => cacheable.as_ref().map(|_| self.capture_for_cache(&runtime)),
+        };
         // decide
         let Some(placement) = self.decide(&request).await? else {
             if request.accounted {
@@ -156,8 +165,16 @@ impl Session {
         let finished = self.run(&mut request, placement, capture.as_mut()).await;
         // account
         let answered = !matches!(finished.result, Err(Failure::Client));
-        if let (Some(cacheable), Some(capture), Ok(true)) = (cacheable, capture, &finished.result) {
-            self.keep_in_cache(&runtime, cacheable, &request, capture.into_bytes());
+        match (cacheable, capture) {
+            (_, Some(withheld)) if link_status => {
+                if let (Ok(_), Some(answer)) = (&finished.result, withheld.into_bytes()) {
+                    self.send_link_status(answer).await?;
+                }
+            }
+            (Some(cacheable), Some(capture)) if matches!(finished.result, Ok(true)) => {
+                self.keep_in_cache(&runtime, cacheable, &request, capture.into_bytes());
+            }
+            _ => {}
         }
         if matches!(cmd, command::QUERY | command::STMT_EXECUTE) && answered {
             self.mirror(&runtime, &request, was_in_transaction);
@@ -185,7 +202,11 @@ impl Session {
         }
         match finished.result {
             Ok(_) => {
-                self.multiplex(&runtime, finished.target, request.effects);
+                let ran = finished
+                    .server
+                    .is_some()
+                    .then_some((finished.target, finished.hostgroup));
+                self.multiplex(&runtime, ran, request.effects);
                 Ok(())
             }
             Err(failure) => Err(failure),

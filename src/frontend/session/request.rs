@@ -18,6 +18,9 @@ pub(in crate::frontend) struct Effects {
     /// It may have written: its connection serves the next statement too (for
     /// `LAST_INSERT_ID()`, `ROW_COUNT()`, the transaction `SET TRANSACTION` shapes).
     pub writes: bool,
+    /// It reads the diagnostics of the statement before (`SHOW WARNINGS`…): they stay
+    /// where they are for another such statement, as on the server.
+    pub keeps_diagnostics: bool,
 }
 
 impl Effects {
@@ -32,6 +35,7 @@ impl Effects {
                     analysis.kind,
                     Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
                 ),
+            keeps_diagnostics: statement == Statement::Diagnostics,
         }
     }
 
@@ -40,7 +44,7 @@ impl Effects {
     pub(super) fn of_command(cmd: u8) -> Effects {
         Effects {
             binds: cmd == command::SET_OPTION,
-            writes: false,
+            ..Effects::default()
         }
     }
 }

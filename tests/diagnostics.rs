@@ -1,0 +1,212 @@
+//! Nothing of the proxy shows through a session's diagnostics: `SHOW WARNINGS` and its kin
+//! describe the session's own statement before, wherever it ran (a replica, the writer),
+//! while other sessions of the same user leave warnings on the same pooled connections;
+//! the client link's TLS status is the client link's.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, Proxy, RawClient};
+
+const REPLICAS: [&str; 2] = ["13309", "13310"];
+
+/// Sessions of `app` that leave warnings of their own on the pooled connections (reads on
+/// the replicas, notes on the writer), until the guard drops. Each runs bounded batches.
+struct Noise {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Noise {
+    fn start(port: u16) -> Noise {
+        let stop = Arc::new(AtomicBool::new(false));
+        let noisy = [
+            "SELECT CAST('noise' AS INT) FROM sbtest.diag_items LIMIT 1",
+            "DROP TABLE IF EXISTS sbtest.diag_never_there",
+        ];
+        let threads = noisy
+            .iter()
+            .map(|sql| {
+                let (stop, batch) = (stop.clone(), [*sql; 20].join(";"));
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        mariadb(port, &["-uapp", "-papp", "-e", &batch]);
+                    }
+                })
+            })
+            .collect();
+        Noise { stop, threads }
+    }
+}
+
+impl Drop for Noise {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn setup() {
+    direct_ok(
+        "CREATE TABLE IF NOT EXISTS sbtest.diag_items (id INT PRIMARY KEY, c VARCHAR(20)); \
+         REPLACE INTO sbtest.diag_items VALUES (1, 'one'), (2, 'two'); \
+         DELETE FROM sbtest.diag_items WHERE id >= 1000 AND id < 2000",
+    );
+    std::thread::sleep(Duration::from_millis(500)); // on the replicas too
+}
+
+#[test]
+fn show_warnings_describes_the_sessions_own_statement_while_others_leave_theirs() {
+    setup();
+    let proxy = Proxy::start();
+    let _noise = Noise::start(proxy.port);
+    for round in 0..10 {
+        // a read on a replica that warns; SHOW WARNINGS finds it there
+        let out = mariadb_ok(
+            &proxy,
+            proxy.port,
+            "app",
+            "SELECT CAST('abc' AS DECIMAL), @@port FROM sbtest.diag_items WHERE id = 1; SHOW WARNINGS",
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        let port = lines[0].split('\t').nth(1).unwrap();
+        assert!(REPLICAS.contains(&port), "round {round}: read on {port}");
+        assert_eq!(
+            lines[1..],
+            ["Warning\t1292\tTruncated incorrect DECIMAL value: 'abc'"],
+            "round {round}"
+        );
+
+        // a write on the writer that warns (read-your-writes on: its GTID is tracked)
+        let id = 1000 + round;
+        let out = mariadb_ok(
+            &proxy,
+            proxy.port,
+            "app",
+            &format!(
+                "INSERT IGNORE INTO sbtest.diag_items VALUES (1, 'dup'), ({id}, 'new'); \
+                 SHOW WARNINGS; SHOW COUNT(*) WARNINGS; SELECT @@warning_count"
+            ),
+        );
+        assert_eq!(
+            out, "Warning\t1062\tDuplicate entry '1' for key 'PRIMARY'\n1\n1\n",
+            "round {round}"
+        );
+
+        // after a statement without warnings: nothing, never an older statement's
+        let out = mariadb_ok(
+            &proxy,
+            proxy.port,
+            "app",
+            "SELECT c FROM sbtest.diag_items WHERE id = 2; SHOW WARNINGS; SHOW COUNT(*) WARNINGS; \
+             SELECT @@warning_count",
+        );
+        assert_eq!(out, "two\n0\n0\n", "round {round}");
+        let out = mariadb_ok(
+            &proxy,
+            proxy.port,
+            "app",
+            "SELECT CAST('abc' AS DECIMAL) FROM sbtest.diag_items WHERE id = 1; \
+             SELECT c FROM sbtest.diag_items WHERE id = 2; SHOW WARNINGS",
+        );
+        assert_eq!(out, "0\ntwo\n", "round {round}");
+        // an error is what SHOW ERRORS lists, as on the server itself
+        let errors = |port| {
+            let mut c = RawClient::login(port, "app", "app").unwrap();
+            let err = c
+                .try_query_column("SELECT nope FROM sbtest.diag_items")
+                .unwrap_err();
+            (
+                err,
+                c.query_column("SHOW COUNT(*) ERRORS"),
+                c.query_column("SHOW ERRORS"),
+            )
+        };
+        let direct = errors(13306);
+        assert_eq!(direct.1, ["1"]);
+        assert_eq!(errors(proxy.port), direct, "round {round}");
+    }
+}
+
+/// `mariadb` over verified TLS to the proxy as `app_tls`: `SHOW STATUS` rows about TLS.
+fn tls_status(proxy: &Proxy, sql: &str) -> String {
+    let ca = format!("--ssl-ca={}", repo().join("certs/ca.pem").display());
+    let out = mariadb(
+        proxy.port,
+        &["-uapp_tls", "-papp_tls", "--ssl", &ca, "-e", sql],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
+    stdout(&out)
+}
+
+fn the_client_links_tls_is_shown(proxy: &Proxy) {
+    let out = tls_status(
+        proxy,
+        "SHOW STATUS LIKE 'Ssl_cipher'; SHOW SESSION STATUS LIKE 'Ssl_version'; \
+         SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME IN ('SSL_VERSION', 'SSL_SERVER_NOT_AFTER', 'SSL_VERIFY_MODE') ORDER BY 1",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("Ssl_cipher\tTLS_AES_") || lines[0].starts_with("Ssl_cipher\tECDHE-"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "Ssl_version\tTLSv1.3");
+    assert!(lines[2].starts_with("SSL_SERVER_NOT_AFTER\t") && lines[2].ends_with(" GMT"));
+    assert_eq!(
+        lines[3], "SSL_VERIFY_MODE\t5",
+        "the demo checks client certificates"
+    );
+    assert_eq!(lines[4], "SSL_VERSION\tTLSv1.3");
+
+    // without TLS on the client link, the rows are empty, as a server shows them
+    let out = mariadb_ok(
+        proxy,
+        proxy.port,
+        "app",
+        "SHOW STATUS WHERE Variable_name IN ('Ssl_cipher', 'Ssl_version', 'Ssl_verify_mode')",
+    );
+    assert_ne!(out, "", "rows");
+    let plain = mariadb(
+        proxy.port,
+        &[
+            "-uapp",
+            "-papp",
+            "--skip-ssl",
+            "-e",
+            "SHOW STATUS WHERE Variable_name IN ('Ssl_cipher', 'Ssl_version', 'Ssl_verify_mode')",
+        ],
+    );
+    assert_eq!(
+        stdout(&plain),
+        "Ssl_cipher\t\nSsl_verify_mode\t0\nSsl_version\t\n",
+        "{}",
+        stderr(&plain)
+    );
+}
+
+#[test]
+fn ssl_status_is_the_client_links_with_backend_tls_off() {
+    let proxy = Proxy::start();
+    the_client_links_tls_is_shown(&proxy);
+}
+
+#[test]
+fn ssl_status_is_the_client_links_with_backend_tls_on() {
+    let proxy = Proxy::start_with(|c| {
+        c.replace(
+            "max_connections = 1000",
+            "max_connections = 1000\ntls = true",
+        )
+    });
+    the_client_links_tls_is_shown(&proxy);
+}
