@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -67,8 +66,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     };
     let runtime = Runtime::build(&config, None)?;
     let listen = config.proxy.listen;
-    let tcp = TcpListener::bind(listen)
-        .await
+    let tcp = listener::bind(listen, config.proxy.listen_backlog)
         .map_err(|e| StartError::Bind(listen, e))?;
     warn_about_permissions(path, &config);
     let connlog = ConnectionLog::open(&config.proxy.connection_log)

@@ -315,6 +315,11 @@ impl Default for QueryLog {
 pub struct ProxySection {
     /// Where clients connect.
     pub listen: SocketAddr,
+    /// Connections the kernel may hold completed but not yet accepted (the kernel caps it
+    /// at `net.core.somaxconn`). A storm of logins — an application fleet restarting, a
+    /// connect-per-request pool — overflows a short queue, and each connection that overflows
+    /// waits for the kernel's SYN-ACK retransmit (1 s, then 3, 7, 15 s) before it is seen.
+    pub listen_backlog: u32,
     /// The version string in the greeting. Clients use it to pick features; the `5.5.5-`
     /// prefix is MariaDB's convention that keeps MySQL connectors from mistaking 10.x for
     /// a MySQL 10.
@@ -476,6 +481,7 @@ impl Default for ProxySection {
     fn default() -> Self {
         ProxySection {
             listen: SocketAddr::from(([127, 0, 0, 1], 6033)),
+            listen_backlog: 4096,
             server_version: "5.5.5-10.11.6-MariaDB-Sluice".to_string(),
             max_client_connections: 10_000,
             handshake_timeout_ms: 10_000,

@@ -235,6 +235,9 @@ fn proxy(config: &Config) -> Result<(), Failure> {
     if p.max_client_connections == 0 {
         return fail("proxy.max_client_connections", "must be at least 1");
     }
+    if p.listen_backlog == 0 {
+        return fail("proxy.listen_backlog", "must be at least 1");
+    }
     if p.max_allowed_packet < 1024 || p.max_allowed_packet > 1 << 30 {
         return fail(
             "proxy.max_allowed_packet",

@@ -1,11 +1,25 @@
 //! The accept loop: one task per client, a global connection cap, a pause (`PROXYSQL
 //! PAUSE`: new clients are refused, sessions go on), and a stop on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use super::{session, ClientSlot, Frontend};
+
+/// Binds the client listener with room for `backlog` connections not yet accepted
+/// (tokio's own `bind` leaves the kernel's short default queue).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // a restarted proxy binds again at once, whatever its old connections' TIME_WAIT
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// Accepts clients until shutdown begins.
 pub async fn serve(frontend: Arc<Frontend>, listener: TcpListener) {
