@@ -2,14 +2,19 @@
 //! session that writes and reads back at once, in autocommit, sees its write every time,
 //! while its reads still go to the replicas; with `consistency = "none"` the same reads
 //! can miss it (so the test can fail). With `consistency = "global"` a read sees every
-//! write the proxy acknowledged before it, whichever session wrote.
+//! write the proxy acknowledged before it, whichever session wrote. Each runs with a
+//! client that negotiates session tracking (the write's GTID comes in its OK packet) and
+//! one that does not (the proxy reads it after the write).
 
 mod common;
 
 use std::collections::HashMap;
 
 use common::{direct_ok, Proxy, RawClient};
-use sluice::protocol::constants::header;
+use sluice::protocol::constants::{capability, header};
+
+/// The two kinds of client: without session tracking, and with it.
+const CLIENTS: [u32; 2] = [0, capability::SESSION_TRACK];
 
 /// The text values of the first row of a result.
 fn first_row(c: &mut RawClient, sql: &str) -> Vec<String> {
@@ -24,19 +29,28 @@ fn ok(c: &mut RawClient, sql: &str) {
     assert_eq!(packets[0].payload[0], header::OK, "{sql}: {packets:?}");
 }
 
-/// Updates one row and reads it back at once, `n` times: how many reads missed the write,
-/// and which servers answered.
+/// One session of `user` of each kind.
+fn clients(port: u16, user: &str) -> Vec<RawClient> {
+    CLIENTS
+        .iter()
+        .map(|extra| RawClient::login_with(port, user, user, *extra).unwrap())
+        .collect()
+}
+
+/// Updates one row and reads it back at once, `n` times, each kind of client in turn: how
+/// many reads missed the write, and which servers answered.
 fn write_then_read(port: u16, user: &str, id: u32, n: u32) -> (u32, HashMap<String, u32>) {
-    let mut c = RawClient::login(port, user, user).unwrap();
+    let mut clients = clients(port, user);
     let mut stale = 0;
     let mut servers = HashMap::new();
     for i in 1..=n {
+        let c = &mut clients[i as usize % CLIENTS.len()];
         ok(
-            &mut c,
+            c,
             &format!("UPDATE sbtest.consistency_rows SET v = {i} WHERE id = {id}"),
         );
         let row = first_row(
-            &mut c,
+            c,
             &format!("SELECT v, @@port FROM sbtest.consistency_rows WHERE id = {id}"),
         );
         if row[0] != i.to_string() {
@@ -94,13 +108,14 @@ fn write_here_read_there(
     id: u32,
     n: u32,
 ) -> (u32, HashMap<String, u32>) {
-    let mut w = RawClient::login(port, writer, writer).unwrap();
+    let mut clients = clients(port, writer);
     let mut r = RawClient::login(port, reader, reader).unwrap();
     let mut stale = 0;
     let mut servers = HashMap::new();
     for i in 1..=n {
+        let w = &mut clients[i as usize % CLIENTS.len()];
         ok(
-            &mut w,
+            w,
             &format!("UPDATE sbtest.consistency_rows SET v = {i} WHERE id = {id}"),
         );
         let row = first_row(

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice::protocol::constants::capability;
+
 use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, Proxy, RawClient};
 
 const REPLICAS: [&str; 2] = ["13309", "13310"];
@@ -133,6 +135,98 @@ fn show_warnings_describes_the_sessions_own_statement_while_others_leave_theirs(
         let direct = errors(13306);
         assert_eq!(direct.1, ["1"]);
         assert_eq!(errors(proxy.port), direct, "round {round}");
+    }
+}
+
+#[test]
+fn row_count_after_a_write_is_the_servers() {
+    setup();
+    let proxy = Proxy::start();
+    let _noise = Noise::start(proxy.port);
+    direct_ok("DELETE FROM sbtest.diag_items WHERE id >= 5000");
+    let out = mariadb_ok(
+        &proxy,
+        proxy.port,
+        "app",
+        "INSERT INTO sbtest.diag_items VALUES (5000, 'a'), (5001, 'b'), (5002, 'c'); SELECT ROW_COUNT(); \
+         UPDATE sbtest.diag_items SET c = 'z' WHERE id >= 5000; SELECT ROW_COUNT(); \
+         SELECT c FROM sbtest.diag_items WHERE id = 1; SELECT ROW_COUNT()",
+    );
+    assert_eq!(out, "3\n3\none\n-1\n");
+
+    // LOAD DATA LOCAL: the rows the file brought
+    let dir = std::env::temp_dir().join(format!("sluice-diag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rows.tsv");
+    std::fs::write(&file, "5100\tx\n5101\ty\n5102\tz\n5103\tw\n").unwrap();
+    let out = mariadb(
+        proxy.port,
+        &[
+            "-uapp",
+            "-papp",
+            "--local-infile=1",
+            "-e",
+            &format!(
+                "LOAD DATA LOCAL INFILE '{}' INTO TABLE sbtest.diag_items; SELECT ROW_COUNT()",
+                file.display()
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "4\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sessions_profile_holds_its_statements_only() {
+    setup();
+    let proxy = Proxy::start();
+    let writes = [
+        "REPLACE INTO sbtest.diag_items VALUES (5200, 'p')",
+        "SELECT ROW_COUNT()",
+        "UPDATE sbtest.diag_items SET c = 'q' WHERE id = 5200",
+        "COMMIT",
+    ];
+    let sql = format!("SET profiling = 1; {}; SHOW PROFILES", writes.join("; "));
+    let profiled = |out: String| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split('\t').nth(2).unwrap_or_default().to_owned())
+            .collect()
+    };
+    // the proxy's read of each write's GTID would be profiled between them
+    let through = profiled(mariadb_ok(&proxy, proxy.port, "app", &sql));
+    let direct = profiled(mariadb_ok(&proxy, 13306, "app", &sql));
+    assert_eq!(through, direct);
+    // (the profile's first entry, the end of `SET profiling` itself, has no text)
+    assert_eq!(through[1..], writes);
+}
+
+#[test]
+fn a_writes_ok_packet_reaches_a_tracking_client_as_the_server_sent_it() {
+    setup();
+    let proxy = Proxy::start();
+    let statements = [
+        "REPLACE INTO sbtest.diag_items VALUES (5300, 'r')",
+        "INSERT INTO sbtest.diag_items VALUES (5300, 's'), (5301, 't') ON DUPLICATE KEY UPDATE c = VALUES(c)",
+        "SET autocommit = 0",
+        "REPLACE INTO sbtest.diag_items VALUES (5301, 'u')",
+        "COMMIT",
+        "SET autocommit = 1",
+    ];
+    // the proxy has the server report each commit's GTID in the OK: the client, which
+    // negotiated session tracking but asked for no GTID, gets the OK without it
+    let answers = |port: u16| -> Vec<Vec<Vec<u8>>> {
+        direct_ok("DELETE FROM sbtest.diag_items WHERE id >= 5300");
+        let mut c = RawClient::login_with(port, "app", "app", capability::SESSION_TRACK).unwrap();
+        statements
+            .iter()
+            .map(|sql| c.query(sql).into_iter().map(|p| p.payload).collect())
+            .collect()
+    };
+    let direct = answers(13306);
+    let through = answers(proxy.port);
+    for ((sql, d), t) in statements.iter().zip(&direct).zip(&through) {
+        assert_eq!(t, d, "{sql}");
     }
 }
 

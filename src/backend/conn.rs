@@ -51,6 +51,11 @@ const REQUIRED: u32 = capability::LONG_PASSWORD
     | capability::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | capability::CONNECT_ATTRS;
 
+/// Adds `last_gtid` to the session's tracked system variables, whatever they are.
+const TRACK_GTID: &str = "session_track_system_variables = \
+    IF(@@session.session_track_system_variables = '', 'last_gtid', \
+    CONCAT(@@session.session_track_system_variables, ',last_gtid'))";
+
 /// Who to log in as, and the session the client asked for.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -65,6 +70,11 @@ pub struct Login {
     /// Turn the server's session-state tracking on for connections logged in this way
     /// (`[pool] track_session_state`, see [`BackendConn::track_state_changes`]).
     pub track_session_state: bool,
+    /// Have the server report each commit's GTID in its OK packet (`last_gtid` added to
+    /// the tracked system variables), where the client negotiated session tracking: how a
+    /// session doing read-your-writes learns its write's position without a statement
+    /// after it (see [`crate::protocol::session_state`]).
+    pub track_gtid: bool,
 }
 
 /// Why a backend connection could not be set up.
@@ -131,6 +141,11 @@ pub struct BackendConn {
     pub tracking: bool,
     /// Whether it should (the login asked for it and the client negotiated tracking).
     wants_tracking: bool,
+    /// Whether the server reports `last_gtid` in the session state of OK packets here:
+    /// set up by the proxy, so the proxy takes it out again before the client sees it.
+    /// Cleared when the client sets the tracked list itself.
+    pub tracks_gtid: bool,
+    wants_gtid: bool,
     /// When the login happened (for the pool's max lifetime).
     pub created: std::time::Instant,
     /// Which sessions this connection can serve: it was logged in for this.
@@ -188,8 +203,6 @@ impl BackendConn {
             .map_err(|e| BackendError::Protocol(self.server.address().to_string(), e.to_string()))
     }
 
-    /// Runs a command of the proxy's own (replaying session state) whose answer is OK or
-    /// ERR; the answer is consumed here, never forwarded.
     /// Asks the server to flag, in the status of each OK packet, a statement that changed
     /// the session's state (`SERVER_SESSION_STATE_CHANGED`): how the proxy learns of state
     /// its analysis cannot see, such as a user variable set inside a procedure. Only where
@@ -198,16 +211,23 @@ impl BackendConn {
     /// turns it off again (`tracking` is then false). Off unless `[pool]
     /// track_session_state`: measured, it made the proxy spend about a third more CPU per
     /// prepared point select (same syscalls; the cause is not known yet).
+    ///
+    /// In the same statement, where the login asks for it, `last_gtid` joins the tracked
+    /// system variables (see [`Login::track_gtid`]).
     pub async fn track_state_changes(&mut self) -> Result<(), String> {
-        if self.tracking || !self.wants_tracking {
-            return Ok(());
-        }
-        self.run(
-            command::QUERY,
-            b"SET SESSION session_track_state_change = ON",
-        )
-        .await?;
-        self.tracking = true;
+        let state = self.wants_tracking && !self.tracking;
+        let gtid = self.wants_gtid && !self.tracks_gtid;
+        let set = match (state, gtid) {
+            (false, false) => return Ok(()),
+            (true, false) => "SET SESSION session_track_state_change = ON".to_owned(),
+            (false, true) => format!("SET SESSION {TRACK_GTID}"),
+            (true, true) => {
+                format!("SET SESSION session_track_state_change = ON, {TRACK_GTID}")
+            }
+        };
+        self.run(command::QUERY, set.as_bytes()).await?;
+        self.tracking |= state;
+        self.tracks_gtid |= gtid;
         Ok(())
     }
 
@@ -256,9 +276,12 @@ impl BackendConn {
         self.names = None;
         self.variables.clear();
         self.tracking = false;
+        self.tracks_gtid = false;
         self.track_state_changes().await
     }
 
+    /// Runs a command of the proxy's own (replaying session state) whose answer is OK or
+    /// ERR; the answer is consumed here, never forwarded.
     pub async fn run(&mut self, cmd: u8, body: &[u8]) -> Result<(), String> {
         let packets = self.exchange(cmd, body).await.map_err(|e| e.to_string())?;
         match packets.last().and_then(|p| p.first()) {
@@ -379,6 +402,9 @@ impl BackendConn {
                 variables: Values::new(),
                 tracking: false,
                 wants_tracking: login.track_session_state
+                    && login.client_capabilities & capability::SESSION_TRACK != 0,
+                tracks_gtid: false,
+                wants_gtid: login.track_gtid
                     && login.client_capabilities & capability::SESSION_TRACK != 0,
                 created: std::time::Instant::now(),
                 eviction: Evictions::register(&slot.0.stats),

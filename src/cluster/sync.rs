@@ -337,6 +337,7 @@ impl Cluster {
             client_capabilities: 0,
             connect_attrs: None,
             track_session_state: false,
+            track_gtid: false,
         };
         let timeout = Duration::from_millis(self.settings.timeout_ms);
         let mut errors = Vec::new();

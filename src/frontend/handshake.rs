@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::backend::Login;
+use crate::config::Consistency;
 use crate::connection::{Connection, Packet, ReadError, Rewind, Stream};
 use crate::protocol::auth::{self, ProvenKey, NATIVE_PASSWORD};
 use crate::protocol::constants::{capability, error, status, DEFAULT_CHARSET};
@@ -286,6 +287,7 @@ pub async fn login(
         client_capabilities: capabilities,
         connect_attrs: response.connect_attrs.clone(),
         track_session_state: door.track_session_state,
+        track_gtid: user.config.consistency != Consistency::None,
     };
     Ok(LoggedIn {
         conn,

@@ -88,6 +88,11 @@ impl Capture {
         }
     }
 
+    /// Whether the response stays with the session instead of going to the client.
+    pub(super) fn is_withheld(&self) -> bool {
+        self.withheld
+    }
+
     fn push(&mut self, batch: &[u8]) {
         if self.overflowed || self.bytes.len() + batch.len() > self.limit {
             self.overflowed = true;

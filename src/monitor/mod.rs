@@ -71,6 +71,7 @@ impl Monitor {
             client_capabilities: 0,
             connect_attrs: None,
             track_session_state: false,
+            track_gtid: false,
         };
         let timeout = Duration::from_millis(settings.config.timeout_ms);
         let servers = unique_servers(&runtime);

@@ -10,5 +10,6 @@ pub mod frame;
 pub mod handshake;
 pub mod packets;
 pub mod response;
+pub mod session_state;
 pub mod statement;
 pub mod text;

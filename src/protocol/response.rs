@@ -85,6 +85,10 @@ pub struct ResponseTracker {
     error: Option<ErrPacket>,
     /// What the response counted, for the digest statistics.
     counts: RowCounts,
+    /// Wire length of the frame that ended the response, when it was a whole packet.
+    final_frame: Option<usize>,
+    /// The response has had more than one result (multi-statements, procedures).
+    several_results: bool,
 }
 
 /// Rows a response carried and rows its OK packets said were changed, summed over all its
@@ -137,6 +141,8 @@ impl ResponseTracker {
             eofs: Vec::new(),
             error: None,
             counts: RowCounts::default(),
+            final_frame: None,
+            several_results: false,
         })
     }
 
@@ -198,11 +204,12 @@ impl ResponseTracker {
                 match self.feed(payload, h.payload_len)? {
                     Progress::More => {}
                     end if !self.continuing => {
+                        self.final_frame = Some(h.frame_len());
                         return Ok(Scan {
                             complete: pos,
                             end: Some(end),
                             missing: 0,
-                        })
+                        });
                     }
                     // a final packet of 16 MiB or more cannot be an OK/ERR/EOF; it is a
                     // LOCAL INFILE file name or a COM_STATISTICS text: forward it whole
@@ -223,6 +230,18 @@ impl ResponseTracker {
             end: None,
             missing: 0,
         })
+    }
+
+    /// Wire length (header included) of the packet that ended the response, when it ended
+    /// and fits one frame: the last bytes relayed, for a proxy that rewrites its final OK.
+    pub fn final_frame_len(&self) -> Option<usize> {
+        self.final_frame
+    }
+
+    /// Whether the response has had more than one result so far: its final packet then
+    /// describes only the last statement that ran.
+    pub fn several_results(&self) -> bool {
+        self.several_results
     }
 
     /// The rows the response has carried so far, and those its OK packets said changed.
@@ -402,6 +421,7 @@ impl ResponseTracker {
 
     fn end_of_result(&mut self, flags: u16, warnings: u16) -> Progress {
         if flags & status::MORE_RESULTS_EXISTS != 0 {
+            self.several_results = true;
             self.state = State::ResultStart;
             Progress::More
         } else {

@@ -64,7 +64,8 @@ pub struct Features {
     pub select_into: bool,
     /// Reads what the statement before it left on its connection: warnings and errors
     /// (`SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`, `GET DIAGNOSTICS`,
-    /// `@@warning_count`, `@@error_count`) or its counts (`ROW_COUNT()`, `FOUND_ROWS()`).
+    /// `@@warning_count`, `@@error_count`), its counts (`ROW_COUNT()`, `FOUND_ROWS()`) or
+    /// its profile (`SHOW PROFILES`).
     pub diagnostics: bool,
     /// Reads the session's status variables (`SHOW [SESSION] STATUS`, a select from a
     /// `SESSION_STATUS` table): some of them describe the client's own link.
@@ -332,8 +333,11 @@ impl<'a> Pass<'a> {
         match upper.as_slice() {
             w if SESSION_FUNCTIONS.contains(&w) => self.analysis.features.session_function = true,
             w if DIAGNOSTIC_FUNCTIONS.contains(&w) => self.analysis.features.diagnostics = true,
-            // SHOW [COUNT(*)] WARNINGS | ERRORS; GET [CURRENT | STACKED] DIAGNOSTICS
-            b"WARNINGS" | b"ERRORS" if self.analysis.kind == Kind::Show => {
+            // SHOW [COUNT(*)] WARNINGS | ERRORS, SHOW PROFILE[S]; GET [CURRENT | STACKED]
+            // DIAGNOSTICS
+            b"WARNINGS" | b"ERRORS" | b"PROFILES" | b"PROFILE"
+                if self.analysis.kind == Kind::Show =>
+            {
                 self.analysis.features.diagnostics = true;
             }
             b"DIAGNOSTICS" if self.analysis.kind == Kind::Other => {
@@ -828,6 +832,7 @@ mod feature_tests {
             "show warnings limit 1",
             "SHOW COUNT(*) ERRORS",
             "SHOW ERRORS",
+            "SHOW PROFILES",
             "SELECT @@warning_count",
             "SELECT @@session.error_count, 1",
             "SELECT ROW_COUNT()",

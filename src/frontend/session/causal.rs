@@ -3,15 +3,50 @@
 
 use crate::config::Consistency;
 use crate::protocol::constants::command;
+use crate::protocol::frame::{encode_packet, HEADER_LEN};
+use crate::protocol::packets::OkPacket;
+use crate::protocol::session_state::take_system_variable;
 use crate::router::gtid::GtidPosition;
 use crate::router::Statement;
 
 use super::Session;
 
 impl Session {
-    /// After a write that committed (autocommit, or the COMMIT itself), remembers its GTID
-    /// for read-your-writes, the session's and the proxy's. Inside a transaction nothing
-    /// is committed yet.
+    /// Where the primary connection reports each commit's GTID in its OK packet
+    /// (`tracks_gtid`), takes it out of the answer just queued for the client — the final
+    /// frame, `frame_len` bytes — and remembers it. The client gets the OK the server
+    /// would have sent it; the returned status flags are that OK's. `None` when the answer
+    /// reported no commit.
+    pub(super) fn take_reported_gtid(&mut self, frame_len: Option<usize>) -> Option<u16> {
+        if !self.primary.as_ref().is_some_and(|p| p.tracks_gtid) {
+            return None;
+        }
+        let len = frame_len?;
+        let queued = self.client.write_buffer();
+        let start = queued.len().checked_sub(len)?;
+        let seq = queued[start + HEADER_LEN - 1];
+        let taken = take_system_variable(&queued[start + HEADER_LEN..], b"last_gtid")?;
+        let flags = OkPacket::decode(&taken.payload).ok()?.status;
+        queued.truncate(start);
+        encode_packet(queued, seq, &taken.payload);
+        match std::str::from_utf8(&taken.value)
+            .ok()
+            .and_then(GtidPosition::parse)
+        {
+            Some(position) => self.remember_write_gtid(position),
+            None => {
+                tracing::warn!(peer = %self.peer, value = ?String::from_utf8_lossy(&taken.value), "unreadable last_gtid in an OK packet")
+            }
+        }
+        Some(flags)
+    }
+
+    /// After a write that committed (autocommit, or the COMMIT itself) without reporting
+    /// its GTID, reads it from the connection that wrote (`@@last_gtid` is that
+    /// connection's) and remembers it for read-your-writes, the session's and the
+    /// proxy's. Inside a transaction nothing is committed yet. The read is a statement: it
+    /// resets what the write left for `ROW_COUNT()` and the like, which is why a connection
+    /// that reports GTIDs in its OK packets is never asked.
     pub(super) async fn note_write_gtid(&mut self) {
         if self.routing.in_transaction {
             return;
@@ -28,12 +63,16 @@ impl Session {
             _ => None,
         };
         match read {
-            Some(position) if !position.is_empty() => {
-                self.frontend.gtids.acknowledge(&position);
-                self.last_write_gtid = position;
-            }
-            Some(_) => {}
+            Some(position) => self.remember_write_gtid(position),
             None => tracing::warn!(peer = %self.peer, "cannot read @@last_gtid"),
+        }
+    }
+
+    /// The session's last write is at `position` (nothing when binary logging is off).
+    fn remember_write_gtid(&mut self, position: GtidPosition) {
+        if !position.is_empty() {
+            self.frontend.gtids.acknowledge(&position);
+            self.last_write_gtid = position;
         }
     }
 

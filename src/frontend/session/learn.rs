@@ -117,6 +117,14 @@ impl Session {
             command::INIT_DB | command::RESET_CONNECTION => true,
             _ => false,
         };
+        let sets = matches!(statement, Statement::SessionState | Statement::SetVariables);
+        if cmd == command::QUERY && sets && sets_tracked_variables(body) {
+            // the client's own list replaced the proxy's `last_gtid`, or asks for it
+            // itself: either way, what the server reports is now the client's
+            if let Some(primary) = self.primary.as_mut() {
+                primary.tracks_gtid = false;
+            }
+        }
         if changed && !followed {
             // state the analysis did not see (a procedure that set a variable, …): the
             // session keeps its connection, as for any session state
@@ -214,4 +222,11 @@ impl Session {
             self.release(reader).await;
         }
     }
+}
+
+/// Whether a query may set `session_track_system_variables`.
+fn sets_tracked_variables(sql: &[u8]) -> bool {
+    const NAME: &[u8] = b"session_track_system_variables";
+    sql.windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
 }

@@ -13,7 +13,7 @@ use crate::backend::BackendConn;
 use crate::frontend::error_stats::ErrorKey;
 use crate::frontend::registry::Registry;
 use crate::frontend::relay::{relay, Capture, Eviction, RelayError};
-use crate::protocol::constants::{command, error};
+use crate::protocol::constants::{command, error, status};
 use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::ResponseTracker;
@@ -253,6 +253,7 @@ impl Session {
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let eviction = Eviction::new(shared, backend.server.address(), &backend.eviction.notify);
+        let withheld = capture.as_deref().is_some_and(Capture::is_withheld);
         let relayed = relay(
             &mut self.client,
             &mut backend.conn,
@@ -278,15 +279,34 @@ impl Session {
             self.frontend.errors.record(key, &err.message);
         }
         match relayed {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                let changed = outcome
+                    .status
+                    .is_some_and(|s| s & status::SESSION_STATE_CHANGED != 0);
+                // a commit's GTID in its own OK (any commit: DDL and `SET autocommit = 1`
+                // commit too), taken out before the client sees it
+                let reported = match target == Target::Primary && changed && !withheld {
+                    true => self.take_reported_gtid(tracker.final_frame_len()),
+                    false => None,
+                };
+                if reported.is_some() {
+                    outcome.status = reported;
+                }
                 self.last_outcome = Some(outcome);
+                // where commits report their GTID, a single result that reported none
+                // committed nothing
+                let reports = target == Target::Primary
+                    && !tracker.several_results()
+                    && self.primary.as_ref().is_some_and(|p| p.tracks_gtid);
                 let tracked = target == Target::Primary
                     && self.reads_own_writes()
                     && writes(cmd, statement)
-                    && !outcome.error;
+                    && !outcome.error
+                    && reported.is_none()
+                    && !reports;
                 // the answer's end waits for the write's GTID only when some user's reads
                 // must see every acknowledged write
-                let hold = tracked && shared.peek().global_reads;
+                let hold = tracked && self.frontend.shared.peek().global_reads;
                 if !hold {
                     self.client.flush().await.map_err(|_| Failure::Client)?;
                 }
