@@ -2,8 +2,10 @@
 """What read-your-writes costs: a client updates one row and reads it back at once, in
 autocommit, through Sluice with `consistency = "session"`, `"global"` and `"none"` (three
 proxies of one release build of the demo configuration, Galera writer and
-two replicas, in the same interleaved rounds). It reports the latency of the read right
-after the write (median, p99), the read alone for comparison, the share of those reads the
+two replicas, in the same interleaved rounds), with a client that negotiates session
+tracking (the write's GTID comes in its OK packet) and one that does not (the proxy reads
+`@@last_gtid` after the write). It reports the latency of the write, of the read right
+after it (median, p99), of the read alone for comparison, the share of those reads the
 replicas served, and how many missed the write.
 
 Results go to stdout and to the "Read-your-writes" section of benches/RESULTS.md.
@@ -66,8 +68,17 @@ def query(sock, sql):
                 at += 1 + n
 
 
-def measure(port, writes, row_id):
-    sock = scale.login(port)
+SESSION_TRACK = 1 << 23
+# (label, consistency, client capabilities beyond the basic ones, row)
+RUNS = [("session, tracking client", "session", SESSION_TRACK, 1),
+        ("session, plain client", "session", 0, 4),
+        ("global, tracking client", "global", SESSION_TRACK, 3),
+        ("global, plain client", "global", 0, 5),
+        ("none", "none", 0, 2)]
+
+
+def measure(port, writes, row_id, extra_caps):
+    sock = scale.login(port, extra_caps=extra_caps)
     write, after_write, alone, replicas, stale = [], [], [], 0, 0
     for i in range(1, writes + 1):
         t = time.perf_counter()
@@ -99,16 +110,16 @@ def main():
     load.bring_up()
     load.run(["mariadb", "--no-defaults", "-h127.0.0.1", "-P13306", "-uapp", "-papp", "-e",
               "CREATE TABLE IF NOT EXISTS sbtest.rw_bench (id INT PRIMARY KEY, v INT); "
-              "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0), (3, 0)"])
+              "REPLACE INTO sbtest.rw_bench VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)"])
     work = Path(tempfile.mkdtemp(prefix="sluice-rw-"))
     procs = {}
-    runs = {"session": [], "global": [], "none": []}
+    runs = {label: [] for label, *_ in RUNS}
     try:
-        for consistency in runs:
+        for consistency in PORTS:
             procs[consistency] = start(work, consistency)
         for _ in range(opts.rounds):
-            for consistency, row_id in (("session", 1), ("global", 3), ("none", 2)):
-                runs[consistency].append(measure(PORTS[consistency][0], opts.writes, row_id))
+            for label, consistency, caps, row_id in RUNS:
+                runs[label].append(measure(PORTS[consistency][0], opts.writes, row_id, caps))
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
@@ -130,43 +141,50 @@ def main():
         print(f"{consistency}: write p50 {s['write_p50']:.0f} µs p99 {s['write_p99']:.0f} µs | read after write p50 {s['p50']:.0f} µs p99 {s['p99']:.0f} µs | next read "
               f"p50 {s['alone_p50']:.0f} µs p99 {s['alone_p99']:.0f} µs | on replicas {s['replicas']:.1%} | "
               f"missed the write {s['stale']} of {n}")
-    s, n0 = summary["session"], summary["none"]
-    print(f"added by read-your-writes to the read after a write: p50 {s['p50'] - n0['p50']:.0f} µs, "
-          f"p99 {s['p99'] - n0['p99']:.0f} µs")
+    n0 = summary["none"]
+    for label in ("session, tracking client", "session, plain client"):
+        s = summary[label]
+        print(f"added by read-your-writes ({label}) to the read after a write: p50 {s['p50'] - n0['p50']:.0f} µs, "
+              f"p99 {s['p99'] - n0['p99']:.0f} µs")
     if not opts.no_results_file:
         write_results(summary, opts)
 
 
 def write_results(summary, opts):
     heading = "# Read-your-writes"
-    s, n = summary["session"], summary["none"]
+    t, p, n = summary["session, tracking client"], summary["session, plain client"], summary["none"]
+    gt, gp = summary["global, tracking client"], summary["global, plain client"]
     section = [
         heading, "",
         f"`benches/consistency.py --writes {opts.writes} --rounds {opts.rounds}` on {load.machine()}, "
         f"{time.strftime('%Y-%m-%d')}: one client updates a row and reads it back at once (autocommit, "
         "text protocol, a raw-protocol client in Python) through the demo configuration (Galera writer, "
         "two replicas), through Sluice with `consistency = \"session\"`, `\"global\"` and `\"none\"`, "
-        "rounds interleaved; then the same read once more (the next read after the write).",
+        "rounds interleaved; then the same read once more (the next read after the write). A tracking "
+        "client negotiates session tracking (the write's GTID comes in its OK packet); a plain one does "
+        "not (the proxy reads `@@last_gtid` on the writer after the write).",
         "",
-        "| consistency | the write p50 µs | p99 µs | read after the write p50 µs | p99 µs | the next read p50 µs | p99 µs | reads after a write served by replicas | missed the write |",
+        "| run | the write p50 µs | p99 µs | read after the write p50 µs | p99 µs | the next read p50 µs | p99 µs | reads after a write served by replicas | missed the write |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary.items():
         section.append(f"| {name} | {m['write_p50']:.0f} | {m['write_p99']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {m['alone_p50']:.0f} | "
                        f"{m['alone_p99']:.0f} | {m['replicas']:.1%} | {m['stale']} of {m['n']} |")
-    section += ["", f"Read-your-writes adds {s['p50'] - n['p50']:.0f} µs at the median and "
-                f"{s['p99'] - n['p99']:.0f} µs at p99 to the read right after a write: the proxy asks "
-                "the writer `SELECT @@last_gtid` once the client has the write's answer (so the write "
-                f"itself is not slower: {s['write_p50'] - n['write_p50']:+.0f} µs at the median), and the "
-                "read waits for that and for `MASTER_GTID_WAIT` on the replica (and, when the replica is "
-                "behind, for it to apply the write). The next read on the same replica asks nothing "
-                f"({s['alone_p50'] - n['alone_p50']:+.0f} µs at the median); a session that has not "
+    section += ["", f"Read-your-writes adds {t['p50'] - n['p50']:.0f} µs at the median and "
+                f"{t['p99'] - n['p99']:.0f} µs at p99 to the read right after a write for a tracking client "
+                f"({p['p50'] - n['p50']:.0f} and {p['p99'] - n['p99']:.0f} µs for a plain one, whose write's "
+                "GTID the proxy reads with a statement once the client has the write's answer): the read "
+                "waits for `MASTER_GTID_WAIT` on the replica (and, when the replica is behind, for it to "
+                "apply the write). The write itself: "
+                f"{t['write_p50'] - n['write_p50']:+.0f} µs at the median (tracking), "
+                f"{p['write_p50'] - n['write_p50']:+.0f} µs (plain). The next read on the same replica asks "
+                f"nothing ({t['alone_p50'] - n['alone_p50']:+.0f} µs at the median); a session that has not "
                 "written pays nothing.", "",
-                f"With `global` (some user reads every acknowledged write) a write's answer waits for its "
-                f"GTID, so the write pays that round trip ({summary['global']['write_p50'] - n['write_p50']:+.0f} µs "
-                f"at the median) and the read after it {summary['global']['p50'] - n['p50']:+.0f} µs; a read "
-                "waits on its replica only after some session wrote something that replica was not yet seen "
-                "to have."]
+                "With `global` (some user reads every acknowledged write) a write's answer waits for its "
+                f"GTID: for a plain client that is the read after it ({gp['write_p50'] - n['write_p50']:+.0f} µs "
+                "at the median on the write), for a tracking client nothing more than the OK "
+                f"({gt['write_p50'] - n['write_p50']:+.0f} µs); a read waits on its replica only after some "
+                "session wrote something that replica was not yet seen to have."]
     load.replace_section(heading, section)
 
 

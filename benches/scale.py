@@ -108,13 +108,14 @@ def write_packet(sock, seq, payload):
     sock.sendall(struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload)
 
 
-def login(port, tls_context=None, user="app", password="app", database="sbtest"):
+def login(port, tls_context=None, user="app", password="app", database="sbtest", extra_caps=0):
     sock = socket.create_connection(("127.0.0.1", port))
     _, greeting = read_packet(sock)
     end = greeting.index(b"\0", 1)
     rest = greeting[end + 1:]
     scramble = rest[4:12] + rest[31:43]
     caps = 0x0200 | 0x8000 | 0x80000 | 0x0008  # PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB
+    caps |= extra_caps
     seq = 1
     if tls_context:
         caps |= 0x0800  # SSL
