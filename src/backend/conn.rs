@@ -71,9 +71,9 @@ pub struct Login {
     /// (`[pool] track_session_state`, see [`BackendConn::track_state_changes`]).
     pub track_session_state: bool,
     /// Have the server report each commit's GTID in its OK packet (`last_gtid` added to
-    /// the tracked system variables), where the client negotiated session tracking: how a
-    /// session doing read-your-writes learns its write's position without a statement
-    /// after it (see [`crate::protocol::session_state`]).
+    /// the tracked system variables; session tracking negotiated whatever the client did):
+    /// how a session doing read-your-writes learns its write's position without a
+    /// statement after it (see [`crate::protocol::session_state`]).
     pub track_gtid: bool,
 }
 
@@ -141,6 +141,9 @@ pub struct BackendConn {
     pub tracking: bool,
     /// Whether it should (the login asked for it and the client negotiated tracking).
     wants_tracking: bool,
+    /// Whether the connection negotiated session tracking: its OK packets carry the info
+    /// text and session state in the tracking form.
+    pub session_track: bool,
     /// Whether the server reports `last_gtid` in the session state of OK packets here:
     /// set up by the proxy, so the proxy takes it out again before the client sees it.
     /// Cleared when the client sets the tracked list itself.
@@ -172,7 +175,7 @@ impl PoolKey {
         PoolKey {
             address: server.address().to_string(),
             user: login.user.clone(),
-            capabilities: login.client_capabilities & MIRRORED,
+            capabilities: mirrored(login),
             charset: login.charset,
         }
     }
@@ -392,7 +395,7 @@ impl BackendConn {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let mut conn = match opened {
-            Ok(Ok((conn, thread_id))) => BackendConn {
+            Ok(Ok((conn, thread_id, caps))) => BackendConn {
                 conn,
                 key: PoolKey::new(&slot.0, login),
                 server: slot.0.clone(),
@@ -403,9 +406,9 @@ impl BackendConn {
                 tracking: false,
                 wants_tracking: login.track_session_state
                     && login.client_capabilities & capability::SESSION_TRACK != 0,
+                session_track: caps & capability::SESSION_TRACK != 0,
                 tracks_gtid: false,
-                wants_gtid: login.track_gtid
-                    && login.client_capabilities & capability::SESSION_TRACK != 0,
+                wants_gtid: login.track_gtid && caps & capability::SESSION_TRACK != 0,
                 created: std::time::Instant::now(),
                 eviction: Evictions::register(&slot.0.stats),
                 statements: ConnStatements::default(),
@@ -422,11 +425,23 @@ impl BackendConn {
     }
 }
 
+/// The capabilities a backend connection of `login` asks for beyond [`REQUIRED`]: the
+/// client's that shape what the server sends, and session tracking wherever the proxy
+/// tracks GTIDs (the client that lacks it gets its OK packets in its own form).
+fn mirrored(login: &Login) -> u32 {
+    let gtid = match login.track_gtid {
+        true => capability::SESSION_TRACK,
+        false => 0,
+    };
+    (login.client_capabilities & MIRRORED) | gtid
+}
+
+/// Logs in: the connection, the server's thread id for it, the capabilities negotiated.
 async fn handshake(
     server: &ServerTarget,
     login: &Login,
     tls: Option<&Arc<ClientConfig>>,
-) -> Result<(Connection, u32), BackendError> {
+) -> Result<(Connection, u32, u32), BackendError> {
     let address = server.address().to_string();
     let protocol = |what: String| BackendError::Protocol(address.clone(), what);
     let tcp = TcpStream::connect((server.host.as_str(), server.port))
@@ -441,7 +456,7 @@ async fn handshake(
     }
     let hs = InitialHandshake::decode(&greeting.payload).map_err(|e| protocol(e.to_string()))?;
     let mut seq = greeting.last_seq.wrapping_add(1);
-    let mut caps = (login.client_capabilities & MIRRORED & hs.capabilities) | REQUIRED;
+    let mut caps = (mirrored(login) & hs.capabilities) | REQUIRED;
     // The SSLRequest must announce exactly what the HandshakeResponse will: servers refuse
     // a login whose capabilities change after the TLS upgrade.
     if login.database.is_some() {
@@ -491,7 +506,7 @@ async fn handshake(
     loop {
         let reply = read(&mut conn, &address).await?;
         match reply.payload.first() {
-            Some(&header::OK) => return Ok((conn, hs.connection_id)),
+            Some(&header::OK) => return Ok((conn, hs.connection_id, caps)),
             Some(&header::ERR) => return Err(refused(&address, &reply.payload)),
             Some(&header::AUTH_SWITCH) => {
                 let switch = AuthSwitchRequest::decode(&reply.payload)

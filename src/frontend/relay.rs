@@ -88,11 +88,6 @@ impl Capture {
         }
     }
 
-    /// Whether the response stays with the session instead of going to the client.
-    pub(super) fn is_withheld(&self) -> bool {
-        self.withheld
-    }
-
     fn push(&mut self, batch: &[u8]) {
         if self.overflowed || self.bytes.len() + batch.len() > self.limit {
             self.overflowed = true;
@@ -133,7 +128,7 @@ pub(super) async fn relay(
         if scan.complete > 0 {
             tracker.mark(&mut buf[..scan.complete]);
             received.fetch_add(scan.complete as u64, Ordering::Relaxed);
-            let batch = buf.split_to(scan.complete);
+            let batch = tracker.apply_edits(buf.split_to(scan.complete));
             if let Some(capture) = capture.as_deref_mut() {
                 capture.push(&batch);
             }
@@ -150,7 +145,12 @@ pub(super) async fn relay(
             answered = true;
         }
         match scan.end {
-            Some(Progress::Done(outcome)) => return Ok(outcome),
+            Some(Progress::Done(mut outcome)) => {
+                if let Some(flags) = tracker.edits().and_then(|e| e.final_status) {
+                    outcome.status = Some(flags);
+                }
+                return Ok(outcome);
+            }
             Some(Progress::LocalInfile) => {
                 let next_seq = relay_file(client, backend, max_packet).await?;
                 tracker.file_sent(next_seq);

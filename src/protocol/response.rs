@@ -9,10 +9,13 @@
 //! The proxy does not offer CLIENT_DEPRECATE_EOF, so result sets always carry their EOF
 //! packets; that keeps the end of a cursor-opening COM_STMT_EXECUTE unambiguous.
 
+use bytes::BytesMut;
+
 use super::codec::{DecodeError, Reader};
 use super::constants::{command, header, status};
 use super::frame::{FrameHeader, HEADER_LEN};
 use super::packets::{eof_status, eof_warnings, is_eof, ErrPacket, OkPacket};
+use super::session_state::OkEdits;
 
 /// What the tracker concluded from one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +88,12 @@ pub struct ResponseTracker {
     error: Option<ErrPacket>,
     /// What the response counted, for the digest statistics.
     counts: RowCounts,
-    /// Wire length of the frame that ended the response, when it was a whole packet.
-    final_frame: Option<usize>,
-    /// The response has had more than one result (multi-statements, procedures).
-    several_results: bool,
+    /// What to change in the response's OK packets, if anything.
+    edits: Option<OkEdits>,
+    /// Where the last scan found OK packets, while there are edits.
+    oks: Vec<usize>,
+    /// Where the last scan found the response's final frame, if it did.
+    final_at: Option<usize>,
 }
 
 /// Rows a response carried and rows its OK packets said were changed, summed over all its
@@ -141,8 +146,9 @@ impl ResponseTracker {
             eofs: Vec::new(),
             error: None,
             counts: RowCounts::default(),
-            final_frame: None,
-            several_results: false,
+            edits: None,
+            oks: Vec::new(),
+            final_at: None,
         })
     }
 
@@ -162,6 +168,28 @@ impl ResponseTracker {
         self.added_status = flags;
     }
 
+    /// Has the OK packets of the response changed on their way (see [`OkEdits`]), by
+    /// [`ResponseTracker::apply_edits`] on each batch scanned.
+    pub fn edit_oks(&mut self, edits: OkEdits) {
+        if edits.any() {
+            self.edits = Some(edits);
+        }
+    }
+
+    /// The edits, with what they took from the response so far.
+    pub fn edits(&self) -> Option<&OkEdits> {
+        self.edits.as_ref()
+    }
+
+    /// Applies the edits to the OK packets the last [`ResponseTracker::scan`] found at the
+    /// start of `batch` (which must be those bytes).
+    pub fn apply_edits(&mut self, batch: BytesMut) -> BytesMut {
+        match self.edits.as_mut() {
+            Some(edits) if !self.oks.is_empty() => edits.apply(batch, &self.oks, self.final_at),
+            _ => batch,
+        }
+    }
+
     /// Writes the flags of [`ResponseTracker::add_status`] into the EOF packets the last
     /// [`ResponseTracker::scan`] of `buf` found.
     pub fn mark(&mut self, buf: &mut [u8]) {
@@ -179,6 +207,8 @@ impl ResponseTracker {
     /// the response. This is all a forwarder needs: it sends `complete` bytes on as they are.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Scan, TrackError> {
         let mut pos = 0;
+        self.oks.clear();
+        self.final_at = None;
         while let Some(h) = FrameHeader::parse(&buf[pos..]) {
             let available = buf.len() - pos;
             if available < h.frame_len() {
@@ -199,12 +229,21 @@ impl ResponseTracker {
             {
                 self.eofs.push(pos);
             }
+            if self.edits.is_some()
+                && first_of_packet
+                && !h.is_continued()
+                && payload.first() == Some(&header::OK)
+                && matches!(self.state, State::ResultStart | State::Single)
+            {
+                self.oks.push(pos);
+            }
+            let starts = pos;
             pos += h.frame_len();
             if first_of_packet {
                 match self.feed(payload, h.payload_len)? {
                     Progress::More => {}
                     end if !self.continuing => {
-                        self.final_frame = Some(h.frame_len());
+                        self.final_at = Some(starts);
                         return Ok(Scan {
                             complete: pos,
                             end: Some(end),
@@ -230,18 +269,6 @@ impl ResponseTracker {
             end: None,
             missing: 0,
         })
-    }
-
-    /// Wire length (header included) of the packet that ended the response, when it ended
-    /// and fits one frame: the last bytes relayed, for a proxy that rewrites its final OK.
-    pub fn final_frame_len(&self) -> Option<usize> {
-        self.final_frame
-    }
-
-    /// Whether the response has had more than one result so far: its final packet then
-    /// describes only the last statement that ran.
-    pub fn several_results(&self) -> bool {
-        self.several_results
     }
 
     /// The rows the response has carried so far, and those its OK packets said changed.
@@ -421,7 +448,6 @@ impl ResponseTracker {
 
     fn end_of_result(&mut self, flags: u16, warnings: u16) -> Progress {
         if flags & status::MORE_RESULTS_EXISTS != 0 {
-            self.several_results = true;
             self.state = State::ResultStart;
             Progress::More
         } else {

@@ -7,12 +7,16 @@
 //!
 //! A proxy that adds a variable to the tracked list for its own use (MariaDB's
 //! `last_gtid`: the GTID of the write the OK acknowledges, without a statement after it)
-//! takes it out again here, so that the client gets the OK the server would have sent it.
+//! takes it out again here, so that the client gets the OK the server would have sent it;
+//! and where its backend connection negotiated session tracking for that reason but the
+//! client did not, it turns each OK into the form such a client reads.
 
 use bytes::BytesMut;
 
 use super::codec::{put_lenenc_bytes, put_lenenc_int, DecodeError, Reader};
 use super::constants::{header, status};
+use super::frame::{encode_packet, FrameHeader, HEADER_LEN};
+use super::packets::OkPacket;
 
 /// `SESSION_TRACK_SYSTEM_VARIABLES`: the entry type of a tracked system variable.
 const SYSTEM_VARIABLE: u8 = 0;
@@ -95,6 +99,110 @@ fn take(payload: &[u8], name: &[u8]) -> Result<Option<Taken>, DecodeError> {
     }))
 }
 
+/// The OK packet `payload` (of a connection with session tracking) as MariaDB sends it to
+/// a client without: the info text (length-encoded, as MariaDB writes it either way; only
+/// when there is some), no session state, no state-changed flag. `None` when it is that
+/// already, or is no such OK.
+pub fn without_session_state(payload: &[u8]) -> Option<BytesMut> {
+    let mut r = Reader::new(payload);
+    if r.u8("OK header").ok()? != header::OK {
+        return None;
+    }
+    r.lenenc_int("affected rows").ok()?;
+    r.lenenc_int("last insert id").ok()?;
+    let status_at = payload.len() - r.remaining();
+    let flags = r.u16("status flags").ok()?;
+    r.u16("warnings").ok()?;
+    if r.is_empty() && flags & status::SESSION_STATE_CHANGED == 0 {
+        return None;
+    }
+    let fixed_end = payload.len() - r.remaining();
+    let info = if r.is_empty() {
+        &[][..]
+    } else {
+        r.lenenc_bytes("info").ok()?
+    };
+    if flags & status::SESSION_STATE_CHANGED == 0 {
+        return None; // the info alone: the same in both forms
+    }
+    let mut out = BytesMut::with_capacity(payload.len());
+    out.extend_from_slice(&payload[..fixed_end]);
+    let cleared = flags & !status::SESSION_STATE_CHANGED;
+    out[status_at..status_at + 2].copy_from_slice(&cleared.to_le_bytes());
+    if !info.is_empty() {
+        put_lenenc_bytes(&mut out, info);
+    }
+    Some(out)
+}
+
+/// What the proxy changes in the OK packets of a response on their way to the client.
+#[derive(Debug, Clone, Default)]
+pub struct OkEdits {
+    /// Take the tracked `last_gtid` out of each OK (the proxy asked for it).
+    pub take_gtid: bool,
+    /// The client did not negotiate session tracking; its backend connection did.
+    pub plain: bool,
+    /// The last `last_gtid` taken: the GTID of the response's last commit.
+    pub gtid: Option<Vec<u8>>,
+    /// Status flags of the response's final packet when it was an OK the edits changed.
+    pub final_status: Option<u16>,
+}
+
+impl OkEdits {
+    /// Whether there is anything to change.
+    pub fn any(&self) -> bool {
+        self.take_gtid || self.plain
+    }
+
+    /// Edits the OK frames at `oks` (offsets of their headers in `batch`, in order; each a
+    /// whole packet); `final_at`, where the response's final frame starts if `batch` holds
+    /// it. Returns the batch unchanged when nothing changed.
+    pub fn apply(&mut self, batch: BytesMut, oks: &[usize], final_at: Option<usize>) -> BytesMut {
+        let mut out: Option<BytesMut> = None;
+        let mut copied = 0;
+        for &at in oks {
+            let Some(h) = FrameHeader::parse(&batch[at..]) else {
+                continue;
+            };
+            let frame = &batch[at..at + h.frame_len()];
+            let Some(payload) = self.edit(&frame[HEADER_LEN..]) else {
+                continue;
+            };
+            if Some(at) == final_at {
+                self.final_status = OkPacket::decode(&payload).ok().map(|ok| ok.status);
+            }
+            let out = out.get_or_insert_with(|| BytesMut::with_capacity(batch.len()));
+            out.extend_from_slice(&batch[copied..at]);
+            encode_packet(out, h.seq, &payload);
+            copied = at + h.frame_len();
+        }
+        match out {
+            Some(mut out) => {
+                out.extend_from_slice(&batch[copied..]);
+                out
+            }
+            None => batch,
+        }
+    }
+
+    /// One OK's new payload, or `None` to leave it.
+    fn edit(&mut self, payload: &[u8]) -> Option<BytesMut> {
+        let mut edited = None;
+        if self.take_gtid {
+            if let Some(taken) = take_system_variable(payload, b"last_gtid") {
+                self.gtid = Some(taken.value);
+                edited = Some(taken.payload);
+            }
+        }
+        if self.plain {
+            if let Some(plain) = without_session_state(edited.as_deref().unwrap_or(payload)) {
+                edited = Some(plain);
+            }
+        }
+        edited
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +278,56 @@ mod tests {
         assert_eq!(take_system_variable(&unchanged, b"last_gtid"), None);
         let eof = [header::EOF, 0, 0, 2, 0];
         assert_eq!(take_system_variable(&eof, b"last_gtid"), None);
+    }
+
+    #[test]
+    fn a_client_without_tracking_gets_the_info_and_no_state() {
+        let info = "Rows matched: 1  Changed: 1  Warnings: 0";
+        let packet = ok(CHANGED, info, &[variable("autocommit", "OFF")]);
+        let plain = without_session_state(&packet).unwrap();
+        assert_eq!(&plain[..], &ok(status::AUTOCOMMIT, info, &[])[..]);
+        let packet = ok(CHANGED, "", &[variable("autocommit", "OFF")]);
+        let plain = without_session_state(&packet).unwrap();
+        assert_eq!(&plain[..], &ok(status::AUTOCOMMIT, "", &[])[..]);
+        // nothing to change
+        assert_eq!(
+            without_session_state(&ok(status::AUTOCOMMIT, info, &[])),
+            None
+        );
+        assert_eq!(
+            without_session_state(&ok(status::AUTOCOMMIT, "", &[])),
+            None
+        );
+    }
+
+    #[test]
+    fn edits_rewrite_the_ok_frames_of_a_batch_and_leave_the_rest() {
+        let mut batch = BytesMut::new();
+        let eof = [header::EOF, 0, 0, 2, 0];
+        encode_packet(&mut batch, 1, &eof);
+        let first_ok = batch.len();
+        let ok1 = ok(CHANGED, "", &[variable("last_gtid", "0-1-7")]);
+        encode_packet(&mut batch, 2, &ok1);
+        let second_ok = batch.len();
+        let ok2 = ok(
+            CHANGED,
+            "",
+            &[variable("last_gtid", "0-1-8"), variable("autocommit", "ON")],
+        );
+        encode_packet(&mut batch, 3, &ok2);
+        let mut edits = OkEdits {
+            take_gtid: true,
+            plain: true,
+            ..OkEdits::default()
+        };
+        let out = edits.apply(batch, &[first_ok, second_ok], Some(second_ok));
+        let mut expected = BytesMut::new();
+        encode_packet(&mut expected, 1, &eof);
+        encode_packet(&mut expected, 2, &ok(status::AUTOCOMMIT, "", &[]));
+        encode_packet(&mut expected, 3, &ok(status::AUTOCOMMIT, "", &[]));
+        assert_eq!(out, expected);
+        assert_eq!(edits.gtid.as_deref(), Some(&b"0-1-8"[..]));
+        assert_eq!(edits.final_status, Some(status::AUTOCOMMIT));
     }
 
     #[test]

@@ -3,42 +3,24 @@
 
 use crate::config::Consistency;
 use crate::protocol::constants::command;
-use crate::protocol::frame::{encode_packet, HEADER_LEN};
-use crate::protocol::packets::OkPacket;
-use crate::protocol::session_state::take_system_variable;
 use crate::router::gtid::GtidPosition;
 use crate::router::Statement;
 
 use super::Session;
 
 impl Session {
-    /// Where the primary connection reports each commit's GTID in its OK packet
-    /// (`tracks_gtid`), takes it out of the answer just queued for the client — the final
-    /// frame, `frame_len` bytes — and remembers it. The client gets the OK the server
-    /// would have sent it; the returned status flags are that OK's. `None` when the answer
-    /// reported no commit.
-    pub(super) fn take_reported_gtid(&mut self, frame_len: Option<usize>) -> Option<u16> {
-        if !self.primary.as_ref().is_some_and(|p| p.tracks_gtid) {
-            return None;
-        }
-        let len = frame_len?;
-        let queued = self.client.write_buffer();
-        let start = queued.len().checked_sub(len)?;
-        let seq = queued[start + HEADER_LEN - 1];
-        let taken = take_system_variable(&queued[start + HEADER_LEN..], b"last_gtid")?;
-        let flags = OkPacket::decode(&taken.payload).ok()?.status;
-        queued.truncate(start);
-        encode_packet(queued, seq, &taken.payload);
-        match std::str::from_utf8(&taken.value)
+    /// Remembers the GTID the server reported in a commit's OK packet (the value of
+    /// `last_gtid`, which the proxy added to the tracked variables).
+    pub(super) fn note_reported_gtid(&mut self, value: &[u8]) {
+        match std::str::from_utf8(value)
             .ok()
             .and_then(GtidPosition::parse)
         {
             Some(position) => self.remember_write_gtid(position),
             None => {
-                tracing::warn!(peer = %self.peer, value = ?String::from_utf8_lossy(&taken.value), "unreadable last_gtid in an OK packet")
+                tracing::warn!(peer = %self.peer, value = %String::from_utf8_lossy(value), "unreadable last_gtid in an OK packet")
             }
         }
-        Some(flags)
     }
 
     /// After a write that committed (autocommit, or the COMMIT itself) without reporting

@@ -13,10 +13,11 @@ use crate::backend::BackendConn;
 use crate::frontend::error_stats::ErrorKey;
 use crate::frontend::registry::Registry;
 use crate::frontend::relay::{relay, Capture, Eviction, RelayError};
-use crate::protocol::constants::{command, error, status};
+use crate::protocol::constants::{capability, command, error};
 use crate::protocol::frame::encode_packet;
 use crate::protocol::packets::ErrPacket;
 use crate::protocol::response::ResponseTracker;
+use crate::protocol::session_state::OkEdits;
 use crate::router::{Statement, Target};
 use crate::runtime::ServerTarget;
 
@@ -252,8 +253,12 @@ impl Session {
         let shared = &*self.frontend.shared;
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
+        tracker.edit_oks(OkEdits {
+            take_gtid: backend.tracks_gtid,
+            plain: backend.session_track && self.capabilities & capability::SESSION_TRACK == 0,
+            ..OkEdits::default()
+        });
         let eviction = Eviction::new(shared, backend.server.address(), &backend.eviction.notify);
-        let withheld = capture.as_deref().is_some_and(Capture::is_withheld);
         let relayed = relay(
             &mut self.client,
             &mut backend.conn,
@@ -279,30 +284,20 @@ impl Session {
             self.frontend.errors.record(key, &err.message);
         }
         match relayed {
-            Ok(mut outcome) => {
-                let changed = outcome
-                    .status
-                    .is_some_and(|s| s & status::SESSION_STATE_CHANGED != 0);
-                // a commit's GTID in its own OK (any commit: DDL and `SET autocommit = 1`
-                // commit too), taken out before the client sees it
-                let reported = match target == Target::Primary && changed && !withheld {
-                    true => self.take_reported_gtid(tracker.final_frame_len()),
-                    false => None,
-                };
-                if reported.is_some() {
-                    outcome.status = reported;
-                }
+            Ok(outcome) => {
                 self.last_outcome = Some(outcome);
-                // where commits report their GTID, a single result that reported none
-                // committed nothing
+                // a connection that reports each commit's GTID in its OK (any commit: a
+                // DDL's, `SET autocommit = 1`'s) needs no read after the write; the
+                // edits took it out before the client saw it
                 let reports = target == Target::Primary
-                    && !tracker.several_results()
                     && self.primary.as_ref().is_some_and(|p| p.tracks_gtid);
+                if let Some(gtid) = tracker.edits().and_then(|e| e.gtid.as_deref()) {
+                    self.note_reported_gtid(gtid);
+                }
                 let tracked = target == Target::Primary
                     && self.reads_own_writes()
                     && writes(cmd, statement)
                     && !outcome.error
-                    && reported.is_none()
                     && !reports;
                 // the answer's end waits for the write's GTID only when some user's reads
                 // must see every acknowledged write
