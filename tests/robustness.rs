@@ -200,21 +200,91 @@ fn a_dead_backend_gives_a_clear_error_naming_the_hostgroup() {
 }
 
 #[test]
-fn a_backend_connection_killed_mid_session_is_reported_then_replaced() {
-    let proxy = Proxy::start();
+fn a_backend_connection_killed_under_a_session_with_nothing_on_it_is_replaced_unseen() {
+    // without multiplexing the session keeps its writer connection, with nothing on it
+    // but its schema: losing it loses nothing
+    let proxy = Proxy::start_with(|c| {
+        c.replacen("[throttle]", "[pool]\nmultiplex = false\n\n[throttle]", 1)
+    });
     let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
-    // a locking read runs on the writer connection
-    let thread_id = c.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
+    // a locking read runs on the writer connection; it finds itself in the process list
+    // (CONNECTION_ID() would bind the session: the id must stay valid)
+    let own_id = "SELECT ID FROM information_schema.PROCESSLIST \
+                  WHERE INFO LIKE '%find me%' AND COMMAND = 'Query' FOR UPDATE";
+    let thread_id = c.query_column(own_id)[0].clone();
     let out = direct(&["-e", &format!("KILL {thread_id}")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let packets = c.query("SELECT 1 FOR UPDATE");
-    let err = expect_err(&packets[0]);
-    assert_eq!(err.code, 2013, "{err}");
-    assert!(err.message.contains("hostgroup 10"), "{err}");
-    // the next statement gets a new backend connection
-    let new_id = c.query_column("SELECT CONNECTION_ID() FOR UPDATE")[0].clone();
+    std::thread::sleep(Duration::from_millis(100)); // the close reaches the proxy
+                                                    // the next statement runs on a new backend connection, with the session's schema
+    let new_id = c.query_column(own_id)[0].clone();
     assert_ne!(new_id, thread_id);
     assert_eq!(c.query_column("SELECT DATABASE()"), vec!["sbtest"]);
+}
+
+#[test]
+fn a_session_whose_state_dies_with_its_backend_connection_is_closed_like_the_servers() {
+    let proxy = Proxy::start();
+    for bind in ["SET @keep = 42", "START TRANSACTION"] {
+        let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+        c.query(bind);
+        let thread_id = c.query_column("SELECT CONNECTION_ID()")[0].clone();
+        let out = direct(&["-e", &format!("KILL {thread_id}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // the session's variable or transaction is gone: an error, then no session, as
+        // from the server itself — never a fresh connection where @keep is NULL
+        let packets = c.query("SELECT @keep");
+        let err = expect_err(&packets[0]);
+        assert_eq!(err.code, 1152, "{bind}: {err}");
+        assert_eq!(err.sql_state, "08S01");
+        assert!(
+            c.read().is_none(),
+            "{bind}: the client connection is closed"
+        );
+    }
+    still_serves(&proxy);
+}
+
+#[test]
+fn the_mariadb_client_reads_the_lost_connection_error() {
+    let proxy = Proxy::start();
+    let port = proxy.port;
+    // a session bound by its variable sleeps on the writer; its connection is killed
+    let client = std::thread::spawn(move || {
+        mariadb(
+            port,
+            &[
+                "-uapp",
+                "-papp",
+                "-e",
+                "SET @keep = 42; DO SLEEP(5); SELECT @keep",
+            ],
+        )
+    });
+    let started = Instant::now();
+    let thread_id = loop {
+        let found = direct(&[
+            "-N",
+            "-e",
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'DO SLEEP(5)'",
+        ]);
+        let id = stdout(&found).trim().to_owned();
+        if !id.is_empty() {
+            break id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = direct(&["-e", &format!("KILL {thread_id}")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client.join().unwrap();
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(error.contains("ERROR 1152 (08S01)"), "{error}");
+    assert!(error.contains("Lost connection to backend"), "{error}");
+    still_serves(&proxy);
 }
 
 #[test]

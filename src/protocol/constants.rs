@@ -124,8 +124,11 @@ pub mod error {
     pub const NET_PACKETS_OUT_OF_ORDER: Code = (1156, "08S01");
     pub const NOT_SUPPORTED: Code = (1235, "42000");
     pub const SERVER_SHUTDOWN: Code = (1053, "08S01");
-    /// A backend connection was lost while a statement was in flight.
-    pub const LOST_BACKEND: Code = (2013, "HY000");
+    /// A backend connection was lost while a statement was in flight: the server's
+    /// ER_ABORTING_CONNECTION, whose SQLSTATE class 08 tells drivers the link failed.
+    /// Not 2013: codes 2000–2999 are the client library's own, and libmariadb takes a
+    /// server ERR carrying one for a malformed packet (ERROR 2027).
+    pub const LOST_BACKEND: Code = (1152, "08S01");
     /// No backend of the hostgroup could be reached (ProxySQL uses the same code).
     pub const NO_BACKEND: Code = (9001, "HY000");
     /// An admin statement that failed (MySQL's ER_UNKNOWN_ERROR).

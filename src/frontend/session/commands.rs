@@ -88,7 +88,9 @@ impl Session {
             let packet = match read {
                 Ok(Some(Request::Whole(p))) => p,
                 Ok(Some(Request::Large { seq, command })) => {
-                    if let Err(Failure::Client) = self.forward_large(seq, command).await {
+                    if let Err(Failure::Client | Failure::StateLost) =
+                        self.forward_large(seq, command).await
+                    {
                         return;
                     }
                     self.client.shrink_buffers();
@@ -130,7 +132,7 @@ impl Session {
                     Ok(())
                 }
             };
-            if let Err(Failure::Client) = result {
+            if let Err(Failure::Client | Failure::StateLost) = result {
                 return;
             }
             self.client.shrink_buffers();

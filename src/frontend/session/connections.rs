@@ -150,8 +150,10 @@ impl Session {
         seq: u8,
         why: &str,
     ) -> Result<(), Failure> {
+        let mut state_lost = false;
         let backend = match target {
             Target::Primary => {
+                state_lost = self.bound || self.routing.in_transaction;
                 self.routing.in_transaction = false;
                 self.primary.take()
             }
@@ -173,6 +175,10 @@ impl Session {
         drop(backend);
         self.send_packet_err(seq, &ErrPacket::new(error::LOST_BACKEND, message))
             .await?;
+        if state_lost {
+            tracing::warn!(peer = %self.peer, "the session's state was on that connection: closing the client connection");
+            return Err(Failure::StateLost);
+        }
         Err(Failure::Backend)
     }
 }

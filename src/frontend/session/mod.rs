@@ -118,6 +118,10 @@ pub(super) enum Failure {
     Client,
     /// The backend connection failed; the client was told, the session goes on.
     Backend,
+    /// The backend connection failed with state only it held (session variables, a
+    /// transaction…): the client was told, and its connection is closed, as the server's
+    /// would be, so that its driver starts over knowing the state is gone.
+    StateLost,
     /// A reader failed before answering a read (the reason): nothing reached the client
     /// yet, the caller sends the read again or tells the client.
     Unanswered(String),
