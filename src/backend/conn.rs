@@ -220,14 +220,17 @@ impl BackendConn {
     pub async fn track_state_changes(&mut self) -> Result<(), String> {
         let state = self.wants_tracking && !self.tracking;
         let gtid = self.wants_gtid && !self.tracks_gtid;
-        let set = match (state, gtid) {
-            (false, false) => return Ok(()),
-            (true, false) => "SET SESSION session_track_state_change = ON".to_owned(),
-            (false, true) => format!("SET SESSION {TRACK_GTID}"),
-            (true, true) => {
-                format!("SET SESSION session_track_state_change = ON, {TRACK_GTID}")
-            }
-        };
+        let assignments: Vec<&str> = [
+            state.then_some("session_track_state_change = ON"),
+            gtid.then_some(TRACK_GTID),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        let set = format!("SET SESSION {}", assignments.join(", "));
         self.run(command::QUERY, set.as_bytes()).await?;
         self.tracking |= state;
         self.tracks_gtid |= gtid;

@@ -39,30 +39,17 @@ pub fn take_system_variable(payload: &[u8], name: &[u8]) -> Option<Taken> {
 }
 
 fn take(payload: &[u8], name: &[u8]) -> Result<Option<Taken>, DecodeError> {
-    let mut r = Reader::new(payload);
-    if r.u8("OK header")? != header::OK {
+    let Some(ok) = ChangedOk::parse(payload)? else {
         return Ok(None);
-    }
-    r.lenenc_int("affected rows")?;
-    r.lenenc_int("last insert id")?;
-    let status_at = payload.len() - r.remaining();
-    let flags = r.u16("status flags")?;
-    r.u16("warnings")?;
-    if flags & status::SESSION_STATE_CHANGED == 0 {
-        return Ok(None);
-    }
-    let fixed_end = payload.len() - r.remaining();
-    let info = r.lenenc_bytes("info")?;
-    let state = r.lenenc_bytes("session state")?;
-
+    };
     let mut value = None;
-    let mut kept = BytesMut::with_capacity(state.len());
-    let mut entries = Reader::new(state);
+    let mut kept = BytesMut::with_capacity(ok.state.len());
+    let mut entries = Reader::new(ok.state);
     while !entries.is_empty() {
-        let start = state.len() - entries.remaining();
+        let start = ok.state.len() - entries.remaining();
         let kind = entries.u8("session state type")?;
         let data = entries.lenenc_bytes("session state data")?;
-        let end = state.len() - entries.remaining();
+        let end = ok.state.len() - entries.remaining();
         if kind == SYSTEM_VARIABLE && value.is_none() {
             let mut variable = Reader::new(data);
             if variable
@@ -73,30 +60,16 @@ fn take(payload: &[u8], name: &[u8]) -> Result<Option<Taken>, DecodeError> {
                 continue;
             }
         }
-        kept.extend_from_slice(&state[start..end]);
+        kept.extend_from_slice(&ok.state[start..end]);
     }
     let Some(value) = value else {
         return Ok(None);
     };
-
-    let mut out = BytesMut::with_capacity(payload.len());
-    out.extend_from_slice(&payload[..fixed_end]);
-    if kept.is_empty() {
-        let cleared = flags & !status::SESSION_STATE_CHANGED;
-        out[status_at..status_at + 2].copy_from_slice(&cleared.to_le_bytes());
-        // the server writes the info only when there is some, or a state after it
-        if !info.is_empty() {
-            put_lenenc_bytes(&mut out, info);
-        }
-    } else {
-        put_lenenc_bytes(&mut out, info);
-        put_lenenc_int(&mut out, kept.len() as u64);
-        out.extend_from_slice(&kept);
-    }
-    Ok(Some(Taken {
-        value,
-        payload: out,
-    }))
+    let payload = match kept.is_empty() {
+        true => ok.without_state(),
+        false => ok.with_state(&kept),
+    };
+    Ok(Some(Taken { value, payload }))
 }
 
 /// The OK packet `payload` (of a connection with session tracking) as MariaDB sends it to
@@ -104,35 +77,78 @@ fn take(payload: &[u8], name: &[u8]) -> Result<Option<Taken>, DecodeError> {
 /// when there is some), no session state, no state-changed flag. `None` when it is that
 /// already, or is no such OK.
 pub fn without_session_state(payload: &[u8]) -> Option<BytesMut> {
-    let mut r = Reader::new(payload);
-    if r.u8("OK header").ok()? != header::OK {
-        return None;
+    // without a state change, the info alone is the same in both forms
+    Some(ChangedOk::parse(payload).ok()??.without_state())
+}
+
+/// An OK packet that reports session state changes, in its parts.
+struct ChangedOk<'a> {
+    payload: &'a [u8],
+    /// Where the status flags are.
+    status_at: usize,
+    flags: u16,
+    /// Where the fixed fields (through the warning count) end.
+    fixed_end: usize,
+    info: &'a [u8],
+    /// The entries of the session state.
+    state: &'a [u8],
+}
+
+impl<'a> ChangedOk<'a> {
+    /// `None` when `payload` is no OK packet, or one without state changes.
+    fn parse(payload: &'a [u8]) -> Result<Option<ChangedOk<'a>>, DecodeError> {
+        let mut r = Reader::new(payload);
+        if r.u8("OK header")? != header::OK {
+            return Ok(None);
+        }
+        r.lenenc_int("affected rows")?;
+        r.lenenc_int("last insert id")?;
+        let status_at = payload.len() - r.remaining();
+        let flags = r.u16("status flags")?;
+        r.u16("warnings")?;
+        if flags & status::SESSION_STATE_CHANGED == 0 {
+            return Ok(None);
+        }
+        let fixed_end = payload.len() - r.remaining();
+        // a server sends both after the flag; read what is there
+        let mut next = |what| match r.is_empty() {
+            true => Ok(&[][..]),
+            false => r.lenenc_bytes(what),
+        };
+        let info = next("info")?;
+        let state = next("session state")?;
+        Ok(Some(ChangedOk {
+            payload,
+            status_at,
+            flags,
+            fixed_end,
+            info,
+            state,
+        }))
     }
-    r.lenenc_int("affected rows").ok()?;
-    r.lenenc_int("last insert id").ok()?;
-    let status_at = payload.len() - r.remaining();
-    let flags = r.u16("status flags").ok()?;
-    r.u16("warnings").ok()?;
-    if r.is_empty() && flags & status::SESSION_STATE_CHANGED == 0 {
-        return None;
+
+    /// The OK as the server sends one that changed nothing: no state-changed flag, no
+    /// state, the info only when there is some.
+    fn without_state(&self) -> BytesMut {
+        let mut out = BytesMut::with_capacity(self.payload.len());
+        out.extend_from_slice(&self.payload[..self.fixed_end]);
+        let cleared = self.flags & !status::SESSION_STATE_CHANGED;
+        out[self.status_at..self.status_at + 2].copy_from_slice(&cleared.to_le_bytes());
+        if !self.info.is_empty() {
+            put_lenenc_bytes(&mut out, self.info);
+        }
+        out
     }
-    let fixed_end = payload.len() - r.remaining();
-    let info = if r.is_empty() {
-        &[][..]
-    } else {
-        r.lenenc_bytes("info").ok()?
-    };
-    if flags & status::SESSION_STATE_CHANGED == 0 {
-        return None; // the info alone: the same in both forms
+
+    /// The OK with `state` (entries) in place of its own.
+    fn with_state(&self, state: &[u8]) -> BytesMut {
+        let mut out = BytesMut::with_capacity(self.payload.len());
+        out.extend_from_slice(&self.payload[..self.fixed_end]);
+        put_lenenc_bytes(&mut out, self.info);
+        put_lenenc_int(&mut out, state.len() as u64);
+        out.extend_from_slice(state);
+        out
     }
-    let mut out = BytesMut::with_capacity(payload.len());
-    out.extend_from_slice(&payload[..fixed_end]);
-    let cleared = flags & !status::SESSION_STATE_CHANGED;
-    out[status_at..status_at + 2].copy_from_slice(&cleared.to_le_bytes());
-    if !info.is_empty() {
-        put_lenenc_bytes(&mut out, info);
-    }
-    Some(out)
 }
 
 /// What the proxy changes in the OK packets of a response on their way to the client.
