@@ -196,6 +196,8 @@ pub struct Connection {
     stream: Stream,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Bytes written since [`Connection::take_written`] last asked.
+    written: u64,
 }
 
 impl Connection {
@@ -240,6 +242,7 @@ impl Connection {
             stream,
             read_buf,
             write_buf: BytesMut::new(),
+            written: 0,
         }
     }
 
@@ -345,9 +348,15 @@ impl Connection {
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
+            self.written += self.write_buf.len() as u64;
             self.write_buf.clear();
         }
         self.stream.flush().await
+    }
+
+    /// The bytes written since the last call, for the proxy's traffic counters.
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Queues bytes already in wire format, for the next write or [`Connection::flush`].
@@ -360,10 +369,17 @@ impl Connection {
     pub async fn write_wire(&mut self, wire: &[u8]) -> io::Result<()> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
+            self.written += self.write_buf.len() as u64;
             self.write_buf.clear();
         }
         self.stream.write_all(wire).await?;
+        self.written += wire.len() as u64;
         self.stream.flush().await
+    }
+
+    /// Bytes its read and write buffers hold (allocated, not only filled).
+    pub fn buffer_capacity(&self) -> usize {
+        self.read_buf.capacity() + self.write_buf.capacity()
     }
 
     /// Releases buffer memory grown by a large packet, so an idle connection stays small.

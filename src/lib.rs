@@ -1,6 +1,7 @@
 //! Sluice: a MySQL-protocol proxy for MariaDB Galera clusters and their replicas.
 
 pub mod admin;
+pub mod allocator;
 pub mod backend;
 pub mod cluster;
 pub mod config;

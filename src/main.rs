@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// See `sluice::allocator` for why jemalloc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             init_logging();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .thread_stack_size(sluice::allocator::WORKER_STACK_BYTES)
                 .enable_all()
                 .build()
             {

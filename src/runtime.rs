@@ -58,6 +58,9 @@ pub struct ServerStats {
     pub bytes_received: AtomicU64,
     pub connect_ok: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// Session state the proxy replayed on pooled connections: `SET NAMES`, `COM_INIT_DB`.
+    pub set_names: AtomicU64,
+    pub init_db: AtomicU64,
     /// The most connections open at once.
     pub max_connections_used: AtomicU32,
     /// Wakes the statements waiting on this server when the monitor gives up on it.
@@ -420,10 +423,59 @@ pub struct Shared {
     check_totals: Mutex<HashMap<String, (u64, u64)>>,
     /// Times a Galera writer hostgroup got a different writer.
     writer_changes: AtomicU64,
+    /// The monitor's checks by what they found, since start.
+    pub check_counts: CheckCounts,
+    /// Times the servers in force changed (a reload, or the monitor placing them anew):
+    /// ProxySQL's `Servers_table_version`.
+    servers_version: AtomicU64,
+}
+
+/// The monitor's checks counted the way ProxySQL's `MySQL_Monitor_*_check_OK/ERR` are.
+/// One check of Sluice's is a ping, a read of `read_only` (and the Galera or replica
+/// state) and, on a replica, of its lag: each part counts where it was made.
+#[derive(Debug, Default)]
+pub struct CheckCounts {
+    /// Connections the monitor opened (a check reuses the previous one when it can).
+    pub connect_ok: AtomicU64,
+    pub connect_err: AtomicU64,
+    pub ping_ok: AtomicU64,
+    pub ping_err: AtomicU64,
+    pub read_only_ok: AtomicU64,
+    pub read_only_err: AtomicU64,
+    /// Lag reads of servers that answered as replicas; errors are failed checks of
+    /// servers last seen as replicas.
+    pub lag_ok: AtomicU64,
+    pub lag_err: AtomicU64,
 }
 
 /// Checks kept for the admin port's monitor logs.
 const CHECKS_KEPT: usize = 2000;
+
+impl CheckCounts {
+    fn count(&self, check: &CheckRecord, was_replica: bool) {
+        let add = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        match check.connected {
+            Some(true) => add(&self.connect_ok),
+            Some(false) => add(&self.connect_err),
+            None => {}
+        }
+        if check.failed() {
+            add(&self.ping_err);
+            add(&self.read_only_err);
+            if was_replica {
+                add(&self.lag_err);
+            }
+        } else {
+            add(&self.ping_ok);
+            add(&self.read_only_ok);
+            if matches!(check.seen, Observation::Replica(_)) {
+                add(&self.lag_ok);
+            }
+        }
+    }
+}
 
 /// One health check as the monitor saw it.
 #[derive(Debug, Clone)]
@@ -434,6 +486,15 @@ pub struct CheckRecord {
     pub started_us: u64,
     pub took_us: u64,
     pub seen: Observation,
+    /// Whether the check opened a connection, and whether that worked (`None`: it used
+    /// the one kept from the previous check).
+    pub connected: Option<bool>,
+}
+
+impl CheckRecord {
+    pub fn failed(&self) -> bool {
+        matches!(self.seen, Observation::Unreachable(_))
+    }
 }
 
 impl Shared {
@@ -443,6 +504,8 @@ impl Shared {
             membership: ArcSwapOption::empty(),
             checks: Mutex::new(VecDeque::new()),
             check_totals: Mutex::new(HashMap::new()),
+            check_counts: CheckCounts::default(),
+            servers_version: AtomicU64::new(1),
             writer_changes: AtomicU64::new(0),
         }
     }
@@ -517,6 +580,7 @@ impl Shared {
     /// Publishes new membership (from the monitor), and wakes the statements waiting on a
     /// server it newly finds unreachable, so they end with an error instead of hanging.
     pub fn publish(&self, membership: Membership) {
+        self.servers_version.fetch_add(1, Ordering::Relaxed);
         let membership = Arc::new(membership);
         let before = self.membership.swap(Some(membership.clone()));
         let newly_lost = |address: &str| {
@@ -545,6 +609,15 @@ impl Shared {
             entry.0 += 1;
             entry.1 += u64::from(failed);
         }
+        let was_replica = self
+            .checks
+            .lock()
+            .expect("checks lock")
+            .iter()
+            .rev()
+            .find(|c| c.host == record.host && c.port == record.port && !c.failed())
+            .is_some_and(|c| matches!(c.seen, Observation::Replica(_)));
+        self.check_counts.count(&record, was_replica);
         let mut checks = self.checks.lock().expect("checks lock");
         if checks.len() == CHECKS_KEPT {
             checks.pop_front();
@@ -580,6 +653,11 @@ impl Shared {
         self.writer_changes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Times the servers in force changed since start (one at start).
+    pub fn servers_version(&self) -> u64 {
+        self.servers_version.load(Ordering::Relaxed)
+    }
+
     /// Times a Galera writer hostgroup got a different writer, since start.
     pub fn writer_changes(&self) -> u64 {
         self.writer_changes.load(Ordering::Relaxed)
@@ -594,6 +672,7 @@ impl Shared {
         }
         let next = Arc::new(Runtime::build(config, Some(&self.current.load()))?);
         self.current.store(next.clone());
+        self.servers_version.fetch_add(1, Ordering::Relaxed);
         // The monitor's placement stays, but with the new snapshot's servers (weights,
         // status, limits) and without servers that left the configuration.
         if let Some(old) = self.membership() {

@@ -368,9 +368,15 @@ fn percona_proxysql_exporter_queries_all_answer() {
         assert!(!result.is_empty(), "{option}: no rows");
         match option.as_str() {
             "collect.mysql_status" | "collect.stats_memory_metrics" => {
-                // the exporter parses every value as a number
-                for row in &result {
+                // the exporter turns every value that parses as a number into a series;
+                // ProxySQL's mysql_listener_paused (true/false) is the one it skips
+                for row in result.iter().filter(|r| r[0] != "mysql_listener_paused") {
                     assert!(row[1].parse::<f64>().is_ok(), "{option}: {row:?}");
+                }
+                if option == "collect.mysql_status" {
+                    let names: Vec<&str> = result.iter().map(|r| r[0].as_str()).collect();
+                    // PMM's ProxySQL dashboard picks its instance from this series
+                    assert!(names.contains(&"Active_Transactions"), "{names:?}");
                 }
             }
             "collect.stats_command_counter" => {
@@ -424,4 +430,147 @@ fn proxysql_pause_resume_readonly_and_shutdown() {
         proxy.wait_exit(std::time::Duration::from_secs(40)),
         Some(true)
     );
+}
+
+/// The names of a reference list in tests/data (one per line, `#` comments).
+fn names(file: &str) -> Vec<String> {
+    std::fs::read_to_string(repo().join("tests/data").join(file))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `Variable_Name → Variable_Value` of a two-column stats table.
+fn variables(admin: &mut RawClient, sql: &str) -> std::collections::HashMap<String, String> {
+    rows(admin, sql)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect()
+}
+
+fn number(values: &std::collections::HashMap<String, String>, name: &str) -> u64 {
+    values[name]
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} = {}", values[name]))
+}
+
+#[test]
+fn proxysqls_status_rows_are_all_there_and_move_under_traffic() {
+    let proxy = Proxy::start();
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let global = "SELECT Variable_Name, Variable_Value FROM stats_mysql_global";
+    let before = variables(&mut admin, global);
+    let missing: Vec<_> = names("proxysql-2.7.2-stats_mysql_global.txt")
+        .into_iter()
+        .filter(|n| !before.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from stats_mysql_global: {missing:?}"
+    );
+    for (name, value) in &before {
+        // ProxySQL too shows mysql_listener_paused as true/false; the exporter skips it
+        if name != "mysql_listener_paused" {
+            assert!(value.parse::<f64>().is_ok(), "{name} = {value}");
+        }
+    }
+    assert!(number(&before, "MySQL_Thread_Workers") >= 1);
+
+    // a session holding a transaction open, statements of several commands
+    let mut app = RawClient::login(proxy.port, "app", "app").unwrap();
+    ok(&mut app, "CREATE TEMPORARY TABLE status_probe (a INT)");
+    ok(&mut app, "BEGIN");
+    ok(&mut app, "INSERT INTO status_probe VALUES (1)");
+    let during = variables(&mut admin, global);
+    assert_eq!(number(&during, "Active_Transactions"), 1);
+    ok(&mut app, "COMMIT");
+    ok(&mut app, "SET NAMES utf8mb4");
+    let denied = RawClient::login(proxy.port, "app", "wrong").unwrap_err();
+    assert_eq!(denied.code, 1045);
+    let after = variables(&mut admin, global);
+    assert_eq!(number(&after, "Active_Transactions"), 0);
+    let grew = |name: &str, by: u64| {
+        assert!(
+            number(&after, name) >= number(&before, name) + by,
+            "{name}: {} → {}",
+            before[name],
+            after[name]
+        )
+    };
+    grew("Questions", 5);
+    grew("Client_Connections_created", 1);
+    grew("Access_Denied_Wrong_Password", 1);
+    grew("Com_commit", 1);
+    grew("Com_frontend_set_names", 1);
+    grew("Queries_frontends_bytes_recv", 50);
+    grew("Queries_frontends_bytes_sent", 50);
+    grew("Queries_backends_bytes_sent", 50);
+    grew("Queries_backends_bytes_recv", 50);
+    grew("Backend_query_time_nsec", 1);
+    grew("Query_Processor_time_nsec", 1);
+    grew("ConnPool_get_conn_success", 1);
+    grew("MyHGM_myconnpoll_get", 1);
+    grew("Server_Connections_created", 1);
+    assert!(number(&after, "MySQL_Monitor_ping_check_OK") > 0);
+    assert!(number(&after, "MySQL_Monitor_connect_check_OK") > 0);
+
+    // the command counters: ProxySQL's list, counted by its names
+    let commands = rows(
+        &mut admin,
+        "SELECT Command, Total_cnt FROM stats_mysql_commands_counters",
+    )
+    .unwrap();
+    let listed: Vec<&str> = commands.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(listed, names("proxysql-2.7.2-commands.txt"));
+    let count = |name: &str| -> u64 {
+        commands.iter().find(|r| r[0] == name).unwrap()[1]
+            .parse()
+            .unwrap()
+    };
+    for name in ["CREATE_TEMPORARY", "BEGIN", "INSERT", "COMMIT", "SET"] {
+        assert_eq!(count(name), 1, "{name}: {commands:?}");
+    }
+
+    // memory: ProxySQL's rows, the allocator's figures real
+    let memory = variables(
+        &mut admin,
+        "SELECT Variable_Name, Variable_Value FROM stats_memory_metrics",
+    );
+    let missing: Vec<_> = names("proxysql-2.7.2-stats_memory_metrics.txt")
+        .into_iter()
+        .filter(|n| !memory.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from stats_memory_metrics: {missing:?}"
+    );
+    let allocated = number(&memory, "jemalloc_allocated");
+    assert!(allocated > 100_000, "{allocated}");
+    assert!(number(&memory, "jemalloc_active") >= allocated);
+    assert!(number(&memory, "jemalloc_resident") >= number(&memory, "jemalloc_active"));
+    assert!(number(&memory, "SQLite3_memory_bytes") > 0);
+    assert!(number(&memory, "query_digest_memory") > 0);
+    assert!(number(&memory, "Auth_memory") > 0);
+
+    // the shortcuts print the same rows
+    let status = rows(&mut admin, "SHOW MYSQL STATUS LIKE 'Com_commit'").unwrap();
+    assert_eq!(
+        status,
+        [["Com_commit".to_string(), after["Com_commit"].clone()]]
+    );
+    let mysql = rows(&mut admin, "SHOW MYSQL VARIABLES").unwrap();
+    assert!(mysql
+        .iter()
+        .all(|r| r[0].starts_with("mysql-") || r[0].starts_with("monitor-")));
+    assert!(mysql.iter().any(|r| r[0] == "mysql-max_connections"));
+    let admin_variables = rows(&mut admin, "SHOW ADMIN VARIABLES LIKE 'admin-version'").unwrap();
+    assert_eq!(admin_variables.len(), 1);
+}
+
+fn ok(c: &mut RawClient, sql: &str) {
+    let packets = c.query(sql);
+    assert_eq!(packets[0].payload[0], header::OK, "{sql}");
 }

@@ -252,6 +252,9 @@ impl AdminDb {
                 }))
             }
             "PROXYSQL" => self.proxysql(&words[1..], live).map(Some),
+            "SHOW" if matches!(word(1), "MYSQL" | "ADMIN") => {
+                self.show_proxysql(sql, &words, live).map(Some)
+            }
             "SHOW" => self.show(sql, &words).map(Some),
             _ => Ok(None),
         }
@@ -310,6 +313,38 @@ impl AdminDb {
         }
         tracing::info!(command = %words.join(" "), "admin: PROXYSQL command");
         Ok(Reply::Done { affected: 0 })
+    }
+
+    /// ProxySQL's shortcuts: `SHOW MYSQL STATUS` (`stats_mysql_global`), `SHOW MYSQL
+    /// VARIABLES` and `SHOW ADMIN VARIABLES` (their rows of `global_variables`), each with
+    /// an optional `LIKE`.
+    fn show_proxysql(&self, sql: &str, words: &[String], live: &Live<'_>) -> Result<Reply, String> {
+        let like = like_pattern(sql).map_or(String::new(), |p| {
+            format!(" AND variable_name LIKE {}", quote(&p))
+        });
+        match (words[1].as_str(), words.get(2).map(String::as_str)) {
+            ("MYSQL", Some("STATUS")) => {
+                live::refresh(&self.db, live, "stats_mysql_global").map_err(|e| e.to_string())?;
+                self.rows(&format!(
+                    "SELECT Variable_Name AS Variable_name, Variable_Value AS Value \
+                     FROM stats.stats_mysql_global WHERE 1{like} ORDER BY Variable_Name"
+                ))
+            }
+            (scope @ ("MYSQL" | "ADMIN"), Some("VARIABLES")) => {
+                let prefix = scope.to_ascii_lowercase();
+                let monitor = if scope == "MYSQL" {
+                    " OR variable_name LIKE 'monitor-%'"
+                } else {
+                    ""
+                };
+                self.rows(&format!(
+                    "SELECT variable_name AS Variable_name, variable_value AS Value \
+                     FROM main.global_variables \
+                     WHERE (variable_name LIKE '{prefix}-%'{monitor}){like} ORDER BY variable_name"
+                ))
+            }
+            _ => Err(format!("not supported on the admin port: {sql}")),
+        }
     }
 
     /// SHOW TABLES [FROM|IN schema] [LIKE …], SHOW DATABASES, SHOW CREATE TABLE,

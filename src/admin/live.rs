@@ -14,7 +14,7 @@ use super::stats_tables;
 use super::tables::{self, unkeyed as table, Table};
 use super::variables;
 use crate::config::Config;
-use crate::frontend::registry::{KINDS, LATENCY_BUCKETS_US};
+use crate::frontend::registry::LATENCY_BUCKETS_US;
 use crate::frontend::Frontend;
 use crate::monitor::health::Observation;
 use crate::runtime::Runtime;
@@ -344,11 +344,11 @@ fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> 
             rows
         }
         "stats_mysql_query_digest" | "stats_mysql_query_digest_reset" => digests(live),
-        "stats_mysql_global" => global(live),
+        "stats_mysql_global" => global(live, runtime),
         "stats_mysql_users" => users(live, runtime),
         "stats_mysql_processlist" => processlist(live),
         "stats_mysql_commands_counters" => commands(live),
-        "stats_memory_metrics" => memory(live),
+        "stats_memory_metrics" => memory(live, runtime),
         "stats_mysql_client_host_cache" => client_hosts(live),
         "stats_mysql_prepared_statements_info" => prepared_statements(live),
         "mysql_server_ping_log" => checks(live, ping_row),
@@ -471,81 +471,8 @@ fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn global(live: &Live<'_>) -> Vec<Vec<Value>> {
-    let f = live.frontend;
-    let c = &f.counters;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let ps = &f.pool.statements.stats;
-    let qc = &f.query_cache;
-    let mirror = &f.mirror.stats;
-    let runtime = live.runtime();
-    let backend_connections: u64 = runtime
-        .servers()
-        .map(|s| u64::from(s.connections.load(Ordering::Relaxed)))
-        .sum();
-    let uptime = f.started.elapsed().as_secs().to_string();
-    let pairs = [
-        ("ProxySQL_Uptime", uptime),
-        ("Client_Connections_connected", f.client_count().to_string()),
-        ("Client_Connections_created", n(&c.logins)),
-        ("Client_Connections_aborted", n(&c.logins_failed)),
-        ("Client_Connections_refused", n(&c.connections_refused)),
-        (
-            "Server_Connections_connected",
-            backend_connections.to_string(),
-        ),
-        ("Questions", n(&c.questions)),
-        ("Queries_frontends_bytes_recv", n(&c.bytes_from_clients)),
-        ("Query_Rules_refused", n(&c.rule_refusals)),
-        ("Firewall_blocked", n(&c.firewall_blocked)),
-        ("Firewall_learned", n(&c.firewall_learned)),
-        ("SQL_injection_flagged", n(&c.injection_flagged)),
-        ("Backend_connections_lost", n(&c.backends_lost)),
-        ("Reads_retried", n(&c.reads_retried)),
-        ("Pool_idle_connections", f.pool.idle_count().to_string()),
-        ("Pool_waiting", n(&f.pool.waits.waiting)),
-        ("Pool_waits", n(&f.pool.waits.waits)),
-        ("Pool_wait_timeouts", n(&f.pool.waits.timeouts)),
-        ("Pool_wait_us", n(&f.pool.waits.waited_us)),
-        ("Digests_dropped", n(&f.digests.dropped)),
-        ("Com_frontend_stmt_prepare", n(&ps.client_prepares)),
-        ("Com_frontend_stmt_execute", n(&ps.executes)),
-        (
-            "Com_backend_stmt_prepare",
-            (load(&ps.client_prepares) + load(&ps.reprepares)).to_string(),
-        ),
-        ("Stmt_reprepares", n(&ps.reprepares)),
-        ("Stmt_definitions_changed", n(&ps.definitions_changed)),
-        ("Stmt_backend_evictions", n(&ps.backend_evictions)),
-        ("Stmt_cache_evictions", n(&ps.cache_evictions)),
-        ("Stmt_Cached", f.pool.statements.len().to_string()),
-        ("Query_Cache_Memory_bytes", qc.memory_bytes().to_string()),
-        ("Query_Cache_count_GET", n(&qc.stats.lookups)),
-        ("Query_Cache_count_GET_OK", n(&qc.stats.hits)),
-        ("Query_Cache_count_SET", n(&qc.stats.stores)),
-        ("Query_Cache_bytes_IN", n(&qc.stats.bytes_in)),
-        ("Query_Cache_bytes_OUT", n(&qc.stats.bytes_out)),
-        ("Query_Cache_Purged", n(&qc.stats.purged)),
-        ("Query_Cache_Entries", qc.len().to_string()),
-        ("Query_Cache_Evicted", qc.evictions().to_string()),
-        ("Query_Cache_too_large", n(&qc.stats.too_large)),
-        ("Mirror_concurrency", n(&mirror.running)),
-        (
-            "Mirror_queue_length",
-            mirror.queued.load(Ordering::Relaxed).to_string(),
-        ),
-        ("Mirror_sent", n(&mirror.sent)),
-        ("Mirror_errors", n(&mirror.errors)),
-        ("Mirror_dropped_queue_full", n(&mirror.dropped_full)),
-        ("Mirror_dropped_unreachable", n(&mirror.dropped_unreachable)),
-        ("Mirror_timeouts", n(&mirror.timeouts)),
-        (
-            "Mirror_skipped_in_transaction",
-            n(&mirror.skipped_in_transaction),
-        ),
-    ];
-    pairs
+fn global(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    super::global_status::global(live.frontend, runtime)
         .into_iter()
         .map(|(name, value)| vec![text(name), text(value)])
         .collect()
@@ -627,22 +554,14 @@ fn extended_info(
     })
 }
 
-/// A statement kind under ProxySQL's command name where it has one.
-fn command_name(kind: crate::rules::Kind) -> String {
-    match kind {
-        crate::rules::Kind::LockingSelect => "SELECT_FOR_UPDATE".into(),
-        other => other.name().to_ascii_uppercase(),
-    }
-}
-
 fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
     let c = &live.frontend.counters;
-    KINDS
+    crate::rules::Command::ALL
         .iter()
-        .zip(&c.kinds)
-        .map(|(kind, k)| {
+        .map(|command| {
+            let k = c.by_command.of(*command);
             let mut row = vec![
-                text(command_name(*kind)),
+                text(command.name()),
                 int(k.total_us.load(Ordering::Relaxed)),
                 int(k.count.load(Ordering::Relaxed)),
             ];
@@ -692,25 +611,11 @@ fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn memory(live: &Live<'_>) -> Vec<Vec<Value>> {
-    let memory = crate::metrics::process_memory_bytes;
-    let f = live.frontend;
-    [
-        (
-            "process_resident_memory_bytes",
-            memory("VmRSS:").to_string(),
-        ),
-        (
-            "process_virtual_memory_bytes",
-            memory("VmSize:").to_string(),
-        ),
-        ("client_sessions", f.registry.sessions().len().to_string()),
-        ("pool_idle_connections", f.pool.idle_count().to_string()),
-        ("query_digests", f.digests.len().to_string()),
-    ]
-    .into_iter()
-    .map(|(n, v)| vec![text(n), text(v)])
-    .collect()
+fn memory(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    super::global_status::memory(live.frontend, runtime)
+        .into_iter()
+        .map(|(name, value)| vec![text(name), text(value)])
+        .collect()
 }
 
 fn checks(

@@ -6,6 +6,7 @@
 mod disk;
 pub mod engine;
 mod functions;
+pub mod global_status;
 mod inert;
 pub mod live;
 mod stats_tables;

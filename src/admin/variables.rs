@@ -63,12 +63,13 @@ fn show(value: &toml::Value) -> String {
 /// `global_variables` with the same value, so that scripts written for ProxySQL read (and
 /// change) them. `(ProxySQL's name, Sluice's name)`; where the two are the same there is
 /// one row.
-const PROXYSQL_NAMES: [(&str, &str); 19] = [
+const PROXYSQL_NAMES: [(&str, &str); 20] = [
     ("mysql-interfaces", "mysql-listen"),
     ("mysql-max_connections", "mysql-max_client_connections"),
     ("mysql-connect_timeout_client", "mysql-handshake_timeout_ms"),
     ("mysql-connect_timeout_server", "mysql-connect_timeout_ms"),
     ("mysql-wait_timeout", "mysql-idle_timeout_ms"),
+    ("mysql-long_query_time", "mysql-long_query_time_ms"),
     ("mysql-multiplexing", "mysql-pool_multiplex"),
     ("mysql-connection_max_age_ms", "mysql-pool_max_lifetime_ms"),
     (

@@ -248,7 +248,10 @@ impl BackendConn {
     ) -> Result<(), String> {
         if self.names.as_deref() != names {
             match names {
-                Some(names) => self.run(command::QUERY, names).await?,
+                Some(names) => {
+                    self.run(command::QUERY, names).await?;
+                    count(&self.server.stats.set_names);
+                }
                 // no statement unsets a SET NAMES: start the connection over
                 None => self.reset().await?,
             }
@@ -262,6 +265,7 @@ impl BackendConn {
         if self.schema.as_deref() != schema {
             if let Some(schema) = schema {
                 self.run(command::INIT_DB, schema.as_bytes()).await?;
+                count(&self.server.stats.init_db);
                 self.schema = Some(schema.to_owned());
             }
         }
@@ -619,4 +623,8 @@ async fn upgrade(
     Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Client(
         tls,
     )))))
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

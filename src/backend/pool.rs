@@ -74,6 +74,31 @@ pub struct WaitStats {
     pub waited_us: AtomicU64,
 }
 
+/// What the pool did with connections since start (ProxySQL's `MyHGM_myconnpoll_*` and
+/// `ConnPool_get_conn_*`).
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Requests for a connection.
+    pub gets: AtomicU64,
+    /// Of those, served by an idle connection.
+    pub gets_immediate: AtomicU64,
+    /// Of those, served (idle, new, or handed over after a wait).
+    pub gets_ok: AtomicU64,
+    /// Of those, failed (no server, refused, unreachable, waited too long).
+    pub gets_failed: AtomicU64,
+    /// Connections given back and kept (or handed to a waiting statement).
+    pub pushes: AtomicU64,
+    /// Connections given back and closed instead (pool full, reset failed), or closed
+    /// idle to make room.
+    pub destroys: AtomicU64,
+    /// Connections reset before being kept.
+    pub resets: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Counts one statement as waiting while it lives.
 struct Waiting<'a> {
     stats: &'a WaitStats,
@@ -121,6 +146,7 @@ pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     /// How statements fared waiting for a connection.
     pub waits: WaitStats,
+    pub stats: PoolStats,
     /// For `min_idle_per_server`: how to log in as each user that logged in, per
     /// hostgroup its sessions use.
     warm: Mutex<HashMap<(u32, String), Login>>,
@@ -151,6 +177,18 @@ impl Pool {
             .expect("pool lock")
             .values()
             .map(Vec::len)
+            .sum()
+    }
+
+    /// Memory the idle connections hold: their structures and buffers (not the kernel's
+    /// socket buffers, nor TLS state).
+    pub fn memory_bytes(&self) -> usize {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .flatten()
+            .map(|i| std::mem::size_of::<Idle>() + i.conn.conn.buffer_capacity())
             .sum()
     }
 
@@ -227,6 +265,7 @@ impl Pool {
                 if conn.run(command::INIT_DB, schema.as_bytes()).await.is_err() {
                     continue;
                 }
+                count(&conn.server.stats.init_db);
                 conn.schema = Some(schema);
             }
             return Some(conn);
@@ -237,6 +276,21 @@ impl Pool {
     /// tried in weighted order; one that cannot be reached is skipped, one that refuses the
     /// login ends the attempt (another server of the group would refuse it too).
     pub async fn acquire(
+        &self,
+        shared: &Shared,
+        hostgroup: u32,
+        login: &Login,
+    ) -> Result<BackendConn, AcquireError> {
+        count(&self.stats.gets);
+        let got = self.acquire_counted(shared, hostgroup, login).await;
+        count(match got {
+            Ok(_) => &self.stats.gets_ok,
+            Err(_) => &self.stats.gets_failed,
+        });
+        got
+    }
+
+    async fn acquire_counted(
         &self,
         shared: &Shared,
         hostgroup: u32,
@@ -348,6 +402,7 @@ impl Pool {
         for server in candidates {
             let key = PoolKey::new(&server, login);
             if let Some(mut conn) = self.take_idle(&key, login, &runtime.pool).await {
+                count(&self.stats.gets_immediate);
                 conn.server = server.clone();
                 return Ok(conn);
             }
@@ -384,6 +439,9 @@ impl Pool {
             .filter(|(key, list)| key.address == address && !list.is_empty())
             .min_by_key(|(_, list)| list[0].since)
             .map(|(_, list)| list.remove(0));
+        if oldest.is_some() {
+            count(&self.stats.destroys);
+        }
         oldest.is_some()
     }
 
@@ -391,9 +449,12 @@ impl Pool {
     /// user, or closed when it cannot be reset or the pool for its server is full.
     pub async fn release(&self, mut conn: BackendConn, settings: &PoolSettings) {
         if settings.max_idle_per_server == 0 {
+            count(&self.stats.destroys);
             return;
         }
+        count(&self.stats.resets);
         if conn.reset().await.is_err() {
+            count(&self.stats.destroys);
             return;
         }
         // the session may have changed schema in ways the proxy did not follow (USE in a
@@ -405,7 +466,10 @@ impl Pool {
                     .first()
                     .and_then(|r| r.first().cloned().flatten())
             }
-            _ => return,
+            _ => {
+                count(&self.stats.destroys);
+                return;
+            }
         }
         self.keep(conn, settings);
     }
@@ -420,9 +484,11 @@ impl Pool {
     fn keep(&self, mut conn: BackendConn, settings: &PoolSettings) {
         conn.conn.shrink_buffers();
         let Some(conn) = self.hand_over(conn) else {
+            count(&self.stats.pushes);
             return;
         };
         if settings.max_idle_per_server == 0 {
+            count(&self.stats.destroys);
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
@@ -432,6 +498,9 @@ impl Pool {
                 conn,
                 since: Instant::now(),
             });
+            count(&self.stats.pushes);
+        } else {
+            count(&self.stats.destroys);
         }
     }
 
@@ -534,9 +603,12 @@ impl Pool {
         let lifetime = Duration::from_millis(settings.max_lifetime_ms);
         let mut idle = self.idle.lock().expect("pool lock");
         for list in idle.values_mut() {
+            let before = list.len();
             list.retain(|i| {
                 i.since.elapsed() <= idle_timeout && i.conn.created.elapsed() <= lifetime
             });
+            let closed = (before - list.len()) as u64;
+            self.stats.destroys.fetch_add(closed, Ordering::Relaxed);
         }
         idle.retain(|_, list| !list.is_empty());
     }

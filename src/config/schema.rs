@@ -337,6 +337,9 @@ pub struct ProxySection {
     /// For users with `consistency = "session"`: how long a read may wait for a replica to
     /// apply the session's last write before it is sent to the writer instead.
     pub causal_read_wait_ms: u64,
+    /// A statement that takes longer than this (from its arrival to its answer) counts as
+    /// slow (`Slow_queries`, ProxySQL's `mysql-long_query_time`).
+    pub long_query_time_ms: u64,
     /// When a session's default hostgroup is a Galera writer hostgroup with no server it
     /// can reach — a failover under way — how long a statement (or a login) waits for the
     /// next writer before it gets ERR 9001 (0: no wait). Other hostgroups do not wait.
@@ -489,6 +492,7 @@ impl Default for ProxySection {
             max_allowed_packet: 64 << 20,
             shutdown_timeout_ms: 30_000,
             causal_read_wait_ms: 100,
+            long_query_time_ms: 1_000,
             failover_wait_ms: 10_000,
             max_connections_per_address: 0,
             idle_timeout_ms: 28_800_000,

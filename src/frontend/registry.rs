@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::rules::Kind;
+use crate::rules::{Command, Kind};
 use crate::runtime::ServerTarget;
 
 /// What one session is doing now.
@@ -24,6 +24,8 @@ pub struct Activity {
     pub server: Option<Arc<ServerTarget>>,
     /// When the current statement started.
     pub since: Option<Instant>,
+    /// Whether the session was inside a transaction after its last statement.
+    pub in_transaction: bool,
     /// The current statement's digest text, empty between statements (values never leave
     /// the session). The buffer is reused from one statement to the next.
     pub info: String,
@@ -185,6 +187,34 @@ pub struct KindCounter {
     pub buckets: [AtomicU64; 12],
 }
 
+impl KindCounter {
+    fn observe(&self, us: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|limit| us <= *limit)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The same counts by ProxySQL's command names, indexed by `Command as usize`.
+#[derive(Debug)]
+pub struct CommandCounters(pub [KindCounter; Command::ALL.len()]);
+
+impl Default for CommandCounters {
+    fn default() -> Self {
+        CommandCounters(std::array::from_fn(|_| KindCounter::default()))
+    }
+}
+
+impl CommandCounters {
+    pub fn of(&self, command: Command) -> &KindCounter {
+        &self.0[command as usize]
+    }
+}
+
 /// Every statement kind, in [`Kind`] order.
 pub const KINDS: [Kind; 13] = [
     Kind::Select,
@@ -207,6 +237,8 @@ pub const KINDS: [Kind; 13] = [
 pub struct Counters {
     pub logins: AtomicU64,
     pub logins_failed: AtomicU64,
+    /// Of those, refused for a wrong password or an unknown user.
+    pub denied_password: AtomicU64,
     pub connections_refused: AtomicU64,
     pub questions: AtomicU64,
     pub rule_refusals: AtomicU64,
@@ -217,9 +249,29 @@ pub struct Counters {
     /// Autocommit reads sent again after their reader failed before answering.
     pub reads_retried: AtomicU64,
     pub bytes_from_clients: AtomicU64,
+    pub bytes_to_clients: AtomicU64,
+    /// Time spent analysing statements and evaluating rules and the firewall.
+    pub query_processor_ns: AtomicU64,
+    /// Time from a statement's arrival to its answer, for statements that ran on a
+    /// backend.
+    pub backend_query_ns: AtomicU64,
+    /// Statements slower than `proxy.long_query_time_ms`.
+    pub slow_queries: AtomicU64,
+    /// Reads sent to a replica only once it had the session's last write (or waited for it).
+    pub gtid_consistent_queries: AtomicU64,
+    /// Write positions (GTIDs) learned from backends for read-your-writes.
+    pub gtids_collected: AtomicU64,
+    /// `SET NAMES` from clients; `COM_INIT_DB` and `USE` from clients.
+    pub set_names: AtomicU64,
+    pub init_db: AtomicU64,
+    pub use_db: AtomicU64,
+    /// `SET autocommit = …` from clients.
+    pub set_autocommit: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
     pub kinds: [KindCounter; 13],
+    /// Statements by ProxySQL's command names (`stats_mysql_commands_counters`).
+    pub by_command: CommandCounters,
     /// Commands forwarded, by command byte (all forwarded commands are below 0x20).
     pub commands: [AtomicU64; 32],
     /// Connections refused before login, by reason (rare: a lock is fine).
@@ -274,21 +326,15 @@ impl Counters {
         all
     }
 
-    /// Counts one statement of `kind` that took `took`.
-    pub fn statement(&self, kind: Kind, took: Duration) {
+    /// Counts one statement of `kind` (ProxySQL's `command`) that took `took`.
+    pub fn statement(&self, kind: Kind, command: Command, took: Duration) {
         let i = KINDS
             .iter()
             .position(|k| *k == kind)
             .expect("every kind listed");
         let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
-        let c = &self.kinds[i];
-        c.count.fetch_add(1, Ordering::Relaxed);
-        c.total_us.fetch_add(us, Ordering::Relaxed);
-        let bucket = LATENCY_BUCKETS_US
-            .iter()
-            .position(|limit| us <= *limit)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        c.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.kinds[i].observe(us);
+        self.by_command.of(command).observe(us);
     }
 }
 
@@ -311,9 +357,15 @@ mod tests {
     #[test]
     fn statements_land_in_their_latency_bucket() {
         let counters = Counters::default();
-        counters.statement(Kind::Select, Duration::from_micros(80));
-        counters.statement(Kind::Select, Duration::from_millis(3));
-        counters.statement(Kind::Select, Duration::from_secs(60));
+        for took in [
+            Duration::from_micros(80),
+            Duration::from_millis(3),
+            Duration::from_secs(60),
+        ] {
+            counters.statement(Kind::Select, Command::Select, took);
+        }
+        let by_command = counters.by_command.of(Command::Select);
+        assert_eq!(by_command.count.load(Ordering::Relaxed), 3);
         let select = &counters.kinds[0];
         assert_eq!(select.count.load(Ordering::Relaxed), 3);
         let buckets: Vec<u64> = select

@@ -18,6 +18,13 @@ const GALERA_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
      ('wsrep_local_state', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_local_recv_queue')";
 const REPLICA_STATUS: &str = "SHOW REPLICA STATUS";
 
+/// What one check found, and whether it had to connect first (`None`: it used the
+/// connection kept from the check before; else whether connecting worked).
+pub struct Checked {
+    pub seen: Observation,
+    pub connected: Option<bool>,
+}
+
 /// Checks `server`, connecting first when `conn` holds no connection. The whole check is
 /// bounded by `timeout`: a hung server is a failed check. On failure the connection is
 /// dropped, to be opened afresh next time.
@@ -27,9 +34,10 @@ pub async fn check(
     login: &Login,
     tls: Option<&Arc<ClientConfig>>,
     timeout: Duration,
-) -> Observation {
-    let result = tokio::time::timeout(timeout, observe(conn, server, login, tls, timeout)).await;
-    match result {
+) -> Checked {
+    let mut connected = None;
+    let observing = observe(conn, &mut connected, server, login, tls, timeout);
+    let seen = match tokio::time::timeout(timeout, observing).await {
         Ok(Ok(seen)) => seen,
         Ok(Err(e)) => {
             *conn = None;
@@ -39,22 +47,27 @@ pub async fn check(
             *conn = None;
             Observation::Unreachable(format!("no answer within {timeout:?}"))
         }
-    }
+    };
+    // a connect cut short by the timeout is left at Some(false)
+    Checked { seen, connected }
 }
 
 async fn observe(
     conn: &mut Option<BackendConn>,
+    connected: &mut Option<bool>,
     server: &Arc<ServerTarget>,
     login: &Login,
     tls: Option<&Arc<ClientConfig>>,
     timeout: Duration,
 ) -> Result<Observation, String> {
     if conn.is_none() {
+        *connected = Some(false);
         *conn = Some(
             BackendConn::connect(server, login, tls, timeout)
                 .await
                 .map_err(|e| e.to_string())?,
         );
+        *connected = Some(true);
     }
     let c = conn.as_mut().expect("connected");
     let vars = query(c, GALERA_VARIABLES).await?;

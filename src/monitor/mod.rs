@@ -88,12 +88,14 @@ impl Monitor {
                     .unwrap_or_default()
                     .as_micros() as u64;
                 let clock = std::time::Instant::now();
-                let seen = check::check(&mut conn, &server, &login, tls.as_ref(), timeout).await;
+                let checked = check::check(&mut conn, &server, &login, tls.as_ref(), timeout).await;
+                let seen = checked.seen;
                 shared.record_check(CheckRecord {
                     host: server.host.clone(),
                     port: server.port,
                     started_us,
                     took_us: clock.elapsed().as_micros() as u64,
+                    connected: checked.connected,
                     seen: seen.clone(),
                 });
                 (server, conn, seen)

@@ -134,6 +134,8 @@ impl Tables {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Analysis {
     pub kind: Kind,
+    /// ProxySQL's name for the statement, for its command counters.
+    pub command: super::command::Command,
     /// xxh3 of the whole digest text: equal for statements that differ only in values.
     pub digest: u64,
     /// More than one statement (`…; …`).
@@ -293,6 +295,9 @@ impl<'a> Pass<'a> {
         features.unterminated = notes.unterminated;
         features.executable_comment = notes.executable_comment;
         self.analysis.multi_statement = self.statements > 1;
+        if self.analysis.kind == Kind::LockingSelect {
+            self.analysis.command = super::command::Command::SelectForUpdate;
+        }
         let sql = self.sql;
         let status_table = |name: &[u8]| {
             let name = name.rsplit(|c| *c == b'.').next().unwrap_or(name);
@@ -398,6 +403,7 @@ impl<'a> Pass<'a> {
         self.leading_seen = true;
         let kind = leading_kind(text, rest, self.sql);
         self.analysis.kind = kind;
+        self.analysis.command = super::command::of(text, rest, self.sql);
         if [&b"LOCK"[..], b"PREPARE", b"HANDLER"]
             .iter()
             .any(|k| eq(text, k))

@@ -97,6 +97,25 @@ pub struct QueryRules {
     hits: Vec<AtomicU64>,
 }
 
+impl QueryRules {
+    /// Memory the rules hold: their structures and the texts of their patterns (the
+    /// compiled automata are the regex crate's and not counted).
+    pub fn memory_bytes(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Compiled>()
+                    + r.match_pattern
+                        .as_ref()
+                        .map_or(0, |(_, re)| re.as_str().len())
+                    + r.username.as_ref().map_or(0, String::capacity)
+                    + r.schemaname.as_ref().map_or(0, String::capacity)
+            })
+            .sum::<usize>()
+            + self.hits.len() * std::mem::size_of::<AtomicU64>()
+    }
+}
+
 impl std::fmt::Debug for QueryRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryRules")

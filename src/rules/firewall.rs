@@ -124,6 +124,22 @@ impl Firewall {
     }
 
     /// Where the allow list is kept.
+    /// Memory the allow list holds: users, digests and their texts (ProxySQL's
+    /// `mysql_firewall_*` memory rows).
+    pub fn memory_bytes(&self) -> usize {
+        let allowed = self.allowed.read().expect("firewall lock");
+        allowed
+            .iter()
+            .map(|(user, digests)| {
+                user.capacity()
+                    + digests
+                        .values()
+                        .map(|text| std::mem::size_of::<u64>() + text.capacity())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -3,6 +3,7 @@
 //! and the query log.
 
 pub mod analysis;
+pub mod command;
 pub mod engine;
 pub mod firewall;
 pub mod injection;
@@ -13,6 +14,7 @@ pub mod tokens;
 pub mod variables;
 
 pub use analysis::{Analysis, Analyzer, Features, Kind};
+pub use command::Command;
 pub use engine::{format_digest, parse_digest, Decision, MirrorTo, Query, QueryRules};
 pub use firewall::{Firewall, Verdict};
 pub use injection::Suspicion;

@@ -153,6 +153,26 @@ impl DigestStats {
         self.digests.store(0, Ordering::Relaxed);
     }
 
+    /// Memory the rows hold: their structures and strings (not the maps' spare room).
+    pub fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .expect("stats lock")
+                    .values()
+                    .flatten()
+                    .map(|e| {
+                        std::mem::size_of::<DigestEntry>()
+                            + e.text.capacity()
+                            + e.user.capacity()
+                            + e.schema.capacity()
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// A copy of every row.
     pub fn rows(&self) -> Vec<DigestEntry> {
         self.shards

@@ -3,9 +3,11 @@
 //! as the text it was prepared from.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::config::QueryLogMode;
+use crate::frontend::registry::Registry;
 use crate::rules::format_digest;
 use crate::rules::stats::{Execution, RowCounts, CACHE_HOSTGROUP};
 use crate::runtime::Runtime;
@@ -54,10 +56,17 @@ impl Session {
     /// Counts a statement in the digest statistics and writes its query log line.
     pub(super) fn account(&mut self, runtime: &Runtime, request: &Request, ran: Ran<'_>) {
         let plan = request.plan();
-        self.frontend
-            .counters
-            .statement(plan.analysis.kind, ran.duration);
+        let counters = &self.frontend.counters;
+        counters.statement(plan.analysis.kind, plan.analysis.command, ran.duration);
+        if plan.analysis.features.set_names_only {
+            Registry::count(&counters.set_names);
+        }
+        if ran.duration.as_millis() > u128::from(runtime.proxy.long_query_time_ms) {
+            Registry::count(&counters.slow_queries);
+        }
         if let Some(hostgroup) = ran.hostgroup {
+            let ns = ran.duration.as_nanos().min(u128::from(u64::MAX)) as u64;
+            counters.backend_query_ns.fetch_add(ns, Ordering::Relaxed);
             self.latency(hostgroup).observe(ran.duration.as_secs_f64());
         }
         let schema = self.login.database.as_deref().unwrap_or_default();

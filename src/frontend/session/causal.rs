@@ -2,6 +2,7 @@
 //! applied what a read must see before the read goes there.
 
 use crate::config::Consistency;
+use crate::frontend::registry::Registry;
 use crate::protocol::constants::command;
 use crate::router::gtid::GtidPosition;
 use crate::router::Statement;
@@ -53,6 +54,7 @@ impl Session {
     /// The session's last write is at `position` (nothing when binary logging is off).
     fn remember_write_gtid(&mut self, position: GtidPosition) {
         if !position.is_empty() {
+            Registry::count(&self.frontend.counters.gtids_collected);
             self.frontend.gtids.acknowledge(&position);
             self.last_write_gtid = position;
         }
@@ -78,6 +80,7 @@ impl Session {
         };
         let address = reader.server.address().to_owned();
         if self.frontend.gtids.has_applied(&address, &wanted) {
+            Registry::count(&self.frontend.counters.gtid_consistent_queries);
             return true;
         }
         let wait = self.frontend.shared.load().proxy.causal_read_wait_ms as f64 / 1000.0;
@@ -93,6 +96,7 @@ impl Session {
                     == Some("0") =>
             {
                 self.frontend.gtids.applied(&address, &wanted);
+                Registry::count(&self.frontend.counters.gtid_consistent_queries);
                 true
             }
             Ok(_) => false,

@@ -1,6 +1,7 @@
 //! The command loop: reading the client's next command (or noticing the idle timeout,
 //! a KILL, the shutdown) and handing it to the step that serves it.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::connection::{ReadError, Request};
@@ -132,10 +133,20 @@ impl Session {
                     Ok(())
                 }
             };
+            self.count_sent();
             if let Err(Failure::Client | Failure::StateLost) = result {
                 return;
             }
             self.client.shrink_buffers();
         }
+    }
+
+    /// Adds what was written to the client since the last count to the proxy's counters.
+    fn count_sent(&mut self) {
+        let sent = self.client.take_written();
+        self.frontend
+            .counters
+            .bytes_to_clients
+            .fetch_add(sent, Ordering::Relaxed);
     }
 }

@@ -112,6 +112,17 @@ impl Session {
 
     /// Analyses a statement (COM_QUERY or COM_STMT_PREPARE text) and decides about it.
     pub(super) fn inspect(&mut self, runtime: &Runtime, sql: &[u8]) -> Plan {
+        let started = std::time::Instant::now();
+        let plan = self.inspect_untimed(runtime, sql);
+        let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.frontend
+            .counters
+            .query_processor_ns
+            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+        plan
+    }
+
+    fn inspect_untimed(&mut self, runtime: &Runtime, sql: &[u8]) -> Plan {
         let analysis = self.analyzer.analyze(sql);
         let multi = self.capabilities & MULTI_STATEMENTS != 0;
         let digests = &self.frontend.digests;

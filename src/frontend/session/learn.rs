@@ -2,6 +2,7 @@
 //! character set and followed variables, resets — and whether its connection may go back
 //! to the pool (multiplexing).
 
+use crate::frontend::registry::Registry;
 use crate::protocol::constants::{command, status};
 use crate::protocol::response::Outcome;
 use crate::router::{Statement, Target};
@@ -177,6 +178,9 @@ impl Session {
             return;
         };
         let mut names = variables::replayed_assignments(sql).unwrap_or_default();
+        if names.contains(&variables::BY_STATUS) {
+            Registry::count(&self.frontend.counters.set_autocommit);
+        }
         // autocommit is followed by the status flags of every reply
         names.retain(|n| *n != variables::BY_STATUS);
         if names.is_empty() {

@@ -183,10 +183,12 @@ impl Session {
         if matches!(cmd, command::QUERY | command::STMT_EXECUTE) && answered {
             self.mirror(&runtime, &request, was_in_transaction);
         }
+        let in_transaction = self.routing.in_transaction;
         self.listed.entry.set(|a| {
             a.command = "Sleep";
             a.since = None;
             a.info.clear();
+            a.in_transaction = in_transaction;
         });
         if request.accounted {
             let ran = Ran {

@@ -92,6 +92,9 @@ async fn login_failed(frontend: &Frontend, peer: SocketAddr, failure: LoginFailu
     let mut entry = Entry::new(peer, "refused");
     let counts = match error {
         HandshakeError::Denied { user, reason, tls } => {
+            if matches!(*reason, "wrong password" | "unknown user") {
+                Registry::count(&frontend.counters.denied_password);
+            }
             entry.user = Some(user);
             entry.reason = Some(reason);
             entry.tls_version = tls.as_ref().map(|t| t.version.as_str());
