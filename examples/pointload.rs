@@ -9,10 +9,15 @@
 //!
 //! usage: pointload --port P [--clients 64] [--time 10] [--user app] [--password app]
 //!                  [--database sbtest] [--tables 4] [--table-size 10000] [--prepared 0|1]
+//!                  [--range ROWS]
 //!
 //! With `--prepared 1` each client prepares the statement once per table and executes it
 //! (binary protocol) as sysbench does by default: the parameter types go with the first
 //! execute of each statement only, later ones rely on the server having kept them.
+//!
+//! With `--range ROWS` (text protocol) each statement reads ROWS consecutive rows
+//! (`SELECT c FROM sbtestT WHERE id BETWEEN N AND N+ROWS-1`): big answers, for runs that
+//! stress buffers rather than round trips.
 //!
 //! Prints one line of `key=value` pairs: clients, seconds, queries, qps, errors, p50_us,
 //! p95_us, p99_us.
@@ -39,6 +44,7 @@ struct Options {
     tables: u32,
     table_size: u32,
     prepared: bool,
+    range: u32,
 }
 
 impl Options {
@@ -53,6 +59,7 @@ impl Options {
             tables: 4,
             table_size: 10_000,
             prepared: false,
+            range: 0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -71,6 +78,7 @@ impl Options {
                 "--tables" => o.tables = number(&value)? as u32,
                 "--table-size" => o.table_size = number(&value)? as u32,
                 "--prepared" => o.prepared = number(&value)? != 0,
+                "--range" => o.range = number(&value)? as u32,
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -333,7 +341,16 @@ async fn drive(
         } else {
             sql.clear();
             use std::io::Write;
-            write!(sql, "SELECT c FROM sbtest{table} WHERE id={id}").expect("in memory");
+            if o.range > 0 {
+                let last = id + u64::from(o.range) - 1;
+                write!(
+                    sql,
+                    "SELECT c FROM sbtest{table} WHERE id BETWEEN {id} AND {last}"
+                )
+                .expect("in memory");
+            } else {
+                write!(sql, "SELECT c FROM sbtest{table} WHERE id={id}").expect("in memory");
+            }
             client.query(&sql).await?
         };
         tally.latencies.record(began.elapsed());

@@ -309,7 +309,13 @@ fn show_statements_variables_and_functions_answer_as_in_proxysql() {
     one(&mut admin, "SET autocommit = 1");
     // admin- variables are read-only
     one(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME");
-    one(&mut admin, "SET admin-version = 'forged'");
+    assert!(rows(&mut admin, "SET admin-version = 'forged'")
+        .unwrap_err()
+        .contains("read-only"));
+    one(
+        &mut admin,
+        "UPDATE global_variables SET variable_value = 'forged' WHERE variable_name = 'admin-version'",
+    );
     assert!(rows(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME")
         .unwrap_err()
         .contains("read-only"));
@@ -573,4 +579,60 @@ fn proxysqls_status_rows_are_all_there_and_move_under_traffic() {
 fn ok(c: &mut RawClient, sql: &str) {
     let packets = c.query(sql);
     assert_eq!(packets[0].payload[0], header::OK, "{sql}");
+}
+
+#[test]
+fn proxysqls_variable_names_are_all_there_and_the_ones_without_a_setting_are_read_only() {
+    let proxy = Proxy::start();
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let present = variables(
+        &mut admin,
+        "SELECT variable_name, variable_value FROM global_variables",
+    );
+    let missing: Vec<_> = names("proxysql-2.7.2-global_variables.txt")
+        .into_iter()
+        .filter(|n| !present.contains_key(n))
+        .collect();
+    // mysql-monitor_username is an alias of monitor-user, present when [monitor] is
+    assert!(
+        missing.is_empty(),
+        "missing from global_variables: {missing:?}"
+    );
+    assert_eq!(present["mysql-shun_on_failures"], "5");
+    assert_eq!(present["mysql-have_ssl"], "true");
+
+    // a ProxySQL variable without a Sluice setting: refused at SET, and at LOAD when
+    // changed behind SET's back
+    let refused = rows(&mut admin, "SET mysql-shun_on_failures = 9").unwrap_err();
+    assert!(refused.contains("read-only"), "{refused}");
+    rows(
+        &mut admin,
+        "UPDATE global_variables SET variable_value = '9' WHERE variable_name = 'mysql-shun_on_failures'",
+    )
+    .unwrap();
+    let refused = rows(&mut admin, "LOAD MYSQL VARIABLES TO RUNTIME").unwrap_err();
+    assert!(refused.contains("mysql-shun_on_failures"), "{refused}");
+    rows(
+        &mut admin,
+        "UPDATE global_variables SET variable_value = '5' WHERE variable_name = 'mysql-shun_on_failures'",
+    )
+    .unwrap();
+    // a mapped one applies
+    rows(&mut admin, "SET mysql-long_query_time = 250").unwrap();
+    rows(&mut admin, "LOAD MYSQL VARIABLES TO RUNTIME").unwrap();
+    let runtime = variables(
+        &mut admin,
+        "SELECT variable_name, variable_value FROM runtime_global_variables \
+         WHERE variable_name LIKE 'mysql-long_query_time%'",
+    );
+    assert_eq!(runtime["mysql-long_query_time_ms"], "250");
+    let refused = rows(&mut admin, "SET admin-web_enabled = 'true'").unwrap_err();
+    assert!(refused.contains("read-only"), "{refused}");
+    rows(
+        &mut admin,
+        "UPDATE global_variables SET variable_value = 'true' WHERE variable_name = 'admin-web_enabled'",
+    )
+    .unwrap();
+    let refused = rows(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME").unwrap_err();
+    assert!(refused.contains("admin-web_enabled"), "{refused}");
 }

@@ -239,7 +239,7 @@ impl AdminDb {
         let word = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
         match word(0) {
             "LOAD" | "SAVE" => self.load_or_save(&words, live).map(Some),
-            "SET" => self.set(sql).map(Some),
+            "SET" => self.set(sql, live).map(Some),
             "KILL" => live::kill(live, &words).map(Some),
             "PROXYSQL" if words[1..] == ["FLUSH", "MYSQL", "CLIENT", "HOSTS"] => {
                 live.frontend.forget_client_hosts();
@@ -263,7 +263,7 @@ impl AdminDb {
     /// `SET admin-…` / `SET mysql-…` / `SET monitor-…` change `global_variables` (in force
     /// after `LOAD … VARIABLES TO RUNTIME`, as in ProxySQL); any other SET (what drivers
     /// send when they connect: NAMES, autocommit…) is accepted and changes nothing.
-    fn set(&mut self, sql: &str) -> Result<Reply, String> {
+    fn set(&mut self, sql: &str, live: &Live<'_>) -> Result<Reply, String> {
         let assignment = sql[3..].trim();
         let Some((name, value)) = assignment.split_once('=') else {
             return Ok(Reply::Done { affected: 0 });
@@ -279,6 +279,9 @@ impl AdminDb {
             return Err(READ_ONLY.into());
         }
         let value = unquote(value.trim());
+        if let Some(refusal) = variables::refuse_read_only(&live.runtime().config, &name, value) {
+            return Err(refusal);
+        }
         let changed = self
             .db
             .execute(

@@ -9,6 +9,7 @@ mod functions;
 pub mod global_status;
 mod inert;
 pub mod live;
+mod proxysql_defaults;
 mod stats_tables;
 pub mod tables;
 pub mod variables;

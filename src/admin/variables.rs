@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::proxysql_defaults;
 use crate::config::Config;
 
 /// Section prefixes, longest first so `mysql-pool_` wins over `mysql-`.
@@ -99,17 +100,66 @@ const PROXYSQL_NAMES: [(&str, &str); 20] = [
 ];
 
 /// The `admin-` variables: read-only facts about the admin port and the build
-/// (`admin-version` is what ProxySQL tools read to know what they talk to).
+/// (`admin-version` is what ProxySQL tools read to know what they talk to), the accounts
+/// (names and password hashes, never a password), and ProxySQL's other admin variables
+/// at their defaults.
 pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
-    let listen = config
-        .admin
-        .as_ref()
-        .map(|a| a.listen.to_string())
+    let admin = config.admin.as_ref();
+    let listen = admin.map(|a| a.listen.to_string()).unwrap_or_default();
+    let credentials = admin
+        .map(|a| {
+            a.users
+                .iter()
+                .map(|u| format!("{}:{}", u.name, u.password))
+                .collect::<Vec<_>>()
+                .join(";")
+        })
         .unwrap_or_default();
-    vec![
+    let mut rows = vec![
+        ("admin-admin_credentials".into(), credentials),
         ("admin-mysql_ifaces".into(), listen),
         ("admin-version".into(), super::functions::version()),
+    ];
+    rows.extend(
+        proxysql_defaults::ADMIN
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
+    rows
+}
+
+/// ProxySQL variables that describe Sluice itself rather than a setting: read-only,
+/// with Sluice's real value.
+pub fn facts(config: &Config) -> Vec<(String, String)> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut capabilities = crate::frontend::handshake::SERVER_CAPABILITIES;
+    if config.frontend_tls.is_some() {
+        capabilities |= crate::protocol::constants::capability::SSL;
+    }
+    vec![
+        ("mysql-threads".into(), workers.to_string()),
+        (
+            "mysql-stacksize".into(),
+            crate::allocator::WORKER_STACK_BYTES.to_string(),
+        ),
+        ("mysql-server_capabilities".into(), capabilities.to_string()),
+        (
+            "mysql-have_ssl".into(),
+            config.frontend_tls.is_some().to_string(),
+        ),
+        ("mysql-have_compress".into(), "false".into()),
     ]
+}
+
+/// The read-only `mysql-` rows: [`facts`] and ProxySQL's variables at their defaults.
+fn read_only_rows(config: &Config) -> Vec<(String, String)> {
+    let mut rows = facts(config);
+    rows.extend(
+        proxysql_defaults::MYSQL
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
+    rows
 }
 
 /// `LOAD|SAVE ADMIN VARIABLES`: the `admin-` rows must hold what is in force (they are
@@ -145,6 +195,7 @@ pub fn rows(config: &Config) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = setting_rows(config)
         .into_iter()
         .chain(admin_rows(config))
+        .chain(read_only_rows(config))
         .collect();
     let aliases: Vec<(String, String)> = PROXYSQL_NAMES
         .iter()
@@ -193,10 +244,33 @@ fn fold_proxysql_names(
     Ok(out)
 }
 
+/// Refuses a change to a read-only variable (every `admin-` one, and the `mysql-` ones
+/// that are ProxySQL's without a Sluice setting or facts about Sluice); `None` for any
+/// other name or an unchanged value.
+pub fn refuse_read_only(config: &Config, name: &str, value: &str) -> Option<String> {
+    let (_, fixed) = read_only_rows(config)
+        .into_iter()
+        .chain(admin_rows(config))
+        .find(|(n, _)| n == name)?;
+    (fixed != value)
+        .then(|| format!("{name} is read-only: no Sluice setting is behind it; it stays {fixed:?}"))
+}
+
 /// `config` with the variables in `rows` applied; names and values are checked.
 pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, String> {
     let mut tables = sections(config);
-    let rows = fold_proxysql_names(config, rows)?;
+    let fixed = read_only_rows(config);
+    for (name, value) in rows.iter().filter(|(n, _)| !n.starts_with("admin-")) {
+        if let Some(refusal) = refuse_read_only(config, name, value) {
+            return Err(refusal);
+        }
+    }
+    let rows: Vec<(String, String)> = rows
+        .iter()
+        .filter(|(n, _)| !fixed.iter().any(|(f, _)| f == n))
+        .cloned()
+        .collect();
+    let rows = fold_proxysql_names(config, &rows)?;
     // `admin-` rows are LOAD ADMIN VARIABLES' business (see `check_admin`)
     for (name, value) in rows.iter().filter(|(n, _)| !n.starts_with("admin-")) {
         let (prefix, section) = PREFIXES
@@ -300,6 +374,32 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(same.proxy.max_client_connections, 79);
+    }
+
+    #[test]
+    fn proxysqls_own_variables_are_rows_once_each_and_read_only() {
+        let config = demo();
+        let rows = rows(&config);
+        let mut names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), rows.len(), "a name shown twice");
+        let value = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(value("mysql-shun_on_failures"), Some("5"));
+        assert_eq!(value("mysql-have_compress"), Some("false"));
+        assert_eq!(value("admin-refresh_interval"), Some("2000"));
+        // unchanged, they pass a LOAD; changed, they are refused with the reason
+        apply(&config, &rows).unwrap();
+        let err = apply(&config, &[("mysql-shun_on_failures".into(), "7".into())]).unwrap_err();
+        assert!(err.contains("read-only") && err.contains("\"5\""), "{err}");
+        let err = apply(&config, &[("mysql-threads".into(), "64".into())]).unwrap_err();
+        assert!(err.contains("read-only"), "{err}");
+        assert!(refuse_read_only(&config, "mysql-max_connections", "5").is_none());
+        let err = check_admin(&config, &[("admin-web_enabled".into(), "true".into())]).unwrap_err();
+        assert!(err.contains("read-only"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
 
 /// What the proxy offers every client. Not offered: compression, CLIENT_DEPRECATE_EOF
 /// (see `protocol::response`), and MariaDB's extended capabilities.
-const SERVER_CAPABILITIES: u32 = capability::LONG_PASSWORD
+pub const SERVER_CAPABILITIES: u32 = capability::LONG_PASSWORD
     | capability::FOUND_ROWS
     | capability::LONG_FLAG
     | capability::CONNECT_WITH_DB
