@@ -17,6 +17,7 @@ Prints a table and writes the "Allocator" section of benches/RESULTS.md.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -62,8 +63,13 @@ def held_idle(port, count):
     return held
 
 
-def one_round(binary, label, opts, work, port, admin_port):
-    proc = start(work, binary, port, admin_port)
+def one_round(binary, label, opts, work, port, admin_port, conf=None):
+    if conf:
+        os.environ["_RJEM_MALLOC_CONF"] = conf
+    try:
+        proc = start(work, binary, port, admin_port)
+    finally:
+        os.environ.pop("_RJEM_MALLOC_CONF", None)
     try:
         scale.login(port).close()
         time.sleep(1)
@@ -81,11 +87,13 @@ def one_round(binary, label, opts, work, port, admin_port):
         pointload(port, opts.clients, opts.time, range_rows=1000)
         time.sleep(2)
         left = scale.rss_kib(proc.pid)
+        time.sleep(opts.settle)
+        settled = scale.rss_kib(proc.pid)
         return {
             "few": few, "many": many,
             "cpu_few_us": (cpu1 - cpu0) / (few * opts.time) * 1e6 if few else float("nan"),
             "cpu_many_us": (cpu2 - cpu1) / (many * opts.time) * 1e6 if many else float("nan"),
-            "idle_kib": idle_kib, "fresh_kib": fresh, "left_kib": left,
+            "idle_kib": idle_kib, "fresh_kib": fresh, "left_kib": left, "settled_kib": settled,
         }
     finally:
         proc.terminate()
@@ -101,6 +109,11 @@ def main():
     ap.add_argument("--clients", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--settle", type=int, default=15,
+                    help="seconds after the churn before the resident memory is read again")
+    ap.add_argument("--jemalloc-conf", metavar="CONF",
+                    help="also run the release build with this jemalloc configuration "
+                         "(_RJEM_MALLOC_CONF), e.g. background_thread:true")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
 
@@ -108,28 +121,33 @@ def main():
     load.sysbench("oltp_read_only", load.NODE_PORT, 1, 1, "cleanup")
     load.sysbench("oltp_read_only", load.NODE_PORT, 4, 1, "prepare")
     work = Path(tempfile.mkdtemp(prefix="sluice-allocator-"))
-    builds = {"jemalloc": str(ROOT / "target/release/sluice"), "system malloc": opts.baseline}
+    release = str(ROOT / "target/release/sluice")
+    builds = {"jemalloc": (release, None), "system malloc": (opts.baseline, None)}
+    if opts.jemalloc_conf:
+        builds[f"jemalloc {opts.jemalloc_conf}"] = (release, opts.jemalloc_conf)
     runs = {name: [] for name in builds}
     for r in range(opts.rounds):
-        for name, binary in builds.items():
+        for name, (binary, conf) in builds.items():
             runs[name].append(one_round(binary, f"round {r + 1} {name}", opts, work,
-                                        scale.SLUICE_PORT, scale.ADMIN_PORT))
+                                        scale.SLUICE_PORT, scale.ADMIN_PORT, conf))
+            print(runs[name][-1], flush=True)
     med = {name: {k: statistics.median(run[k] for run in rs) for k in rs[0]}
            for name, rs in runs.items()}
     rows = []
     for name, m in med.items():
         rows.append(f"| {name} | {m['few']:.0f} | {m['cpu_few_us']:.1f} | {m['many']:.0f} | "
                     f"{m['cpu_many_us']:.1f} | {m['idle_kib']:.1f} | {m['fresh_kib']:,.0f} → "
-                    f"{m['left_kib']:,.0f} |")
+                    f"{m['left_kib']:,.0f} → {m['settled_kib']:,.0f} |")
     je, sy = med["jemalloc"], med["system malloc"]
     ratios = (f"jemalloc / system malloc: qps {je['few'] / sy['few']:.2f} ({scale.CAP} clients), "
               f"{je['many'] / sy['many']:.2f} ({opts.clients}); CPU per query "
               f"{je['cpu_few_us'] / sy['cpu_few_us']:.2f}, {je['cpu_many_us'] / sy['cpu_many_us']:.2f}; "
               f"idle KiB per connection {je['idle_kib'] / sy['idle_kib']:.2f}; "
-              f"resident after churn {je['left_kib'] / sy['left_kib']:.2f}")
+              f"resident after churn {je['left_kib'] / sy['left_kib']:.2f}, "
+              f"{opts.settle} s later {je['settled_kib'] / sy['settled_kib']:.2f}")
     header = ["| allocator | qps, 64 clients | proxy CPU µs/query | qps, "
               f"{opts.clients} clients | proxy CPU µs/query | idle KiB/connection | "
-              "RSS KiB fresh → after churn |", "|---|---|---|---|---|---|---|"]
+              "RSS KiB fresh → after churn → settled |", "|---|---|---|---|---|---|---|"]
     print("\n".join(header + rows))
     print(ratios)
     if opts.no_results_file:

@@ -411,6 +411,7 @@ fn backends(f: &Frontend) -> Collectors {
     out.extend(query_cache(f));
     out.extend(mirror(f));
     out.extend(health(f));
+    out.extend(certificates(f));
     out
 }
 
@@ -646,13 +647,63 @@ fn health(f: &Frontend) -> Collectors {
     failovers
         .with_label_values(&[])
         .inc_by(f.shared.writer_changes());
+    let servers = gauge(
+        "sluice_hostgroup_servers",
+        "Servers in each configured hostgroup now (0: the hostgroup is empty), with its role.",
+        &["hostgroup", "role"],
+    );
+    let mut configured: Vec<u32> = runtime.hostgroups.keys().copied().collect();
+    for g in &runtime.galera {
+        configured.extend([g.writer_hostgroup, g.reader_hostgroup]);
+    }
+    configured.sort_unstable();
+    configured.dedup();
+    for id in configured {
+        let count = hostgroups.get(&id).map_or(0, |m| m.servers.len());
+        servers
+            .with_label_values(&[&id.to_string(), role_of(id)])
+            .set(count as i64);
+    }
+    let lag = gauge(
+        "sluice_replica_lag_seconds",
+        "Seconds_Behind_Master at the monitor's last check of each replica (absent: unknown).",
+        &["server"],
+    );
+    for c in f.shared.checks() {
+        if let Observation::Replica(r) = &c.seen {
+            let server = format!("{}:{}", c.host, c.port);
+            match r.lag {
+                Some(seconds) => lag.with_label_values(&[&server]).set(seconds as i64),
+                None => {
+                    let _ = lag.remove_label_values(&[&server]);
+                }
+            }
+        }
+    }
     vec![
         Box::new(roles),
         Box::new(up),
         Box::new(duration),
         Box::new(checks),
         Box::new(failovers),
+        Box::new(servers),
+        Box::new(lag),
     ]
+}
+
+/// The certificates in use, for an alert before one expires.
+fn certificates(f: &Frontend) -> Collectors {
+    let expiry = gauge(
+        "sluice_tls_certificate_not_after_timestamp_seconds",
+        "When each certificate the proxy loaded expires, in Unix seconds.",
+        &["cert_type", "file_path"],
+    );
+    for c in &f.shared.load().certificates {
+        expiry
+            .with_label_values(&[c.cert_type, &c.file_path])
+            .set(c.not_after);
+    }
+    vec![Box::new(expiry)]
 }
 
 fn rules(f: &Frontend) -> Collectors {

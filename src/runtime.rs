@@ -142,6 +142,8 @@ pub struct Runtime {
     pub frontend_tls: Option<Arc<ServerConfig>>,
     /// What `SHOW STATUS` reports of the proxy's side of a client's TLS link.
     pub frontend_link: Option<Arc<tls::LinkFacts>>,
+    /// The certificates the TLS settings name, as loaded.
+    pub certificates: Vec<tls::CertificateInfo>,
     pub backend_tls: Option<Arc<ClientConfig>>,
     pub galera: Vec<GaleraHostgroups>,
     pub monitor: Option<MonitorSettings>,
@@ -183,6 +185,8 @@ impl Runtime {
             .as_ref()
             .map(tls::client_config)
             .transpose()?;
+        let certificates =
+            tls::certificates(config.frontend_tls.as_ref(), config.backend_tls.as_ref())?;
         let users = config
             .users
             .iter()
@@ -267,6 +271,7 @@ impl Runtime {
             hostgroups,
             frontend_tls,
             frontend_link,
+            certificates,
             backend_tls,
             galera: config.galera_hostgroups.clone(),
             monitor,

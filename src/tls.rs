@@ -112,6 +112,77 @@ pub fn link_facts(tls: &FrontendTls, config: &ServerConfig) -> Result<LinkFacts,
     })
 }
 
+/// One certificate the proxy loaded, for `stats_tls_certificates` (ProxySQL 3.0's
+/// columns) and the expiry metric an alert watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// `server` (presented to clients), `ca` (client certificates must chain to it) or
+    /// `backend_ca` (backend certificates must chain to it).
+    pub cert_type: &'static str,
+    pub file_path: String,
+    pub subject_cn: Option<String>,
+    pub issuer_cn: Option<String>,
+    pub serial_number: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Hex SHA-256 of the certificate's DER encoding.
+    pub sha256_fingerprint: String,
+    /// When it was loaded, in Unix seconds.
+    pub loaded_at: i64,
+}
+
+/// The first certificate of every file the TLS settings name, read as a (re)load reads
+/// them.
+pub fn certificates(
+    frontend: Option<&FrontendTls>,
+    backend: Option<&BackendTls>,
+) -> Result<Vec<CertificateInfo>, TlsError> {
+    let mut files: Vec<(&'static str, &'static str, &Path)> = Vec::new();
+    if let Some(f) = frontend {
+        files.push(("server", "frontend_tls.cert", &f.cert));
+        if let Some(ca) = &f.client_ca {
+            files.push(("ca", "frontend_tls.client_ca", ca));
+        }
+    }
+    if let Some(ca) = backend.and_then(|b| b.ca.as_deref()) {
+        files.push(("backend_ca", "backend_tls.ca", ca));
+    }
+    let loaded_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    files
+        .into_iter()
+        .map(|(cert_type, key, path)| {
+            let der = load_certs(key, path)?.swap_remove(0);
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(key, path, e))?;
+            let common_name = |name: &x509_parser::x509::X509Name<'_>| {
+                name.iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .map(str::to_owned)
+            };
+            let fingerprint = ring::digest::digest(&ring::digest::SHA256, &der);
+            Ok(CertificateInfo {
+                cert_type,
+                file_path: path.display().to_string(),
+                subject_cn: common_name(cert.subject()),
+                issuer_cn: common_name(cert.issuer()),
+                serial_number: cert.raw_serial_as_string(),
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+                sha256_fingerprint: fingerprint
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect(),
+                loaded_at,
+            })
+        })
+        .collect()
+}
+
 /// A cipher suite by the name OpenSSL (and so MariaDB's `Ssl_cipher`) gives it; rustls'
 /// own name for a suite OpenSSL does not name differently.
 pub fn openssl_name(suite: rustls::CipherSuite) -> String {
@@ -142,7 +213,19 @@ fn openssl_time(timestamp: i64) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (days, seconds) = (timestamp.div_euclid(86_400), timestamp.rem_euclid(86_400));
-    // the civil date of a day count (Howard Hinnant's days-to-civil)
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{} {day:>2} {:02}:{:02}:{:02} {year} GMT",
+        MONTHS[(month - 1) as usize],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// The (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's
+/// days-to-civil).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -152,13 +235,7 @@ fn openssl_time(timestamp: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{} {day:>2} {:02}:{:02}:{:02} {year} GMT",
-        MONTHS[(month - 1) as usize],
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    (year, month, day)
 }
 
 /// The TLS configuration for backends. Certificates are verified against the configured CA

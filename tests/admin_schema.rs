@@ -561,6 +561,16 @@ fn proxysqls_status_rows_are_all_there_and_move_under_traffic() {
     assert!(number(&memory, "query_digest_memory") > 0);
     assert!(number(&memory, "Auth_memory") > 0);
 
+    // the certificates loaded, as ProxySQL 3.0 lists them
+    let certificates = rows(
+        &mut admin,
+        "SELECT cert_type, subject_cn IS NOT NULL, days_until_expiry > 0, \
+         length(sha256_fingerprint), not_after LIKE '20__-__-__ __:__:__' \
+         FROM stats_tls_certificates WHERE cert_type = 'server'",
+    )
+    .unwrap();
+    assert_eq!(certificates, [["server", "1", "1", "64", "1"]]);
+
     // the shortcuts print the same rows
     let status = rows(&mut admin, "SHOW MYSQL STATUS LIKE 'Com_commit'").unwrap();
     assert_eq!(

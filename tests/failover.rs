@@ -521,6 +521,17 @@ fn hung_replica(prepared: bool) {
         },
     );
     let retried = stat(&proxy, "Reads_retried") - retried_before;
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the hung replica shows as SHUNNED in its hostgroup",
+        || {
+            admin.query_column(
+                "SELECT hostgroup || ' ' || status FROM stats_mysql_connection_pool \
+                 WHERE srv_port = 13309",
+            ) == ["20 SHUNNED"]
+        },
+    );
     signal(13309, "CONT");
     let during = readers.answered_after(stopped + Duration::from_millis(100));
     let errors = readers.finish();
@@ -554,6 +565,29 @@ fn a_replica_with_a_stopped_sql_thread_or_too_much_lag_gets_no_reads() {
         "reads avoid the stopped replica",
         || read_ports(&proxy, 6).keys().all(|p| p == "13310"),
     );
+    // the admin port keeps the replica's rows, in its hostgroup, as ProxySQL shows them
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    for table in ["runtime_mysql_servers", "stats_mysql_connection_pool"] {
+        let hostgroup = if table == "runtime_mysql_servers" {
+            "hostgroup_id"
+        } else {
+            "hostgroup"
+        };
+        let sql = format!(
+            "SELECT {hostgroup} || ' ' || status FROM {table} \
+             WHERE {} = 13309",
+            if table == "runtime_mysql_servers" {
+                "port"
+            } else {
+                "srv_port"
+            }
+        );
+        assert_eq!(
+            admin.query_column(&sql),
+            ["20 SHUNNED_REPLICATION_LAG"],
+            "{table}"
+        );
+    }
     on_node(13309, "START SLAVE SQL_THREAD");
     eventually(
         Duration::from_secs(15),

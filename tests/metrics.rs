@@ -193,3 +193,60 @@ fn a_real_prometheus_scrapes_the_query_counter_rising() {
     assert!(after >= before + 5.0);
     assert_eq!(prometheus.query("up{job=\"sluice\"}"), Some(1.0));
 }
+
+/// The alerting and recording rules shipped in config/prometheus: valid, their own
+/// promtool tests pass (each alert fires and stays silent where it should), and every
+/// metric they read is one the proxy exposes — a renamed metric would leave an alert
+/// that can never fire.
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_read_metrics_that_exist() {
+    let dir = common::repo().join("config/prometheus");
+    for args in [
+        ["check", "rules", "sluice-rules.yml"],
+        ["test", "rules", "sluice-rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool is installed");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    let rules = std::fs::read_to_string(dir.join("sluice-rules.yml")).unwrap();
+    let mut read: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("sluice_"))
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    assert!(read.len() >= 12, "{read:?}");
+    // a proxy with TLS, a monitor and a cluster store: every family the rules read
+    let proxy = Proxy::start_with(|c| c + &common::cluster::cluster_section("rules"));
+    // a statement for the latency histogram; the monitor's checks for server state and lag
+    let out = mariadb(proxy.port, &["-uapp", "-papp", "-e", "SELECT 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = common::http_get(proxy.metrics_port, "/metrics");
+        let missing: Vec<&&str> = read
+            .iter()
+            .filter(|name| {
+                let family = name.trim_end_matches("_bucket");
+                !body.contains(&format!("# TYPE {family} "))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rules read metrics /metrics lacks: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -230,7 +230,7 @@ pub const PREPARED_INFO: Table = table(
 );
 
 /// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 21] = [
+pub const LIVE_TABLES: [(&str, &Table); 22] = [
     ("stats", &CLIENT_HOSTS),
     ("stats", &CLIENT_HOSTS_RESET),
     ("stats", &CONNECTION_POOL_RESET),
@@ -239,6 +239,7 @@ pub const LIVE_TABLES: [(&str, &Table); 21] = [
     ("stats", stats_tables::TABLES[2]),
     ("stats", stats_tables::TABLES[3]),
     ("stats", stats_tables::TABLES[4]),
+    ("stats", stats_tables::TABLES[5]),
     ("stats", &PREPARED_INFO),
     ("stats", &CONNECTION_POOL),
     ("stats", &DIGEST),
@@ -367,25 +368,76 @@ pub(super) fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
 }
 
+/// One server in one hostgroup, as `runtime_mysql_servers` and the pool statistics show
+/// it.
+struct ServerRow {
+    hostgroup: u32,
+    server: Arc<crate::runtime::ServerTarget>,
+    status: &'static str,
+}
+
 /// Where the servers are now: the monitor's placement (or the configured hostgroups when
-/// there is no monitor), one row per hostgroup a server is in.
-fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+/// there is no monitor), one row per hostgroup a server is in; a configured server the
+/// monitor took out of service keeps a row in its configured hostgroup with ProxySQL's
+/// word for why (`SHUNNED_REPLICATION_LAG` for a replica whose replication stopped or
+/// fell behind, `SHUNNED` for one that failed its checks).
+fn server_rows(live: &Live<'_>, runtime: &Runtime) -> Vec<ServerRow> {
     let membership = live.frontend.shared.membership();
     let hostgroups = match &membership {
         Some(m) => &m.hostgroups,
         None => &runtime.hostgroups,
     };
-    let mut ids: Vec<&u32> = hostgroups.keys().collect();
-    ids.sort();
-    let mut rows = Vec::new();
-    for id in ids {
-        for s in &hostgroups[id].servers {
-            rows.push(vec![
-                int(*id),
+    let mut rows: Vec<ServerRow> = hostgroups
+        .iter()
+        .flat_map(|(id, members)| {
+            members.servers.iter().map(|s| ServerRow {
+                hostgroup: *id,
+                server: s.clone(),
+                status: tables::status_name(s.status),
+            })
+        })
+        .collect();
+    if let Some(m) = &membership {
+        for s in runtime.servers() {
+            let placed = rows.iter().any(|r| r.server.address() == s.address());
+            if placed {
+                continue;
+            }
+            let status = match s.status {
+                crate::config::ServerStatus::Online if m.lagging.contains(s.address()) => {
+                    "SHUNNED_REPLICATION_LAG"
+                }
+                crate::config::ServerStatus::Online => "SHUNNED",
+                other => tables::status_name(other),
+            };
+            rows.push(ServerRow {
+                hostgroup: s.hostgroup,
+                server: s.clone(),
+                status,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        (a.hostgroup, &a.server.host, a.server.port).cmp(&(
+            b.hostgroup,
+            &b.server.host,
+            b.server.port,
+        ))
+    });
+    rows
+}
+
+fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+    server_rows(live, runtime)
+        .into_iter()
+        .map(|row| {
+            let s = &row.server;
+            vec![
+                int(row.hostgroup),
                 text(&s.host),
                 int(s.port),
                 int(0),
-                text(tables::status_name(s.status)),
+                text(row.status),
                 int(s.weight),
                 int(0),
                 int(s.max_connections),
@@ -394,54 +446,44 @@ fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
                 int(0),
                 text(""),
                 int(s.priority),
-            ]);
-        }
-    }
-    rows
+            ]
+        })
+        .collect()
 }
 
 fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     let idle = live.frontend.pool.idle_by_server();
     let checks = live.frontend.shared.checks();
-    let mut rows = Vec::new();
-    for row in runtime_servers(live, runtime) {
-        let (Value::Integer(hg), Value::Text(host), Value::Integer(port)) =
-            (&row[0], &row[1], &row[2])
-        else {
-            continue;
-        };
-        let Some(server) = runtime
-            .servers()
-            .find(|s| s.host == *host && i64::from(s.port) == *port)
-        else {
-            continue;
-        };
-        let stats = &server.stats;
-        let free = idle.get(server.address()).copied().unwrap_or(0) as i64;
-        let open = i64::from(server.connections.load(Ordering::Relaxed));
-        let latency = checks
-            .iter()
-            .rev()
-            .find(|c| c.host == *host && i64::from(c.port) == *port)
-            .map_or(0, |c| c.took_us);
-        rows.push(vec![
-            int(*hg),
-            text(host.clone()),
-            int(*port),
-            text(tables::status_name(server.status)),
-            int((open - free).max(0)),
-            int(free),
-            int(stats.connect_ok.load(Ordering::Relaxed)),
-            int(stats.connect_errors.load(Ordering::Relaxed)),
-            int(stats.max_connections_used.load(Ordering::Relaxed)),
-            int(stats.queries.load(Ordering::Relaxed)),
-            int(0),
-            int(stats.bytes_sent.load(Ordering::Relaxed)),
-            int(stats.bytes_received.load(Ordering::Relaxed)),
-            int(latency),
-        ]);
-    }
-    rows
+    server_rows(live, runtime)
+        .into_iter()
+        .map(|row| {
+            let server = &row.server;
+            let stats = &server.stats;
+            let free = idle.get(server.address()).copied().unwrap_or(0) as i64;
+            let open = i64::from(server.connections.load(Ordering::Relaxed));
+            let latency = checks
+                .iter()
+                .rev()
+                .find(|c| c.host == server.host && c.port == server.port)
+                .map_or(0, |c| c.took_us);
+            vec![
+                int(row.hostgroup),
+                text(server.host.clone()),
+                int(server.port),
+                text(row.status),
+                int((open - free).max(0)),
+                int(free),
+                int(stats.connect_ok.load(Ordering::Relaxed)),
+                int(stats.connect_errors.load(Ordering::Relaxed)),
+                int(stats.max_connections_used.load(Ordering::Relaxed)),
+                int(stats.queries.load(Ordering::Relaxed)),
+                int(0),
+                int(stats.bytes_sent.load(Ordering::Relaxed)),
+                int(stats.bytes_received.load(Ordering::Relaxed)),
+                int(latency),
+            ]
+        })
+        .collect()
 }
 
 fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {

@@ -78,13 +78,33 @@ pub const CLUSTER_PEERS: Table = table(
     ],
 );
 
+/// The certificates the proxy loaded (ProxySQL 3.0's columns): `server` (presented to
+/// clients), `ca` (client certificates chain to it), `backend_ca`; times as
+/// `YYYY-MM-DD HH:MM:SS` UTC, `loaded_at` in Unix seconds.
+pub const TLS_CERTIFICATES: Table = table(
+    "stats_tls_certificates",
+    &[
+        ("cert_type", "VARCHAR"),
+        ("file_path", "VARCHAR"),
+        ("subject_cn", "VARCHAR"),
+        ("issuer_cn", "VARCHAR"),
+        ("serial_number", "VARCHAR"),
+        ("not_before", "VARCHAR"),
+        ("not_after", "VARCHAR"),
+        ("days_until_expiry", "INT"),
+        ("sha256_fingerprint", "VARCHAR"),
+        ("loaded_at", "INT"),
+    ],
+);
+
 /// Every table of this file, all in `stats`.
-pub const TABLES: [&Table; 5] = [
+pub const TABLES: [&Table; 6] = [
     &ERRORS,
     &ERRORS_RESET,
     &RULE_HITS,
     &FREE_CONNECTIONS,
     &CLUSTER_PEERS,
+    &TLS_CERTIFICATES,
 ];
 
 /// The rows of `name`, if it is a table of this file.
@@ -103,8 +123,46 @@ pub fn rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Option<Vec<Vec<Va
             .collect(),
         "stats_mysql_free_connections" => free_connections(live),
         "stats_sluice_cluster_peers" => cluster_peers(live),
+        "stats_tls_certificates" => certificates(runtime),
         _ => return None,
     })
+}
+
+fn certificates(runtime: &Runtime) -> Vec<Vec<Value>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let optional = |s: &Option<String>| s.clone().map_or(Value::Null, text);
+    runtime
+        .certificates
+        .iter()
+        .map(|c| {
+            vec![
+                text(c.cert_type),
+                text(c.file_path.clone()),
+                optional(&c.subject_cn),
+                optional(&c.issuer_cn),
+                text(c.serial_number.clone()),
+                text(sql_time(c.not_before)),
+                text(sql_time(c.not_after)),
+                int((c.not_after - now).div_euclid(86_400)),
+                text(c.sha256_fingerprint.clone()),
+                int(c.loaded_at),
+            ]
+        })
+        .collect()
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn sql_time(unix: i64) -> String {
+    let (days, seconds) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let (year, month, day) = crate::tls::civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
 }
 
 fn errors(live: &Live<'_>) -> Vec<Vec<Value>> {

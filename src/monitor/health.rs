@@ -195,6 +195,9 @@ pub struct Membership {
     pub unavailable: HashMap<u32, Vec<String>>,
     /// Servers whose verdict is "down" because checks could not reach them (dead or hung).
     pub unreachable: HashSet<String>,
+    /// Replicas out of service for their replication (stopped or too far behind): what
+    /// ProxySQL shows as `SHUNNED_REPLICATION_LAG`.
+    pub lagging: HashSet<String>,
 }
 
 impl Membership {
@@ -228,6 +231,7 @@ impl Membership {
             hostgroups,
             writers: self.writers.clone(),
             unavailable: self.unavailable.clone(),
+            lagging: self.lagging.clone(),
             unreachable: self.unreachable.clone(),
         }
     }
@@ -250,6 +254,11 @@ pub fn place(
         unreachable: health
             .iter()
             .filter(|(_, h)| !h.healthy && matches!(h.last, Observation::Unreachable(_)))
+            .map(|(address, _)| address.clone())
+            .collect(),
+        lagging: health
+            .iter()
+            .filter(|(_, h)| !h.healthy && matches!(h.last, Observation::Replica(_)))
             .map(|(address, _)| address.clone())
             .collect(),
         ..Membership::default()
