@@ -4,6 +4,9 @@ the release build (jemalloc, the global allocator) and `--baseline BINARY` (the 
 built with the system's malloc: comment out `#[global_allocator]` in src/main.rs and
 build). What a proxy asks of its allocator, each measured per build:
 
+The release build turns jemalloc's background threads on at start; `--jemalloc-conf`
+runs it a third time with another jemalloc configuration.
+
 1. Throughput with many threads: point selects (text protocol, multiplexed) from 64 and
    from 2,000 clients (`examples/pointload.rs`) onto a writer capped at 64 backend
    connections; qps and the proxy's CPU per query.
@@ -122,7 +125,7 @@ def main():
     load.sysbench("oltp_read_only", load.NODE_PORT, 4, 1, "prepare")
     work = Path(tempfile.mkdtemp(prefix="sluice-allocator-"))
     release = str(ROOT / "target/release/sluice")
-    builds = {"jemalloc": (release, None), "system malloc": (opts.baseline, None)}
+    builds = {"release (jemalloc)": (release, None), "system malloc": (opts.baseline, None)}
     if opts.jemalloc_conf:
         builds[f"jemalloc {opts.jemalloc_conf}"] = (release, opts.jemalloc_conf)
     runs = {name: [] for name in builds}
@@ -138,7 +141,7 @@ def main():
         rows.append(f"| {name} | {m['few']:.0f} | {m['cpu_few_us']:.1f} | {m['many']:.0f} | "
                     f"{m['cpu_many_us']:.1f} | {m['idle_kib']:.1f} | {m['fresh_kib']:,.0f} → "
                     f"{m['left_kib']:,.0f} → {m['settled_kib']:,.0f} |")
-    je, sy = med["jemalloc"], med["system malloc"]
+    je, sy = med["release (jemalloc)"], med["system malloc"]
     ratios = (f"jemalloc / system malloc: qps {je['few'] / sy['few']:.2f} ({scale.CAP} clients), "
               f"{je['many'] / sy['many']:.2f} ({opts.clients}); CPU per query "
               f"{je['cpu_few_us'] / sy['cpu_few_us']:.2f}, {je['cpu_many_us'] / sy['cpu_many_us']:.2f}; "

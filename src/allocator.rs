@@ -1,11 +1,14 @@
 //! The memory allocator's own figures, for `stats_memory_metrics` and /metrics.
 //!
-//! Sluice runs on jemalloc (the binary sets it as the global allocator): a proxy holds
-//! many small buffers per connection that come and go on every worker thread, and
-//! jemalloc's per-thread caches and arenas keep that fast and unfragmented where glibc's
-//! malloc lets freed memory pile up per thread; it also reports what it holds, which
-//! ProxySQL's tools read as `jemalloc_*` (benches/RESULTS.md, "Allocator", measures the
-//! choice).
+//! Sluice runs on jemalloc (the binary sets it as the global allocator) with its
+//! background threads on. What decided it, measured side by side with the system's malloc
+//! (benches/allocator.py, RESULTS.md "Allocator"): throughput and CPU per query are the
+//! same within the machine's noise; after a burst of large results from 2,000 clients,
+//! glibc's malloc and jemalloc without background threads both keep ~150 MB resident for
+//! good, while jemalloc's background purging gives it back within seconds (down to ~25
+//! MB) — a proxy's load comes in bursts, and memory it keeps after one is memory the
+//! database host does not have. jemalloc also reports what it holds, which ProxySQL's tools
+//! read as `jemalloc_*`. The cost: an idle session takes about 1 KiB more.
 
 /// Stack size of each worker thread (set on the runtime, so the figure is true).
 pub const WORKER_STACK_BYTES: usize = 2 << 20;
@@ -25,6 +28,14 @@ pub struct AllocatorStats {
     pub metadata: usize,
     /// Bytes kept mapped but given back to the system (not resident).
     pub retained: usize,
+}
+
+/// Turns on jemalloc's background threads, which return freed memory to the system
+/// while the proxy is idle (by default jemalloc purges only when it is allocating).
+pub fn purge_in_background() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("sluice: jemalloc background threads unavailable: {e}");
+    }
 }
 
 /// Reads jemalloc's statistics as of now (its counters are refreshed first).

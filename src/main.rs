@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logging();
+            sluice::allocator::purge_in_background();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .thread_stack_size(sluice::allocator::WORKER_STACK_BYTES)
                 .enable_all()

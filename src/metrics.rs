@@ -11,58 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::frontend::registry::KINDS;
 use crate::frontend::Frontend;
 use crate::monitor::health::Observation;
-
-/// Latency buckets of the query histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 10.0,
-];
-
-/// The metrics observed on the data path.
-pub struct Metrics {
-    registry: Registry,
-    query_duration: HistogramVec,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let query_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "sluice_query_duration_seconds",
-                "Time from a statement's arrival to the end of its response, per hostgroup.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["hostgroup"],
-        )
-        .expect("valid histogram");
-        let registry = Registry::new();
-        registry
-            .register(Box::new(query_duration.clone()))
-            .expect("registered once");
-        Metrics {
-            registry,
-            query_duration,
-        }
-    }
-}
-
-impl Metrics {
-    /// The latency histogram of one hostgroup (sessions keep it to observe without a
-    /// lookup).
-    pub fn hostgroup_histogram(&self, hostgroup: u32) -> Histogram {
-        self.query_duration
-            .with_label_values(&[&hostgroup.to_string()])
-    }
-}
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
@@ -94,7 +49,7 @@ pub fn render(frontend: &Frontend) -> String {
     for c in cluster(frontend) {
         add(c);
     }
-    let mut families = frontend.metrics.registry.gather();
+    let mut families = frontend.latencies.gather();
     families.extend(scratch.gather());
     families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
     let mut out = Vec::new();

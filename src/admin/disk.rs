@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml_edit::{DocumentMut, Item};
 
-use super::engine::Module;
+use super::module::Module;
 use crate::config::Config;
 use crate::rules::firewall::write_atomically;
 

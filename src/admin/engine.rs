@@ -12,6 +12,8 @@ use rusqlite::Connection;
 
 use super::functions::{self, SessionContext};
 use super::live::{self, Live};
+use super::module::Module;
+use super::refresh;
 use super::tables::{self, Table, CONFIG_TABLES};
 use super::variables;
 use crate::config::Config;
@@ -25,18 +27,6 @@ const READ_ONLY: &str =
 pub enum Reply {
     Rows(TextResult),
     Done { affected: u64 },
-}
-
-/// A group of tables that is loaded and saved together, as in ProxySQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Module {
-    /// `mysql_servers`, `mysql_galera_hostgroups`, `mysql_replication_hostgroups`.
-    Servers,
-    Users,
-    QueryRules,
-    Variables,
-    /// The read-only `admin-` rows of `global_variables`.
-    AdminVariables,
 }
 
 /// Where a `LOAD`/`SAVE` moves a module.
@@ -73,7 +63,7 @@ impl AdminDb {
                     [],
                 )?;
             }
-            for (schema, table) in live::LIVE_TABLES {
+            for (schema, table) in refresh::LIVE_TABLES {
                 db.execute(&table.create(schema, table.name), [])?;
             }
             super::inert::create(&db)
@@ -200,12 +190,12 @@ impl AdminDb {
             return Ok(reply);
         }
         let lower = sql.to_ascii_lowercase();
-        live::refresh(&self.db, live, &lower).map_err(|e| e.to_string())?;
+        refresh::refresh(&self.db, live, &lower).map_err(|e| e.to_string())?;
         let mut stmt = self.db.prepare(sql).map_err(|e| e.to_string())?;
         if !stmt.readonly() && self.read_only {
             return Err(READ_ONLY.into());
         }
-        if !stmt.readonly() && live::writes_live_table(sql) {
+        if !stmt.readonly() && refresh::writes_live_table(sql) {
             return Err("runtime_*, stats and monitor tables are read-only: change the main tables and LOAD … TO RUNTIME".into());
         }
         if stmt.column_count() == 0 {
@@ -240,7 +230,7 @@ impl AdminDb {
         match word(0) {
             "LOAD" | "SAVE" => self.load_or_save(&words, live).map(Some),
             "SET" => self.set(sql, live).map(Some),
-            "KILL" => live::kill(live, &words).map(Some),
+            "KILL" => live::kill(live, &words).map(|affected| Some(Reply::Done { affected })),
             "PROXYSQL" if words[1..] == ["FLUSH", "MYSQL", "CLIENT", "HOSTS"] => {
                 live.frontend.forget_client_hosts();
                 Ok(Some(Reply::Done { affected: 0 }))
@@ -327,7 +317,8 @@ impl AdminDb {
         });
         match (words[1].as_str(), words.get(2).map(String::as_str)) {
             ("MYSQL", Some("STATUS")) => {
-                live::refresh(&self.db, live, "stats_mysql_global").map_err(|e| e.to_string())?;
+                refresh::refresh(&self.db, live, "stats_mysql_global")
+                    .map_err(|e| e.to_string())?;
                 self.rows(&format!(
                     "SELECT Variable_Name AS Variable_name, Variable_Value AS Value \
                      FROM stats.stats_mysql_global WHERE 1{like} ORDER BY Variable_Name"

@@ -7,7 +7,7 @@
 
 use rusqlite::Connection;
 
-use super::engine::Module;
+use super::module::Module;
 use super::tables::{unkeyed as table, Table};
 
 /// An always-empty table, the module whose LOAD checks it, and the feature it belongs to.

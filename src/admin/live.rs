@@ -1,18 +1,14 @@
-//! The admin tables that mirror the running proxy: `runtime_*` (the configuration in force,
-//! and the servers where the monitor placed them), `stats.*` and `monitor.*`. Each is
-//! refilled right before a statement that names it, from the live state.
+//! The admin tables that mirror the running proxy — `runtime_mysql_servers` (where the
+//! monitor placed the servers), `stats.*` and `monitor.*` — their schemas and their rows
+//! as the live state has them now. `refresh` decides when they are filled.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::types::Value;
-use rusqlite::Connection;
 
-use super::engine::Reply;
-use super::stats_tables;
 use super::tables::{self, unkeyed as table, Table};
-use super::variables;
 use crate::config::Config;
 use crate::frontend::registry::LATENCY_BUCKETS_US;
 use crate::frontend::Frontend;
@@ -229,137 +225,6 @@ pub const PREPARED_INFO: Table = table(
     ],
 );
 
-/// Every live table and its schema.
-pub const LIVE_TABLES: [(&str, &Table); 22] = [
-    ("stats", &CLIENT_HOSTS),
-    ("stats", &CLIENT_HOSTS_RESET),
-    ("stats", &CONNECTION_POOL_RESET),
-    ("stats", stats_tables::TABLES[0]),
-    ("stats", stats_tables::TABLES[1]),
-    ("stats", stats_tables::TABLES[2]),
-    ("stats", stats_tables::TABLES[3]),
-    ("stats", stats_tables::TABLES[4]),
-    ("stats", stats_tables::TABLES[5]),
-    ("stats", &PREPARED_INFO),
-    ("stats", &CONNECTION_POOL),
-    ("stats", &DIGEST),
-    ("stats", &DIGEST_RESET),
-    ("stats", &GLOBAL),
-    ("stats", &USERS),
-    ("stats", &PROCESSLIST),
-    ("stats", &COMMANDS),
-    ("stats", &MEMORY),
-    ("monitor", &PING_LOG),
-    ("monitor", &GALERA_LOG),
-    ("monitor", &READ_ONLY_LOG),
-    ("monitor", &LAG_LOG),
-];
-
-/// Whether a statement that writes targets a table that may only be read.
-pub fn writes_live_table(sql: &str) -> bool {
-    let mut analyzer = crate::rules::Analyzer::default();
-    let analysis = analyzer.analyze(sql.as_bytes());
-    let target = analysis
-        .tables
-        .names(sql.as_bytes())
-        .next()
-        .unwrap_or_default();
-    let target = String::from_utf8_lossy(target)
-        .to_ascii_lowercase()
-        .replace('`', "");
-    ["runtime_", "stats", "monitor."]
-        .iter()
-        .any(|p| target.starts_with(p))
-}
-
-/// Refills every live table `lower_sql` names.
-pub fn refresh(db: &Connection, live: &Live<'_>, lower_sql: &str) -> rusqlite::Result<()> {
-    let runtime = live.runtime();
-    let config = &runtime.config;
-    let mentions = |name: &str| lower_sql.contains(&name.to_ascii_lowercase());
-    let runtime_table = |t: &Table| format!("runtime_{}", t.name);
-    if mentions(&runtime_table(&tables::SERVERS)) {
-        tables::fill(
-            db,
-            "main",
-            &runtime_table(&tables::SERVERS),
-            &runtime_servers(live, &runtime),
-        )?;
-    }
-    if mentions(&runtime_table(&tables::GALERA)) {
-        tables::fill(
-            db,
-            "main",
-            &runtime_table(&tables::GALERA),
-            &tables::galera_rows(config),
-        )?;
-    }
-    if mentions(&runtime_table(&tables::USERS)) {
-        tables::fill(
-            db,
-            "main",
-            &runtime_table(&tables::USERS),
-            &tables::user_rows(config),
-        )?;
-    }
-    if mentions(&runtime_table(&tables::QUERY_RULES)) {
-        tables::fill(
-            db,
-            "main",
-            &runtime_table(&tables::QUERY_RULES),
-            &tables::rule_rows(config),
-        )?;
-    }
-    if mentions(&runtime_table(&tables::VARIABLES)) {
-        let rows: Vec<Vec<Value>> = variables::rows(config)
-            .into_iter()
-            .map(|(n, v)| vec![Value::Text(n), Value::Text(v)])
-            .collect();
-        tables::fill(db, "main", &runtime_table(&tables::VARIABLES), &rows)?;
-    }
-    for (schema, table) in LIVE_TABLES {
-        // `stats_mysql_query_digest` is also a prefix of its `_reset` twin: fill both
-        if mentions(table.name) {
-            tables::fill(
-                db,
-                schema,
-                table.name,
-                &live_rows(table.name, live, &runtime),
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn live_rows(name: &str, live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
-    if let Some(rows) = stats_tables::rows(name, live, runtime) {
-        return rows;
-    }
-    match name {
-        "stats_mysql_connection_pool" | "stats_mysql_connection_pool_reset" => {
-            connection_pool(live, runtime)
-        }
-        "stats_mysql_client_host_cache_reset" => {
-            let rows = client_hosts(live);
-            live.frontend.forget_client_hosts();
-            rows
-        }
-        "stats_mysql_query_digest" | "stats_mysql_query_digest_reset" => digests(live),
-        "stats_mysql_global" => global(live, runtime),
-        "stats_mysql_users" => users(live, runtime),
-        "stats_mysql_processlist" => processlist(live),
-        "stats_mysql_commands_counters" => commands(live),
-        "stats_memory_metrics" => memory(live, runtime),
-        "stats_mysql_client_host_cache" => client_hosts(live),
-        "stats_mysql_prepared_statements_info" => prepared_statements(live),
-        "mysql_server_ping_log" => checks(live, ping_row),
-        "mysql_server_galera_log" => checks(live, galera_row),
-        "mysql_server_read_only_log" => checks(live, read_only_row),
-        "mysql_server_replication_lag_log" => checks(live, lag_row),
-        _ => Vec::new(),
-    }
-}
-
 pub(super) fn int(n: impl TryInto<i64>) -> Value {
     Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
@@ -427,7 +292,7 @@ fn server_rows(live: &Live<'_>, runtime: &Runtime) -> Vec<ServerRow> {
     rows
 }
 
-fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+pub(super) fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     server_rows(live, runtime)
         .into_iter()
         .map(|row| {
@@ -451,7 +316,7 @@ fn runtime_servers(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+pub(super) fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     let idle = live.frontend.pool.idle_by_server();
     let checks = live.frontend.shared.checks();
     server_rows(live, runtime)
@@ -486,7 +351,7 @@ fn connection_pool(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
+pub(super) fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
     live.frontend
         .digests
         .rows()
@@ -513,14 +378,14 @@ fn digests(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn global(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+pub(super) fn global(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     super::global_status::global(live.frontend, runtime)
         .into_iter()
         .map(|(name, value)| vec![text(name), text(value)])
         .collect()
 }
 
-fn users(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+pub(super) fn users(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     let _ = live;
     let mut names: Vec<&String> = runtime.users.keys().collect();
     names.sort();
@@ -537,7 +402,7 @@ fn users(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
+pub(super) fn processlist(live: &Live<'_>) -> Vec<Vec<Value>> {
     let now = Instant::now();
     live.frontend
         .registry
@@ -596,7 +461,7 @@ fn extended_info(
     })
 }
 
-fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
+pub(super) fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
     let c = &live.frontend.counters;
     crate::rules::Command::ALL
         .iter()
@@ -614,7 +479,7 @@ fn commands(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn prepared_statements(live: &Live<'_>) -> Vec<Vec<Value>> {
+pub(super) fn prepared_statements(live: &Live<'_>) -> Vec<Vec<Value>> {
     live.frontend
         .pool
         .statements
@@ -636,7 +501,7 @@ fn prepared_statements(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
+pub(super) fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
     live.frontend
         .admission
         .tracked()
@@ -653,14 +518,14 @@ fn client_hosts(live: &Live<'_>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn memory(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
+pub(super) fn memory(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
     super::global_status::memory(live.frontend, runtime)
         .into_iter()
         .map(|(name, value)| vec![text(name), text(value)])
         .collect()
 }
 
-fn checks(
+pub(super) fn checks(
     live: &Live<'_>,
     row: fn(&crate::runtime::CheckRecord) -> Option<Vec<Value>>,
 ) -> Vec<Vec<Value>> {
@@ -683,7 +548,7 @@ fn error_of(c: &crate::runtime::CheckRecord) -> Option<String> {
     }
 }
 
-fn ping_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn ping_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match error_of(c) {
         Some(e) => row.extend([int(0), text(e)]),
@@ -696,7 +561,7 @@ fn yes(b: bool) -> Value {
     text(if b { "YES" } else { "NO" })
 }
 
-fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match &c.seen {
         Observation::Galera(g) => row.extend([
@@ -720,7 +585,7 @@ fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     Some(row)
 }
 
-fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     let read_only = match &c.seen {
         Observation::Galera(g) => Some(g.read_only),
@@ -734,7 +599,7 @@ fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     Some(row)
 }
 
-fn lag_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn lag_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match &c.seen {
         Observation::Replica(r) => {
@@ -746,8 +611,8 @@ fn lag_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
     Some(row)
 }
 
-/// `KILL [CONNECTION] id`: ends a client session.
-pub fn kill(live: &Live<'_>, words: &[String]) -> Result<Reply, String> {
+/// `KILL [CONNECTION] id`: ends a client session; the rows affected.
+pub fn kill(live: &Live<'_>, words: &[String]) -> Result<u64, String> {
     let id = words
         .iter()
         .skip(1)
@@ -755,7 +620,7 @@ pub fn kill(live: &Live<'_>, words: &[String]) -> Result<Reply, String> {
         .and_then(|w| w.parse::<u32>().ok())
         .ok_or("expected KILL [CONNECTION] <SessionID from stats_mysql_processlist>")?;
     if live.frontend.registry.kill(id) {
-        Ok(Reply::Done { affected: 1 })
+        Ok(1)
     } else {
         Err(format!("Unknown thread id: {id}"))
     }

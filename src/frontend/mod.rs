@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod error_stats;
 pub mod handshake;
+pub mod latency;
 pub mod listener;
 pub mod mirror;
 pub mod registry;
@@ -51,7 +52,7 @@ pub struct Frontend {
     pub registry: Arc<Registry>,
     pub counters: Counters,
     /// What the data path observes for Prometheus (query latency per hostgroup).
-    pub metrics: crate::metrics::Metrics,
+    pub latencies: latency::Latencies,
     /// The configuration sync with the other proxies of the cluster, when on.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// When the proxy started.
@@ -86,7 +87,7 @@ impl Frontend {
             digests: DigestStats::new(MAX_DIGESTS),
             registry: Arc::default(),
             counters: Counters::default(),
-            metrics: Default::default(),
+            latencies: Default::default(),
             cluster,
             started: std::time::Instant::now(),
             next_connection_id: AtomicU32::new(1),

@@ -108,7 +108,7 @@ impl Session {
         let i = match self.histograms.iter().position(|(id, _)| *id == hostgroup) {
             Some(i) => i,
             None => {
-                let h = self.frontend.metrics.hostgroup_histogram(hostgroup);
+                let h = self.frontend.latencies.hostgroup_histogram(hostgroup);
                 self.histograms.push((hostgroup, h));
                 self.histograms.len() - 1
             }
