@@ -28,6 +28,8 @@ pub struct AllocatorStats {
     pub metadata: usize,
     /// Bytes kept mapped but given back to the system (not resident).
     pub retained: usize,
+    /// Whether background threads purge freed memory (see [`purge_in_background`]).
+    pub background_threads: bool,
 }
 
 /// Turns on jemalloc's background threads, which return freed memory to the system
@@ -51,5 +53,6 @@ pub fn stats() -> AllocatorStats {
         mapped: stats::mapped::read().unwrap_or(0),
         metadata: stats::metadata::read().unwrap_or(0),
         retained: stats::retained::read().unwrap_or(0),
+        background_threads: tikv_jemalloc_ctl::background_thread::read().unwrap_or(false),
     }
 }

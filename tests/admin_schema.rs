@@ -558,6 +558,7 @@ fn proxysqls_status_rows_are_all_there_and_move_under_traffic() {
     assert!(number(&memory, "jemalloc_active") >= allocated);
     assert!(number(&memory, "jemalloc_resident") >= number(&memory, "jemalloc_active"));
     assert!(number(&memory, "SQLite3_memory_bytes") > 0);
+    assert_eq!(number(&memory, "jemalloc_background_threads"), 1);
     assert!(number(&memory, "query_digest_memory") > 0);
     assert!(number(&memory, "Auth_memory") > 0);
 

@@ -389,6 +389,10 @@ pub fn memory(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
             memory("VmSize:").to_string(),
         ),
         ("client_sessions", f.registry.sessions().len().to_string()),
+        (
+            "jemalloc_background_threads",
+            u8::from(allocator.background_threads).to_string(),
+        ),
         ("pool_idle_connections", f.pool.idle_count().to_string()),
         ("pool_idle_memory", f.pool.memory_bytes().to_string()),
         ("query_digests", f.digests.len().to_string()),
