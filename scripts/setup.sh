@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-packages=(mariadb-server mariadb-client galera-4 rsync sysbench haproxy iproute2 lsof procps openssl python3-venv prometheus openjdk-17-jdk-headless libmariadb-java)
+packages=(mariadb-server mariadb-client galera-4 rsync sysbench haproxy iproute2 lsof procps openssl python3-venv prometheus openjdk-17-jdk-headless libmariadb-java nodejs node-mysql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

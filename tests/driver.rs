@@ -1,5 +1,6 @@
-//! MySQL Connector/Python (a driver in another language, speaking the protocol itself)
-//! through Sluice. The checks live in `tests/driver/connector.py`; each test runs one.
+//! Drivers in other languages, each speaking the protocol itself, through Sluice: MySQL
+//! Connector/Python (its checks in `tests/driver/connector.py`, each test runs one),
+//! MariaDB Connector/J and Node's mysqljs (their programs in `tests/driver/`).
 
 mod common;
 
@@ -62,6 +63,66 @@ fn caching_sha2_client_logs_in_through_auth_switch() {
 #[test]
 fn tls_with_certificate_verification() {
     assert!(run_check("tls").contains("tls ok"));
+}
+
+#[test]
+fn a_bound_session_losing_its_backend_gets_an_error_the_driver_reads_then_a_closed_connection() {
+    let out = run_check("lost_backend");
+    eprintln!("{out}");
+    assert!(out.contains("lost backend ok: 1152 (08S01)"), "{out}");
+}
+
+/// The same with MariaDB Connector/J.
+#[test]
+fn connector_j_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
+    let proxy = Proxy::start();
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg("/usr/share/java/mariadb-java-client.jar")
+        .arg(repo().join("tests/driver/LostBackend.java"))
+        .arg(proxy.port.to_string())
+        .arg(common::WRITER_PORT.to_string())
+        .output()
+        .expect("java is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "Connector/J failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    eprintln!("{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("connector/j lost backend ok: 1152 (08S01)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// The same with Node's mysqljs driver (Debian's node-mysql).
+#[test]
+fn node_mysql_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
+    let proxy = Proxy::start();
+    let out = Command::new("node")
+        .arg(repo().join("tests/driver/lost_backend.js"))
+        .arg(proxy.port.to_string())
+        .arg(common::WRITER_PORT.to_string())
+        .env("NODE_PATH", "/usr/share/nodejs")
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "node mysql failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    eprintln!("{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("node mysql lost backend ok: 1152 (08S01)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// MariaDB Connector/J (Debian's libmariadb-java) with server-side prepared statements.

@@ -232,4 +232,34 @@ def check_prepared_reads():
     print(f"prepared reads ok: {on_replicas} of 100 on the replicas {sorted(ports.items())}")
 
 
+def check_lost_backend():
+    # A session bound by a user variable loses its backend connection (KILLed on the
+    # writer): the driver gets the proxy's ERR as a server error it understands, then
+    # finds the connection gone, as from the server itself — never a fresh connection
+    # where @keep would be NULL.
+    conn = connect(autocommit=True)
+    cur = conn.cursor()
+    cur.execute("SET @keep = 42")
+    cur.execute("SELECT CONNECTION_ID()")
+    (backend_id,) = cur.fetchone()
+    killer = mysql.connector.connect(host="127.0.0.1", port=13306, user="app",
+                                     password="app", use_pure=True, ssl_disabled=True)
+    killer.cursor().execute(f"KILL {backend_id}")
+    killer.close()
+    try:
+        cur.execute("SELECT @keep")
+        raise AssertionError(f"SELECT @keep answered {cur.fetchall()} after the kill")
+    except mysql.connector.errors.Error as err:
+        assert err.errno == 1152 and err.sqlstate == "08S01", (err.errno, err.sqlstate, str(err))
+        assert "Lost connection to backend" in err.msg, err.msg
+        first = f"{err.errno} ({err.sqlstate}) {type(err).__name__}"
+    try:
+        conn.cursor().execute("SELECT @keep")
+        raise AssertionError("the connection still answered after its state was lost")
+    except mysql.connector.errors.Error as err:
+        second = f"{err.errno} {type(err).__name__}"
+    assert not conn.is_connected()
+    print(f"lost backend ok: {first}, then {second}")
+
+
 globals()[f"check_{CHECK}"]()
