@@ -1024,3 +1024,70 @@ fn with_every_galera_node_stopped_two_proxies_serve_on_and_converge_when_the_nod
     assert_eq!(version(&b), before + 1);
     cluster_up();
 }
+
+/// The writer hangs again and again (SIGSTOP for 2.5 s, then SIGCONT for 1.5 s, ten
+/// times) under a write load: each hang outlasts the monitor's check timeout (1 s, so
+/// its checks fail) but not Galera's own suspicion (5 s, so the cluster keeps the node).
+/// An overloaded writer looks like this. The writer keeps its role throughout — no
+/// writer change, no client error — because the cluster vouches for it; a hang Galera
+/// does evict still moves the writer (the hung-writer test above).
+#[test]
+fn a_writer_whose_checks_time_out_but_that_galera_keeps_keeps_its_role() {
+    let proxy = Proxy::start();
+    assert_eq!(writer_port(&proxy), "13306");
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.failover_steady (id INT AUTO_INCREMENT PRIMARY KEY, port INT)",
+    );
+    let changes_before = stat(&proxy, "Writer_changes");
+    let writing = Arc::new(AtomicBool::new(true));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let writing = writing.clone();
+            let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+            thread::spawn(move || {
+                let (mut ok, mut errors) = (0u64, Vec::new());
+                while writing.load(Ordering::Relaxed) {
+                    let packets =
+                        c.query("INSERT INTO sbtest.failover_steady (port) VALUES (@@port)");
+                    if packets[0].payload[0] == sluice::protocol::constants::header::ERR {
+                        errors.push(common::expect_err(&packets[0]).to_string());
+                    } else {
+                        ok += 1;
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    let hangs = std::panic::catch_unwind(|| {
+        for _ in 0..10 {
+            signal(13306, "STOP");
+            thread::sleep(Duration::from_millis(2500));
+            signal(13306, "CONT");
+            thread::sleep(Duration::from_millis(1500));
+        }
+    });
+    signal(13306, "CONT");
+    writing.store(false, Ordering::Relaxed);
+    let results: Vec<(u64, Vec<String>)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    hangs.unwrap();
+    let written: u64 = results.iter().map(|r| r.0).sum();
+    let errors: Vec<&String> = results.iter().flat_map(|r| &r.1).collect();
+    eprintln!("steady writer: {written} writes, errors {errors:?}");
+    assert_eq!(
+        stat(&proxy, "Writer_changes") - changes_before,
+        0,
+        "the writer moved; proxy log:\n{}",
+        proxy.log()
+    );
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    assert!(written > 100, "{written} writes");
+    assert!(
+        proxy
+            .log()
+            .contains("the Galera cluster still counts the node in"),
+        "the checks never timed out: the test did not test anything"
+    );
+    assert_eq!(writer_port(&proxy), "13306");
+}

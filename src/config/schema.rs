@@ -545,6 +545,12 @@ pub struct Monitor {
     /// Consecutive good checks before it comes back (no flapping).
     #[serde(default = "default_recover_after")]
     pub recover_after: u32,
+    /// How long a Galera node whose checks time out keeps its role on the cluster's word
+    /// (its peers still count it in the primary component): an overloaded node is not a
+    /// dead one. Galera evicts a hung node well before this (its suspicion timeout);
+    /// this bounds a node whose SQL side hangs while its replication still answers.
+    #[serde(default = "default_vouch_limit")]
+    pub vouch_limit_ms: u64,
 }
 
 /// The hostgroups of one Galera cluster. Its nodes are the servers configured in the writer
@@ -718,6 +724,9 @@ fn default_fail_after() -> u32 {
 }
 fn default_recover_after() -> u32 {
     3
+}
+fn default_vouch_limit() -> u64 {
+    30_000
 }
 fn default_transactions_behind() -> u64 {
     100

@@ -15,7 +15,8 @@ const GALERA_VARIABLES: &str = "SELECT @@read_only AS read_only, @@wsrep_on AS w
      @@wsrep_desync AS wsrep_desync, @@wsrep_reject_queries AS wsrep_reject_queries, \
      @@wsrep_sst_donor_rejects_queries AS donor_rejects";
 const GALERA_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
-     ('wsrep_local_state', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_local_recv_queue')";
+     ('wsrep_local_state', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_local_recv_queue', \
+     'wsrep_cluster_conf_id')";
 const REPLICA_STATUS: &str = "SHOW REPLICA STATUS";
 
 /// What one check found, and whether it had to connect first (`None`: it used the
@@ -23,6 +24,9 @@ const REPLICA_STATUS: &str = "SHOW REPLICA STATUS";
 pub struct Checked {
     pub seen: Observation,
     pub connected: Option<bool>,
+    /// The server did not answer within the timeout (rather than refusing or failing):
+    /// it may be slow or hung, not gone.
+    pub timed_out: bool,
 }
 
 /// Checks `server`, connecting first when `conn` holds no connection. The whole check is
@@ -36,7 +40,16 @@ pub async fn check(
     timeout: Duration,
 ) -> Checked {
     let mut connected = None;
-    let observing = observe(conn, &mut connected, server, login, tls, timeout);
+    let mut timed_out = false;
+    let observing = observe(
+        conn,
+        &mut connected,
+        &mut timed_out,
+        server,
+        login,
+        tls,
+        timeout,
+    );
     let seen = match tokio::time::timeout(timeout, observing).await {
         Ok(Ok(seen)) => seen,
         Ok(Err(e)) => {
@@ -45,16 +58,24 @@ pub async fn check(
         }
         Err(_) => {
             *conn = None;
+            timed_out = true;
             Observation::Unreachable(format!("no answer within {timeout:?}"))
         }
     };
     // a connect cut short by the timeout is left at Some(false)
-    Checked { seen, connected }
+    Checked {
+        seen,
+        connected,
+        timed_out,
+    }
 }
 
+/// `timed_out` is set when the login did not complete in time (the outer timeout covers
+/// the rest).
 async fn observe(
     conn: &mut Option<BackendConn>,
     connected: &mut Option<bool>,
+    timed_out: &mut bool,
     server: &Arc<ServerTarget>,
     login: &Login,
     tls: Option<&Arc<ClientConfig>>,
@@ -65,7 +86,10 @@ async fn observe(
         *conn = Some(
             BackendConn::connect(server, login, tls, timeout)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| {
+                    *timed_out = matches!(e, BackendError::Timeout(..));
+                    e.to_string()
+                })?,
         );
         *connected = Some(true);
     }
@@ -98,6 +122,9 @@ async fn observe(
             donor_rejects_queries: flag(vars.first("donor_rejects")),
             read_only,
             recv_queue: value("wsrep_local_recv_queue")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            conf_id: value("wsrep_cluster_conf_id")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         }));

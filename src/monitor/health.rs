@@ -38,6 +38,9 @@ pub struct GaleraStatus {
     pub read_only: bool,
     /// `wsrep_local_recv_queue`: writesets received and not yet applied.
     pub recv_queue: u64,
+    /// `wsrep_cluster_conf_id`: changes whenever the primary component's membership does
+    /// (a node evicted or joined); equal on every member of one component.
+    pub conf_id: u64,
 }
 
 /// The replication state of an asynchronous replica.
@@ -135,43 +138,69 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 /// A server's verdict over time: it changes only after `fail_after` bad checks in a row, or
-/// `recover_after` good ones.
+/// `recover_after` good ones — and not at all while the Galera cluster vouches for a node
+/// whose checks time out (see [`still_a_member`]).
 #[derive(Debug, Clone)]
 pub struct Health {
     pub healthy: bool,
     good_streak: u32,
     bad_streak: u32,
+    /// The observation placement reads: the last check's, except while the cluster
+    /// vouches for the node, when it stays the last one before its checks timed out.
     pub last: Observation,
+    /// The last healthy Galera observation: the configuration the node was last seen on.
+    pub last_good: Option<GaleraStatus>,
+    /// Since when the cluster has vouched for the node's timed-out checks.
+    pub vouched_since: Option<std::time::Instant>,
 }
 
 impl Health {
     /// The first check decides at once: there is no earlier verdict to protect.
     pub fn new(first: Observation, max_lag: u64) -> Health {
+        let healthy = first.is_healthy(max_lag);
         Health {
-            healthy: first.is_healthy(max_lag),
+            healthy,
             good_streak: 0,
             bad_streak: 0,
+            last_good: match &first {
+                Observation::Galera(g) if healthy => Some(g.clone()),
+                _ => None,
+            },
             last: first,
+            vouched_since: None,
         }
     }
 
-    /// Records a check; returns whether the verdict changed.
+    /// Records a check; returns whether the verdict changed. `vouched`: the check timed
+    /// out, and the Galera cluster still counts the node in — it counts as bad, but the
+    /// verdict and what placement reads stay as they were.
     pub fn record(
         &mut self,
         seen: Observation,
         max_lag: u64,
         fail_after: u32,
         recover_after: u32,
+        vouched: bool,
     ) -> bool {
         let ok = seen.is_healthy(max_lag);
-        self.last = seen;
         if ok {
             self.good_streak += 1;
             self.bad_streak = 0;
+            self.vouched_since = None;
+            if let Observation::Galera(g) = &seen {
+                self.last_good = Some(g.clone());
+            }
         } else {
             self.bad_streak += 1;
             self.good_streak = 0;
         }
+        if vouched && !ok {
+            self.vouched_since
+                .get_or_insert_with(std::time::Instant::now);
+            return false;
+        }
+        self.vouched_since = None;
+        self.last = seen;
         let flip = if self.healthy {
             self.bad_streak >= fail_after
         } else {
@@ -182,6 +211,24 @@ impl Health {
         }
         flip
     }
+}
+
+/// Whether the Galera cluster still counts in a node whose check timed out: a peer
+/// checked in the same round is Synced in the Primary component and still on the
+/// configuration the node was last seen healthy on (`wsrep_cluster_conf_id` has not
+/// moved: nobody was evicted or joined since). An overloaded node that answers slowly is
+/// thus kept in its role — moving the writer gains nothing while Galera itself still
+/// waits for the node, and costs certification conflicts — while a node Galera evicts
+/// (hung past its suspicion timeout) loses its role at the next round. Any other
+/// membership change ends the vouching too: then the checks decide alone, as before.
+pub fn still_a_member(last_good: Option<&GaleraStatus>, peers: &[&GaleraStatus]) -> bool {
+    let Some(last_good) = last_good else {
+        return false;
+    };
+    last_good.conf_id != 0
+        && peers
+            .iter()
+            .any(|p| p.primary && p.local_state == GALERA_SYNCED && p.conf_id == last_good.conf_id)
 }
 
 /// Hostgroup membership at one moment.
@@ -405,6 +452,74 @@ fn with_hostgroup(s: &Arc<ServerTarget>, hostgroup: u32) -> Arc<ServerTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn synced(conf_id: u64) -> GaleraStatus {
+        GaleraStatus {
+            local_state: GALERA_SYNCED,
+            primary: true,
+            ready: true,
+            conf_id,
+            ..GaleraStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_cluster_vouches_only_while_its_membership_is_the_one_the_node_was_seen_in() {
+        let seen_in = synced(5);
+        assert!(still_a_member(Some(&seen_in), &[&synced(5)]));
+        // a peer that moved on (the node evicted, or anyone joined or left)
+        assert!(!still_a_member(Some(&seen_in), &[&synced(6)]));
+        // a peer that cannot speak for the primary component
+        let non_primary = GaleraStatus {
+            primary: false,
+            ..synced(5)
+        };
+        let donor = GaleraStatus {
+            local_state: 2,
+            ..synced(5)
+        };
+        assert!(!still_a_member(Some(&seen_in), &[&non_primary, &donor]));
+        assert!(!still_a_member(Some(&seen_in), &[]));
+        // never seen healthy, or a server that reports no configuration
+        assert!(!still_a_member(None, &[&synced(5)]));
+        assert!(!still_a_member(Some(&synced(0)), &[&synced(0)]));
+    }
+
+    /// Rounds of one writer's checks, as (what the check saw, whether the cluster vouched
+    /// for it), and the verdict after each: timeouts the cluster vouches for keep the
+    /// writer in service and its last Galera state for placement, however many; the
+    /// first one it no longer vouches for takes the writer out at once (the timeouts
+    /// before it counted).
+    #[test]
+    fn a_writer_the_cluster_vouches_for_keeps_its_verdict_until_the_cluster_lets_go() {
+        let timeout = || Observation::Unreachable("no answer within 1s".into());
+        let mut h = Health::new(Observation::Galera(synced(5)), 0);
+        let rounds = [
+            (timeout(), true, true),
+            (timeout(), true, true),
+            (timeout(), true, true),
+            (Observation::Galera(synced(5)), false, true),
+            (timeout(), true, true),
+            (timeout(), false, false),
+        ];
+        for (i, (seen, vouched, healthy)) in rounds.into_iter().enumerate() {
+            h.record(seen, 0, 2, 3, vouched);
+            assert_eq!(h.healthy, healthy, "round {i}");
+            if healthy {
+                assert!(
+                    matches!(h.last, Observation::Galera(_)),
+                    "round {i}: {:?}",
+                    h.last
+                );
+            }
+        }
+        // one vouched timeout, then the cluster lets go: out at the first unvouched one
+        let mut h = Health::new(Observation::Galera(synced(5)), 0);
+        h.record(timeout(), 0, 2, 3, true);
+        assert!(h.vouched_since.is_some());
+        assert!(h.record(timeout(), 0, 2, 3, false));
+        assert!(!h.healthy && h.vouched_since.is_none());
+    }
     use std::sync::atomic::AtomicU32;
 
     fn server(port: u16, hostgroup: u32, priority: i32) -> Arc<ServerTarget> {
@@ -550,19 +665,19 @@ mod tests {
     fn verdicts_need_streaks_to_change() {
         let mut h = Health::new(galera(false), 0);
         let down = || Observation::Unreachable("timeout".into());
-        assert!(!h.record(down(), 0, 2, 3));
+        assert!(!h.record(down(), 0, 2, 3, false));
         assert!(h.healthy);
-        assert!(h.record(down(), 0, 2, 3));
+        assert!(h.record(down(), 0, 2, 3, false));
         assert!(!h.healthy);
-        assert!(!h.record(galera(false), 0, 2, 3));
+        assert!(!h.record(galera(false), 0, 2, 3, false));
         assert!(
-            !h.record(down(), 0, 2, 3),
+            !h.record(down(), 0, 2, 3, false),
             "a failure resets the good streak"
         );
         for _ in 0..2 {
-            assert!(!h.record(galera(false), 0, 2, 3));
+            assert!(!h.record(galera(false), 0, 2, 3, false));
         }
-        assert!(h.record(galera(false), 0, 2, 3));
+        assert!(h.record(galera(false), 0, 2, 3, false));
         assert!(h.healthy);
     }
 
