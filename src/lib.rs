@@ -16,4 +16,5 @@ pub mod router;
 pub mod rules;
 pub mod runtime;
 pub mod server;
+pub mod shared;
 pub mod tls;

@@ -14,7 +14,8 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connlog::ConnectionLog;
 use crate::frontend::{listener, Frontend};
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::shared::Shared;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

@@ -527,7 +527,7 @@ pub(super) fn memory(live: &Live<'_>, runtime: &Runtime) -> Vec<Vec<Value>> {
 
 pub(super) fn checks(
     live: &Live<'_>,
-    row: fn(&crate::runtime::CheckRecord) -> Option<Vec<Value>>,
+    row: fn(&crate::shared::CheckRecord) -> Option<Vec<Value>>,
 ) -> Vec<Vec<Value>> {
     live.frontend
         .shared
@@ -537,18 +537,18 @@ pub(super) fn checks(
         .collect()
 }
 
-fn head(c: &crate::runtime::CheckRecord) -> Vec<Value> {
+fn head(c: &crate::shared::CheckRecord) -> Vec<Value> {
     vec![text(c.host.clone()), int(c.port), int(c.started_us)]
 }
 
-fn error_of(c: &crate::runtime::CheckRecord) -> Option<String> {
+fn error_of(c: &crate::shared::CheckRecord) -> Option<String> {
     match &c.seen {
         Observation::Unreachable(why) => Some(why.clone()),
         _ => None,
     }
 }
 
-pub(super) fn ping_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn ping_row(c: &crate::shared::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match error_of(c) {
         Some(e) => row.extend([int(0), text(e)]),
@@ -561,7 +561,7 @@ fn yes(b: bool) -> Value {
     text(if b { "YES" } else { "NO" })
 }
 
-pub(super) fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn galera_row(c: &crate::shared::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match &c.seen {
         Observation::Galera(g) => row.extend([
@@ -585,7 +585,7 @@ pub(super) fn galera_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> 
     Some(row)
 }
 
-pub(super) fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn read_only_row(c: &crate::shared::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     let read_only = match &c.seen {
         Observation::Galera(g) => Some(g.read_only),
@@ -599,7 +599,7 @@ pub(super) fn read_only_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value
     Some(row)
 }
 
-pub(super) fn lag_row(c: &crate::runtime::CheckRecord) -> Option<Vec<Value>> {
+pub(super) fn lag_row(c: &crate::shared::CheckRecord) -> Option<Vec<Value>> {
     let mut row = head(c);
     match &c.seen {
         Observation::Replica(r) => {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::config::PoolSettings;
 use crate::protocol::constants::{command, error};
 use crate::protocol::packets::ErrPacket;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 use super::conn::{BackendConn, BackendError, Login, PoolKey, Slot};
 

@@ -23,7 +23,8 @@ use crate::config::{ClusterSettings, Config};
 use crate::frontend::Frontend;
 use crate::protocol::auth::ProvenKey;
 use crate::protocol::constants::DEFAULT_CHARSET;
-use crate::runtime::{Runtime, ServerTarget, Shared};
+use crate::runtime::{Runtime, ServerTarget};
+use crate::shared::Shared;
 
 /// A peer whose heartbeat is older than this many intervals is out of sync.
 const SILENT_INTERVALS: u64 = 3;

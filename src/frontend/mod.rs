@@ -25,7 +25,7 @@ use crate::backend::Pool;
 use crate::connlog::ConnectionLog;
 use crate::query_cache::QueryCache;
 use crate::rules::DigestStats;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use admission::Admission;
 use registry::{Counters, Registry};
 

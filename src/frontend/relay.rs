@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use crate::connection::Connection;
 use crate::protocol::frame::{FrameHeader, HEADER_LEN};
 use crate::protocol::response::{Outcome, Progress, ResponseTracker, TrackError};
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// Resolves when the monitor declares `address` unreachable (a hung or dead server), so
 /// that a statement in flight there ends with an error instead of hanging. It waits on its

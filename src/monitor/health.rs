@@ -2,140 +2,13 @@
 //! decision of which server belongs to which hostgroup — writer election included.
 //! Nothing here performs I/O; `monitor::run` feeds it observations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use super::membership::Membership;
+pub use super::observation::{GaleraStatus, Observation, ReplicaStatus, GALERA_SYNCED};
 use crate::config::{GaleraHostgroups, ServerStatus};
-use crate::runtime::{Members, Runtime, ServerTarget};
-
-/// What one check of a server found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observation {
-    /// Connect, login or a query failed or timed out.
-    Unreachable(String),
-    Galera(GaleraStatus),
-    Replica(ReplicaStatus),
-    /// A server that is neither a Galera node nor a replica.
-    Plain {
-        read_only: bool,
-    },
-}
-
-/// The Galera state of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct GaleraStatus {
-    /// `wsrep_local_state`: 4 is Synced.
-    pub local_state: u32,
-    /// `wsrep_cluster_status` is Primary.
-    pub primary: bool,
-    pub ready: bool,
-    pub desync: bool,
-    /// `wsrep_reject_queries` is not NONE.
-    pub reject_queries: bool,
-    /// `wsrep_sst_donor_rejects_queries`: a donor refuses queries during SST. Recorded for
-    /// the log; a donor is not Synced, so it serves nothing either way.
-    pub donor_rejects_queries: bool,
-    pub read_only: bool,
-    /// `wsrep_local_recv_queue`: writesets received and not yet applied.
-    pub recv_queue: u64,
-    /// `wsrep_cluster_conf_id`: changes whenever the primary component's membership does
-    /// (a node evicted or joined); equal on every member of one component.
-    pub conf_id: u64,
-}
-
-/// The replication state of an asynchronous replica.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ReplicaStatus {
-    pub io_running: bool,
-    pub sql_running: bool,
-    /// `Seconds_Behind_Master`; `None` when the server does not know (threads stopped).
-    pub lag: Option<u64>,
-    pub read_only: bool,
-}
-
-pub const GALERA_SYNCED: u32 = 4;
-
-impl Observation {
-    /// Whether the server may serve at all. `max_lag` is the server's
-    /// `max_replication_lag` (0: not checked).
-    pub fn is_healthy(&self, max_lag: u64) -> bool {
-        match self {
-            Observation::Unreachable(_) => false,
-            Observation::Galera(g) => {
-                g.local_state == GALERA_SYNCED
-                    && g.primary
-                    && g.ready
-                    && !g.desync
-                    && !g.reject_queries
-            }
-            Observation::Replica(r) => {
-                r.io_running
-                    && r.sql_running
-                    && r.lag.is_some_and(|lag| max_lag == 0 || lag <= max_lag)
-            }
-            Observation::Plain { .. } => true,
-        }
-    }
-}
-
-impl Observation {
-    /// Why this observation does not qualify, in words for an error message.
-    pub fn problem(&self, max_lag: u64) -> String {
-        match self {
-            Observation::Unreachable(why) => why.clone(),
-            Observation::Galera(g) => {
-                let mut p = Vec::new();
-                if g.local_state != GALERA_SYNCED {
-                    let donor = if g.local_state == 2 && g.donor_rejects_queries {
-                        " (donor, rejecting queries)"
-                    } else {
-                        ""
-                    };
-                    p.push(format!("wsrep_local_state={}{donor}", g.local_state));
-                }
-                if !g.primary {
-                    p.push("not in the Primary component".into());
-                }
-                if !g.ready {
-                    p.push("wsrep_ready=OFF".into());
-                }
-                if g.desync {
-                    p.push("wsrep_desync=ON".into());
-                }
-                if g.reject_queries {
-                    p.push("wsrep_reject_queries set".into());
-                }
-                if p.is_empty() && g.read_only {
-                    p.push("read_only=ON".into());
-                }
-                p.join(", ")
-            }
-            Observation::Replica(r) => {
-                if !r.io_running || !r.sql_running {
-                    format!(
-                        "replication stopped (IO {}, SQL {})",
-                        yes_no(r.io_running),
-                        yes_no(r.sql_running)
-                    )
-                } else {
-                    match r.lag {
-                        Some(lag) => format!("{lag} s behind, limit {max_lag} s"),
-                        None => "lag unknown".into(),
-                    }
-                }
-            }
-            Observation::Plain { .. } => String::new(),
-        }
-    }
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "running"
-    } else {
-        "stopped"
-    }
-}
+use crate::runtime::{Members, ServerTarget};
 
 /// A server's verdict over time: it changes only after `fail_after` bad checks in a row, or
 /// `recover_after` good ones — and not at all while the Galera cluster vouches for a node
@@ -229,59 +102,6 @@ pub fn still_a_member(last_good: Option<&GaleraStatus>, peers: &[&GaleraStatus])
         && peers
             .iter()
             .any(|p| p.primary && p.local_state == GALERA_SYNCED && p.conf_id == last_good.conf_id)
-}
-
-/// Hostgroup membership at one moment.
-#[derive(Debug, Default)]
-pub struct Membership {
-    pub hostgroups: HashMap<u32, Members>,
-    /// Per Galera writer hostgroup, the elected writers' addresses (kept across rounds).
-    pub writers: HashMap<u32, Vec<String>>,
-    /// Per hostgroup, why configured servers are not in it: for the error a client gets
-    /// when a hostgroup is empty.
-    pub unavailable: HashMap<u32, Vec<String>>,
-    /// Servers whose verdict is "down" because checks could not reach them (dead or hung).
-    pub unreachable: HashSet<String>,
-    /// Replicas out of service for their replication (stopped or too far behind): what
-    /// ProxySQL shows as `SHUNNED_REPLICATION_LAG`.
-    pub lagging: HashSet<String>,
-}
-
-impl Membership {
-    /// The same placement with each server replaced by its entry in `runtime` (the one
-    /// configured in that hostgroup if there is one, else any with the same address);
-    /// servers no longer configured are dropped.
-    pub fn with_servers_of(&self, runtime: &Runtime) -> Membership {
-        let find = |hostgroup: u32, address: &str| {
-            let same: Vec<&Arc<ServerTarget>> = runtime
-                .servers()
-                .filter(|s| s.address() == address)
-                .collect();
-            same.iter()
-                .find(|s| s.hostgroup == hostgroup)
-                .or(same.first())
-                .map(|s| Arc::clone(s))
-        };
-        let hostgroups = self
-            .hostgroups
-            .iter()
-            .map(|(id, members)| {
-                let servers = members
-                    .servers
-                    .iter()
-                    .filter_map(|s| find(*id, s.address()))
-                    .collect();
-                (*id, Members::new(servers))
-            })
-            .collect();
-        Membership {
-            hostgroups,
-            writers: self.writers.clone(),
-            unavailable: self.unavailable.clone(),
-            lagging: self.lagging.clone(),
-            unreachable: self.unreachable.clone(),
-        }
-    }
 }
 
 /// Computes hostgroup membership from the configured servers and their health.

@@ -11,6 +11,8 @@
 
 mod check;
 pub mod health;
+pub mod membership;
+pub mod observation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use tokio::task::JoinSet;
 
 use crate::backend::{BackendConn, Login};
 use crate::protocol::constants::DEFAULT_CHARSET;
-use crate::runtime::{CheckRecord, Runtime, ServerTarget, Shared};
+use crate::runtime::{Runtime, ServerTarget};
+use crate::shared::{CheckRecord, Shared};
 
 use health::{place, GaleraStatus, Health, Observation};
 
