@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""A long run with faults: two proxies of one `[cluster] name` in front of the local
+cluster, a mixed load through both for `--minutes`, and every 30–90 s one fault at random.
+
+Load (each client on its own connection, half through each proxy; a client whose
+connection fails reconnects): autocommit writes into a ledger table, multi-statement
+transactions (BEGIN, INSERT into the ledger, UPDATE, SELECT, COMMIT), prepared reads and
+writes, reads over TLS, and connection churn (connect, SELECT 1, quit).
+
+Faults: kill -9 of the writer (restarted 20 s later), SIGSTOP of the writer for 2–8 s,
+`wsrep_desync` of the writer for 10 s, a replica's SQL thread stopped for 20 s, a replica
+killed (restarted 20 s later), SIGHUP to a proxy, `LOAD MYSQL SERVERS TO RUNTIME` on a
+proxy, a proxy restarted.
+
+At the end: every write acknowledged to a client must be in the ledger (the table's primary
+key makes a duplicate impossible); client errors by kind (a COMMIT in flight when a fault
+hit may fail: its outcome is unknown); each proxy's resident memory and open file
+descriptors at the start, the middle and the end; panics in the proxies' logs; writer
+changes. Writes the "Chaos soak" section of benches/RESULTS.md.
+
+usage: .venv/bin/python benches/soak.py [--minutes 30] [--seed 1] [--no-results-file]
+(mysql.connector comes from the virtualenv scripts/setup.sh makes.)
+"""
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import mysql.connector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402
+
+ROOT = load.ROOT
+CLUSTER = Path("/tmp/sluice-cluster")
+NODES = {"node1": 13306, "node2": 13307, "node3": 13308, "replica1": 13309, "replica2": 13310}
+PROXIES = {"a": (16081, 16082, 16083), "b": (16084, 16085, 16086)}
+
+
+def node_sql(port, sql):
+    conn = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app",
+                                   use_pure=True, ssl_disabled=True, connection_timeout=5)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return cur.fetchall() if cur.with_rows else None
+    finally:
+        conn.close()
+
+
+def pid_of(name):
+    return int((CLUSTER / name / "started.pid").read_text())
+
+
+def cluster_up():
+    subprocess.run([str(ROOT / "scripts/cluster.sh"), "up"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Proxy:
+    def __init__(self, name, work):
+        self.name, self.work = name, work
+        self.port, self.admin, self.metrics = PROXIES[name]
+        self.config = work / f"sluice-{name}.toml"
+        self.config.write_text(load.demo_config(*PROXIES[name]) + f"""
+[cluster]
+name = "soak"
+sync = true
+user = "sluice_cluster"
+password_file = "{ROOT}/config/cluster.secret"
+interval_ms = 1000
+""")
+        os.chmod(self.config, 0o600)
+        self.log = work / f"sluice-{name}.log"
+        self.proc = None
+        # writer changes counted by earlier processes of this proxy (a restart resets them)
+        self.changes_before_restarts = 0
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen([str(ROOT / "target/release/sluice"), "run", "--config",
+                                      str(self.config)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "a"))
+        load.wait_port(self.port)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+    def sample(self):
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        rss = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
+        fds = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return rss, fds
+
+    def stat(self, name):
+        conn = mysql.connector.connect(host="127.0.0.1", port=self.admin, user="admin",
+                                       password="admin", use_pure=True, ssl_disabled=True)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = %s",
+                        (name,))
+            return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+
+class Ledger:
+    """What clients were told: acknowledged writes, errors, statements."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.acked = set()
+        self.errors = []  # (time, client kind, statement kind, message)
+        self.statements = 0
+
+    def ack(self, ident):
+        with self.lock:
+            self.acked.add(ident)
+
+    def error(self, kind, what, err):
+        with self.lock:
+            self.errors.append((time.time(), kind, what, str(err)[:160]))
+
+    def count(self, n=1):
+        with self.lock:
+            self.statements += n
+
+
+def client(kind, number, proxy, ledger, stop):
+    """One client's loop until `stop`; reconnects after a failure."""
+    ids = iter(range(number * 10_000_000, (number + 1) * 10_000_000))
+    conn = None
+    while not stop.is_set():
+        try:
+            if kind == "churn":
+                c = mysql.connector.connect(host="127.0.0.1", port=proxy.port, user="app",
+                                            password="app", use_pure=True, ssl_disabled=True)
+                cur = c.cursor()
+                cur.execute("SELECT 1")
+                cur.fetchall()
+                c.close()
+                ledger.count()
+                continue
+            if conn is None:
+                tls = {"ssl_ca": str(ROOT / "certs/ca.pem")} if kind == "tls" else {"ssl_disabled": True}
+                conn = mysql.connector.connect(host="127.0.0.1", port=proxy.port, user="app",
+                                               password="app", database="sbtest",
+                                               use_pure=True, autocommit=True, **tls)
+            step(kind, conn, ids, ledger)
+        except mysql.connector.Error as err:
+            ledger.error(kind, getattr(err, "statement_kind", "statement"), err)
+            try:
+                if conn is not None:
+                    conn.close()
+            except Exception:
+                pass
+            conn = None
+            time.sleep(0.1)
+
+
+def step(kind, conn, ids, ledger):
+    cur = conn.cursor(prepared=(kind == "prepared"))
+    if kind == "write":
+        ident = next(ids)
+        cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (%s, 'write')", (ident,))
+        ledger.ack(ident)
+        ledger.count()
+    elif kind == "transaction":
+        ident = next(ids)
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (%s, 'transaction')", (ident,))
+        cur.execute("UPDATE soak_counter SET n = n + 1 WHERE id = %s", (ident % 16,))
+        cur.execute("SELECT n FROM soak_counter WHERE id = %s", (ident % 16,))
+        cur.fetchall()
+        try:
+            cur.execute("COMMIT")
+        except mysql.connector.Error as err:
+            err.statement_kind = "COMMIT"
+            raise
+        ledger.ack(ident)
+        ledger.count(5)
+    elif kind == "prepared":
+        ident = next(ids)
+        cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (?, 'prepared')", (ident,))
+        ledger.ack(ident)
+        cur.execute("SELECT id, kind FROM soak_ledger WHERE id = ?", (ident,))
+        cur.fetchall()
+        ledger.count(2)
+    else:  # read, tls
+        cur.execute("SELECT COUNT(*) FROM soak_counter")
+        cur.fetchall()
+        ledger.count()
+    cur.close()
+
+
+def writer_port(proxy):
+    conn = mysql.connector.connect(host="127.0.0.1", port=proxy.port, user="app", password="app",
+                                   use_pure=True, ssl_disabled=True, autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT @@port FOR UPDATE")
+        return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def name_of(port):
+    return next(n for n, p in NODES.items() if p == port)
+
+
+def fault(kind, proxies, rng, later):
+    """Injects one fault; `later` collects (when, undo) to run afterwards."""
+    now = time.time()
+    if kind in ("kill_writer", "stop_writer", "desync_writer"):
+        writer = name_of(writer_port(proxies["a"]))
+        if kind == "kill_writer":
+            os.kill(pid_of(writer), signal.SIGKILL)
+            later.append((now + 20, cluster_up))
+            return f"kill -9 {writer}"
+        if kind == "stop_writer":
+            hold = rng.uniform(2, 8)
+            os.kill(pid_of(writer), signal.SIGSTOP)
+            later.append((now + hold, lambda: os.kill(pid_of(writer), signal.SIGCONT)))
+            return f"SIGSTOP {writer} for {hold:.1f} s"
+        node_sql(NODES[writer], "SET GLOBAL wsrep_desync = ON")
+        later.append((now + 10, lambda: node_sql(NODES[writer], "SET GLOBAL wsrep_desync = OFF")))
+        return f"wsrep_desync {writer}"
+    if kind == "replica_lag":
+        replica = rng.choice(["replica1", "replica2"])
+        node_sql(NODES[replica], "STOP SLAVE SQL_THREAD")
+        later.append((now + 20, lambda: node_sql(NODES[replica], "START SLAVE SQL_THREAD")))
+        return f"SQL thread of {replica} stopped"
+    if kind == "kill_replica":
+        replica = rng.choice(["replica1", "replica2"])
+        os.kill(pid_of(replica), signal.SIGKILL)
+        later.append((now + 20, cluster_up))
+        return f"kill -9 {replica}"
+    proxy = proxies[rng.choice(["a", "b"])]
+    if kind == "sighup":
+        proxy.proc.send_signal(signal.SIGHUP)
+        return f"SIGHUP proxy {proxy.name}"
+    if kind == "load_servers":
+        conn = mysql.connector.connect(host="127.0.0.1", port=proxy.admin, user="admin",
+                                       password="admin", use_pure=True, ssl_disabled=True)
+        conn.cursor().execute("LOAD MYSQL SERVERS TO RUNTIME")
+        conn.close()
+        return f"LOAD MYSQL SERVERS TO RUNTIME on proxy {proxy.name}"
+    proxy.changes_before_restarts += proxy.stat("Writer_changes")
+    proxy.stop()
+    proxy.start()
+    return f"proxy {proxy.name} restarted"
+
+
+FAULTS = ["kill_writer", "stop_writer", "desync_writer", "replica_lag", "kill_replica",
+          "sighup", "load_servers", "restart_proxy"]
+KINDS = ["write", "transaction", "prepared", "read", "tls", "churn"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-results-file", action="store_true")
+    opts = ap.parse_args()
+    rng = random.Random(opts.seed)
+
+    load.bring_up("--bin", "sluice")
+    node_sql(13306, "CREATE TABLE IF NOT EXISTS sbtest.soak_ledger "
+                    "(id BIGINT PRIMARY KEY, kind VARCHAR(16), at TIMESTAMP(6) DEFAULT NOW(6))")
+    node_sql(13306, "DELETE FROM sbtest.soak_ledger")
+    node_sql(13306, "CREATE TABLE IF NOT EXISTS sbtest.soak_counter (id INT PRIMARY KEY, n BIGINT)")
+    node_sql(13306, "REPLACE INTO sbtest.soak_counter VALUES " + ", ".join(f"({i}, 0)" for i in range(16)))
+    work = Path(tempfile.mkdtemp(prefix="sluice-soak-"))
+    proxies = {name: Proxy(name, work) for name in PROXIES}
+    time.sleep(3)
+    ledger, stop = Ledger(), threading.Event()
+    threads = []
+    for number, kind in enumerate(k for k in KINDS for _ in range(2)):
+        proxy = proxies["a" if number % 2 == 0 else "b"]
+        t = threading.Thread(target=client, args=(kind, number, proxy, ledger, stop), daemon=True)
+        t.start()
+        threads.append(t)
+    started = time.time()
+    end = started + opts.minutes * 60
+    samples = {"start": {n: p.sample() for n, p in proxies.items()}}
+    changes_before = {n: p.stat("Writer_changes") for n, p in proxies.items()}
+    faults, later = [], []
+    next_fault = started + rng.uniform(30, 90)
+    try:
+        while time.time() < end:
+            now = time.time()
+            for when, undo in [l for l in later if l[0] <= now]:
+                later.remove((when, undo))
+                try:
+                    undo()
+                except Exception as e:  # a restart that fails is reported, the run goes on
+                    faults.append((now - started, f"undo failed: {e}"))
+            if now >= next_fault and not later:
+                kind = rng.choice(FAULTS)
+                what = fault(kind, proxies, rng, later)
+                faults.append((now - started, what))
+                print(f"{now - started:6.0f} s  {what}", flush=True)
+                next_fault = now + rng.uniform(30, 90)
+            if "middle" not in samples and now >= started + opts.minutes * 30:
+                samples["middle"] = {n: p.sample() for n, p in proxies.items()}
+            time.sleep(0.2)
+        for when, undo in sorted(later, key=lambda l: l[0]):
+            time.sleep(max(0, when - time.time()))
+            undo()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    cluster_up()
+    time.sleep(3)
+    samples["end"] = {n: p.sample() for n, p in proxies.items()}
+    changes = {n: p.changes_before_restarts + p.stat("Writer_changes") - changes_before[n]
+               for n, p in proxies.items()}
+    for p in proxies.values():
+        p.stop()
+    present = {row[0] for row in node_sql(13306, "SELECT id FROM sbtest.soak_ledger")}
+    lost = sorted(ledger.acked - present)
+    panics = sum(p.log.read_text().count("panicked") for p in proxies.values())
+    commit_errors = [e for e in ledger.errors if e[2] == "COMMIT"]
+    other_errors = [e for e in ledger.errors if e[2] != "COMMIT"]
+    report = {
+        "minutes": opts.minutes, "statements": ledger.statements, "faults": faults,
+        "acknowledged": len(ledger.acked), "lost": lost, "commit_errors": len(commit_errors),
+        "other_errors": len(other_errors), "samples": samples, "panics": panics,
+        "writer_changes": changes, "error_examples": sorted({e[3] for e in other_errors})[:8],
+    }
+    print(report)
+    if not opts.no_results_file:
+        write_results(report, opts)
+
+
+def write_results(r, opts):
+    by_kind = {}
+    for _, what in r["faults"]:
+        key = what.split(" ")[0] if not what.startswith("SQL") else "replica SQL thread stopped"
+        by_kind[key] = by_kind.get(key, 0) + 1
+    s = r["samples"]
+    section = [
+        "# Chaos soak",
+        "",
+        f"`.venv/bin/python benches/soak.py --minutes {opts.minutes:g} --seed {opts.seed}` on "
+        f"the same machine, {time.strftime('%Y-%m-%d')}: two proxies of one cluster name, 12 "
+        "clients (autocommit writes, transactions, prepared statements, TLS reads, reads, "
+        "connection churn; half through each proxy), one fault every 30–90 s.",
+        "",
+        f"- duration {opts.minutes:g} min, {r['statements']:,} statements, "
+        f"{r['acknowledged']:,} acknowledged writes, **{len(r['lost'])} lost**",
+        f"- faults ({len(r['faults'])}): " + ", ".join(f"{k} ×{n}" for k, n in sorted(by_kind.items())),
+        f"- client errors: {r['commit_errors']} on a COMMIT in flight, {r['other_errors']} "
+        "on other statements (each failed statement ends the client's connection; it reconnects)",
+        "- transactions replayed: 0 (transaction replay is not built yet: a transaction on a "
+        "lost writer fails)",
+        f"- writer changes: " + ", ".join(f"proxy {n} {c}" for n, c in r["writer_changes"].items()),
+        f"- panics: {r['panics']}",
+        "- resident memory / open fds per proxy, start → middle → end: "
+        + "; ".join(f"{n}: " + " → ".join(f"{s[w][n][0] // 1024} MiB/{s[w][n][1]}"
+                                            for w in ("start", "middle", "end") if w in s)
+                    for n in ("a", "b")),
+    ]
+    if r["error_examples"]:
+        section += ["", "Errors seen (distinct messages): " + "; ".join(f"`{e}`" for e in r["error_examples"])]
+    section += ["", "Faults in order: " + "; ".join(f"{t:.0f} s {w}" for t, w in r["faults"]) + "."]
+    load.replace_section("# Chaos soak", section)
+
+
+if __name__ == "__main__":
+    main()
