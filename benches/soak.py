@@ -45,7 +45,8 @@ PROXIES = {"a": (16081, 16082, 16083), "b": (16084, 16085, 16086)}
 
 def node_sql(port, sql):
     conn = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app",
-                                   use_pure=True, ssl_disabled=True, connection_timeout=5)
+                                   use_pure=True, ssl_disabled=True, connection_timeout=5,
+                                   autocommit=True)
     try:
         cur = conn.cursor()
         cur.execute(sql)
@@ -275,6 +276,7 @@ def main():
     node_sql(13306, "CREATE TABLE IF NOT EXISTS sbtest.soak_ledger "
                     "(id BIGINT PRIMARY KEY, kind VARCHAR(16), at TIMESTAMP(6) DEFAULT NOW(6))")
     node_sql(13306, "DELETE FROM sbtest.soak_ledger")
+    assert node_sql(13306, "SELECT COUNT(*) FROM sbtest.soak_ledger") == [(0,)], "ledger emptied"
     node_sql(13306, "CREATE TABLE IF NOT EXISTS sbtest.soak_counter (id INT PRIMARY KEY, n BIGINT)")
     node_sql(13306, "REPLACE INTO sbtest.soak_counter VALUES " + ", ".join(f"({i}, 0)" for i in range(16)))
     work = Path(tempfile.mkdtemp(prefix="sluice-soak-"))
@@ -335,10 +337,20 @@ def main():
         "acknowledged": len(ledger.acked), "lost": lost, "commit_errors": len(commit_errors),
         "other_errors": len(other_errors), "samples": samples, "panics": panics,
         "writer_changes": changes, "error_examples": sorted({e[3] for e in other_errors})[:8],
+        "errors_by_code": by_code(other_errors),
     }
     print(report)
     if not opts.no_results_file:
         write_results(report, opts)
+
+
+def by_code(errors):
+    """Errors counted by their code and client kind, most frequent first."""
+    counts = {}
+    for _, kind, _, message in errors:
+        code = message.split(" ", 1)[0] if message[:1].isdigit() else message[:40]
+        counts[(code, kind)] = counts.get((code, kind), 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def write_results(r, opts):
@@ -369,6 +381,9 @@ def write_results(r, opts):
                                             for w in ("start", "middle", "end") if w in s)
                     for n in ("a", "b")),
     ]
+    if r["errors_by_code"]:
+        section += ["", "Errors by code and client: " + "; ".join(
+            f"{code} {kind} ×{n}" for (code, kind), n in r["errors_by_code"])]
     if r["error_examples"]:
         section += ["", "Errors seen (distinct messages): " + "; ".join(f"`{e}`" for e in r["error_examples"])]
     section += ["", "Faults in order: " + "; ".join(f"{t:.0f} s {w}" for t, w in r["faults"]) + "."]
