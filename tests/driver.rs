@@ -72,56 +72,51 @@ fn a_bound_session_losing_its_backend_gets_an_error_the_driver_reads_then_a_clos
     assert!(out.contains("lost backend ok: 1152 (08S01)"), "{out}");
 }
 
-/// The same with MariaDB Connector/J.
-#[test]
-fn connector_j_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
+/// Runs a driver's lost-backend program (`program`, ending with the program's file) against
+/// a proxy and the writer, and returns its line of facts; fails the test with the proxy's
+/// log when the program fails.
+fn lost_backend_through(mut program: Command, driver: &str) -> String {
     let proxy = Proxy::start();
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg("/usr/share/java/mariadb-java-client.jar")
-        .arg(repo().join("tests/driver/LostBackend.java"))
+    let out = program
         .arg(proxy.port.to_string())
         .arg(common::WRITER_PORT.to_string())
         .output()
-        .expect("java is installed (scripts/setup.sh)");
+        .unwrap_or_else(|e| panic!("{driver}: {e} (scripts/setup.sh installs it)"));
     assert!(
         out.status.success(),
-        "Connector/J failed:\n{}{}\nproxy log:\n{}",
+        "{driver} failed:\n{}{}\nproxy log:\n{}",
         stdout(&out),
         stderr(&out),
         proxy.log()
     );
     eprintln!("{}", stdout(&out));
+    stdout(&out)
+}
+
+/// The same with MariaDB Connector/J.
+#[test]
+fn connector_j_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
+    let mut java = Command::new("java");
+    java.arg("-cp")
+        .arg("/usr/share/java/mariadb-java-client.jar")
+        .arg(repo().join("tests/driver/LostBackend.java"));
+    let out = lost_backend_through(java, "Connector/J");
     assert!(
-        stdout(&out).contains("connector/j lost backend ok: 1152 (08S01)"),
-        "{}",
-        stdout(&out)
+        out.contains("connector/j lost backend ok: 1152 (08S01)"),
+        "{out}"
     );
 }
 
 /// The same with Node's mysqljs driver (Debian's node-mysql).
 #[test]
 fn node_mysql_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
-    let proxy = Proxy::start();
-    let out = Command::new("node")
-        .arg(repo().join("tests/driver/lost_backend.js"))
-        .arg(proxy.port.to_string())
-        .arg(common::WRITER_PORT.to_string())
-        .env("NODE_PATH", "/usr/share/nodejs")
-        .output()
-        .expect("node is installed (scripts/setup.sh)");
+    let mut node = Command::new("node");
+    node.env("NODE_PATH", "/usr/share/nodejs")
+        .arg(repo().join("tests/driver/lost_backend.js"));
+    let out = lost_backend_through(node, "node mysql");
     assert!(
-        out.status.success(),
-        "node mysql failed:\n{}{}\nproxy log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        proxy.log()
-    );
-    eprintln!("{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("node mysql lost backend ok: 1152 (08S01)"),
-        "{}",
-        stdout(&out)
+        out.contains("node mysql lost backend ok: 1152 (08S01)"),
+        "{out}"
     );
 }
 
