@@ -23,8 +23,8 @@ pub struct Shared {
     membership: ArcSwapOption<Membership>,
     /// The monitor's latest checks, newest last (the admin port's monitor logs).
     checks: Mutex<VecDeque<CheckRecord>>,
-    /// Checks and failed checks per server address, since start.
-    check_totals: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per server address, since start.
+    check_totals: Mutex<HashMap<String, ServerChecks>>,
     /// Times a Galera writer hostgroup got a different writer.
     writer_changes: AtomicU64,
     /// The monitor's checks by what they found, since start.
@@ -50,6 +50,16 @@ pub struct CheckCounts {
     /// servers last seen as replicas.
     pub lag_ok: AtomicU64,
     pub lag_err: AtomicU64,
+}
+
+/// What the monitor's checks of one server came to, since start.
+#[derive(Debug, Default)]
+struct ServerChecks {
+    checks: u64,
+    failed: u64,
+    /// Its last successful check found a replica (a failed check of it is a failed lag
+    /// check too).
+    replica: bool,
 }
 
 /// Checks kept for the admin port's monitor logs.
@@ -204,23 +214,19 @@ impl Shared {
 
     /// Keeps one check for the monitor logs (the oldest falls off).
     pub fn record_check(&self, record: CheckRecord) {
-        let failed = matches!(record.seen, Observation::Unreachable(_));
-        {
+        let was_replica = {
             let mut totals = self.check_totals.lock().expect("checks lock");
             let entry = totals
                 .entry(format!("{}:{}", record.host, record.port))
                 .or_default();
-            entry.0 += 1;
-            entry.1 += u64::from(failed);
-        }
-        let was_replica = self
-            .checks
-            .lock()
-            .expect("checks lock")
-            .iter()
-            .rev()
-            .find(|c| c.host == record.host && c.port == record.port && !c.failed())
-            .is_some_and(|c| matches!(c.seen, Observation::Replica(_)));
+            let was_replica = entry.replica;
+            entry.checks += 1;
+            entry.failed += u64::from(record.failed());
+            if !record.failed() {
+                entry.replica = matches!(record.seen, Observation::Replica(_));
+            }
+            was_replica
+        };
         self.check_counts.count(&record, was_replica);
         let mut checks = self.checks.lock().expect("checks lock");
         if checks.len() == CHECKS_KEPT {
@@ -246,7 +252,7 @@ impl Shared {
             .lock()
             .expect("checks lock")
             .iter()
-            .map(|(a, t)| (a.clone(), *t))
+            .map(|(a, t)| (a.clone(), (t.checks, t.failed)))
             .collect();
         all.sort();
         all

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::frontend::Frontend;
 use crate::protocol::constants::command;
 use crate::rules::Command;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, ServerStats};
 
 /// One `Variable_Name`, `Variable_Value` row.
 pub type Row = (&'static str, String);
@@ -20,6 +20,20 @@ fn n(counter: &AtomicU64) -> String {
 
 fn un(counter: &AtomicUsize) -> String {
     counter.load(Ordering::Relaxed).to_string()
+}
+
+/// One counter of every configured server, summed.
+fn server_sum(runtime: &Runtime, pick: fn(&ServerStats) -> &AtomicU64) -> String {
+    runtime
+        .servers()
+        .map(|s| pick(&s.stats).load(Ordering::Relaxed))
+        .sum::<u64>()
+        .to_string()
+}
+
+/// The runtime's worker threads (ProxySQL's MySQL threads).
+fn worker_threads() -> usize {
+    tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers())
 }
 
 /// ProxySQL's value for a feature Sluice does not have.
@@ -41,17 +55,11 @@ pub fn global(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
 /// Connections, sessions and transactions.
 fn sessions(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
     let c = &f.counters;
-    let servers = || runtime.servers().map(|s| &s.stats);
     let backend_open: u64 = runtime
         .servers()
         .map(|s| u64::from(s.connections.load(Ordering::Relaxed)))
         .sum();
-    let sum = |pick: fn(&crate::runtime::ServerStats) -> &AtomicU64| -> String {
-        servers()
-            .map(|s| pick(s).load(Ordering::Relaxed))
-            .sum::<u64>()
-            .to_string()
-    };
+    let sum = |pick| server_sum(runtime, pick);
     let activities: Vec<_> = f.registry.sessions().iter().map(|s| s.activity()).collect();
     let in_transaction = activities.iter().filter(|a| a.in_transaction).count();
     let busy = activities.iter().filter(|a| a.command != "Sleep").count();
@@ -79,13 +87,7 @@ fn commands(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
     let c = &f.counters;
     let by = |command: Command| n(&c.by_command.of(command).count);
     let sent = |cmd: u8| n(&c.commands[usize::from(cmd)]);
-    let sum = |pick: fn(&crate::runtime::ServerStats) -> &AtomicU64| -> String {
-        runtime
-            .servers()
-            .map(|s| pick(&s.stats).load(Ordering::Relaxed))
-            .sum::<u64>()
-            .to_string()
-    };
+    let sum = |pick| server_sum(runtime, pick);
     vec![
         ("Com_autocommit", n(&c.set_autocommit)),
         // ProxySQL answers some of these itself ("filtered"); Sluice forwards them all
@@ -111,13 +113,7 @@ fn thread_counters(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
     let ps = &f.pool.statements.stats;
     let pool = &f.pool.stats;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let bytes = |pick: fn(&crate::runtime::ServerStats) -> &AtomicU64| -> String {
-        runtime
-            .servers()
-            .map(|s| pick(&s.stats).load(Ordering::Relaxed))
-            .sum::<u64>()
-            .to_string()
-    };
+    let bytes = |pick| server_sum(runtime, pick);
     let generated_errors: u64 = c.errors().iter().map(|(_, count)| count).sum();
     let refused = |reason: &str| -> String {
         c.refusals()
@@ -127,9 +123,6 @@ fn thread_counters(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
             .sum::<u64>()
             .to_string()
     };
-    let workers = tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(0);
     vec![
         (
             "Com_backend_stmt_prepare",
@@ -183,7 +176,7 @@ fn thread_counters(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
             "Servers_table_version",
             f.shared.servers_version().to_string(),
         ),
-        ("MySQL_Thread_Workers", workers.to_string()),
+        ("MySQL_Thread_Workers", worker_threads().to_string()),
         ("Access_Denied_Wrong_Password", n(&c.denied_password)),
         ("Access_Denied_Max_Connections", refused("connection limit")),
         (
@@ -333,9 +326,6 @@ pub fn sqlite_memory() -> i64 {
 /// count the structures and strings Sluice holds for each purpose.
 pub fn memory(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
     let allocator = crate::allocator::stats();
-    let workers = tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(0);
     let auth: usize = runtime
         .users
         .iter()
@@ -375,7 +365,7 @@ pub fn memory(f: &Frontend, runtime: &Runtime) -> Vec<Row> {
         ("mysql_firewall_rules_config", idle()),
         (
             "stack_memory_mysql_threads",
-            (workers * crate::allocator::WORKER_STACK_BYTES).to_string(),
+            (worker_threads() * crate::allocator::WORKER_STACK_BYTES).to_string(),
         ),
         // the admin port and the cluster sync run on the same worker threads
         ("stack_memory_admin_threads", idle()),

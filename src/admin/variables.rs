@@ -248,10 +248,16 @@ fn fold_proxysql_names(
 /// that are ProxySQL's without a Sluice setting or facts about Sluice); `None` for any
 /// other name or an unchanged value.
 pub fn refuse_read_only(config: &Config, name: &str, value: &str) -> Option<String> {
-    let (_, fixed) = read_only_rows(config)
+    let fixed: Vec<(String, String)> = read_only_rows(config)
         .into_iter()
         .chain(admin_rows(config))
-        .find(|(n, _)| n == name)?;
+        .collect();
+    refusal(&fixed, name, value)
+}
+
+/// The error for setting `name`, one of the `fixed` rows, to another value than it has.
+fn refusal(fixed: &[(String, String)], name: &str, value: &str) -> Option<String> {
+    let (_, fixed) = fixed.iter().find(|(n, _)| n == name)?;
     (fixed != value)
         .then(|| format!("{name} is read-only: no Sluice setting is behind it; it stays {fixed:?}"))
 }
@@ -259,10 +265,11 @@ pub fn refuse_read_only(config: &Config, name: &str, value: &str) -> Option<Stri
 /// `config` with the variables in `rows` applied; names and values are checked.
 pub fn apply(config: &Config, rows: &[(String, String)]) -> Result<Config, String> {
     let mut tables = sections(config);
+    // read-only rows (admin- ones are checked by `check_admin`) keep their values
     let fixed = read_only_rows(config);
-    for (name, value) in rows.iter().filter(|(n, _)| !n.starts_with("admin-")) {
-        if let Some(refusal) = refuse_read_only(config, name, value) {
-            return Err(refusal);
+    for (name, value) in rows {
+        if let Some(refused) = refusal(&fixed, name, value) {
+            return Err(refused);
         }
     }
     let rows: Vec<(String, String)> = rows

@@ -22,6 +22,7 @@ use crate::protocol::text::{decode_result, TextResult};
 use crate::rules::variables::Values;
 use crate::runtime::{EvictionWaker, Evictions, ServerTarget};
 
+use super::count;
 use super::statements::ConnStatements;
 
 /// Largest packet accepted from a backend during login.
@@ -623,8 +624,4 @@ async fn upgrade(
     Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Client(
         tls,
     )))))
-}
-
-fn count(counter: &std::sync::atomic::AtomicU64) {
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

@@ -11,3 +11,8 @@ pub mod statements;
 
 pub use conn::{read_response, BackendConn, BackendError, Login};
 pub use pool::{AcquireError, IdleConnection, Pool};
+
+/// Adds one to a statistics counter.
+fn count(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

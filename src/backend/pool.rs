@@ -20,6 +20,7 @@ use crate::protocol::packets::ErrPacket;
 use crate::shared::Shared;
 
 use super::conn::{BackendConn, BackendError, Login, PoolKey, Slot};
+use super::count;
 
 /// Why no backend connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -93,10 +94,6 @@ pub struct PoolStats {
     pub destroys: AtomicU64,
     /// Connections reset before being kept.
     pub resets: AtomicU64,
-}
-
-fn count(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Counts one statement as waiting while it lives.
@@ -282,7 +279,7 @@ impl Pool {
         login: &Login,
     ) -> Result<BackendConn, AcquireError> {
         count(&self.stats.gets);
-        let got = self.acquire_counted(shared, hostgroup, login).await;
+        let got = self.acquire_or_wait(shared, hostgroup, login).await;
         count(match got {
             Ok(_) => &self.stats.gets_ok,
             Err(_) => &self.stats.gets_failed,
@@ -290,7 +287,7 @@ impl Pool {
         got
     }
 
-    async fn acquire_counted(
+    async fn acquire_or_wait(
         &self,
         shared: &Shared,
         hostgroup: u32,

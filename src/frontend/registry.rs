@@ -261,10 +261,8 @@ pub struct Counters {
     pub gtid_consistent_queries: AtomicU64,
     /// Write positions (GTIDs) learned from backends for read-your-writes.
     pub gtids_collected: AtomicU64,
-    /// `SET NAMES` from clients; `COM_INIT_DB` and `USE` from clients.
+    /// `SET NAMES` from clients (their `COM_INIT_DB` and `USE` are counted by command).
     pub set_names: AtomicU64,
-    pub init_db: AtomicU64,
-    pub use_db: AtomicU64,
     /// `SET autocommit = …` from clients.
     pub set_autocommit: AtomicU64,
     pub tls_handshakes: AtomicU64,

@@ -28,6 +28,11 @@ pub struct Health {
 }
 
 impl Health {
+    /// Whether the cluster vouches for the node's timed-out checks now.
+    pub fn vouched(&self) -> bool {
+        self.vouched_since.is_some()
+    }
+
     /// The first check decides at once: there is no earlier verdict to protect.
     pub fn new(first: Observation, max_lag: u64) -> Health {
         let healthy = first.is_healthy(max_lag);
@@ -94,7 +99,7 @@ impl Health {
 /// waits for the node, and costs certification conflicts — while a node Galera evicts
 /// (hung past its suspicion timeout) loses its role at the next round. Any other
 /// membership change ends the vouching too: then the checks decide alone, as before.
-pub fn still_a_member(last_good: Option<&GaleraStatus>, peers: &[&GaleraStatus]) -> bool {
+pub fn still_a_member(last_good: Option<&GaleraStatus>, peers: &[GaleraStatus]) -> bool {
     let Some(last_good) = last_good else {
         return false;
     };
@@ -286,9 +291,9 @@ mod tests {
     #[test]
     fn the_cluster_vouches_only_while_its_membership_is_the_one_the_node_was_seen_in() {
         let seen_in = synced(5);
-        assert!(still_a_member(Some(&seen_in), &[&synced(5)]));
+        assert!(still_a_member(Some(&seen_in), &[synced(5)]));
         // a peer that moved on (the node evicted, or anyone joined or left)
-        assert!(!still_a_member(Some(&seen_in), &[&synced(6)]));
+        assert!(!still_a_member(Some(&seen_in), &[synced(6)]));
         // a peer that cannot speak for the primary component
         let non_primary = GaleraStatus {
             primary: false,
@@ -298,11 +303,11 @@ mod tests {
             local_state: 2,
             ..synced(5)
         };
-        assert!(!still_a_member(Some(&seen_in), &[&non_primary, &donor]));
+        assert!(!still_a_member(Some(&seen_in), &[non_primary, donor]));
         assert!(!still_a_member(Some(&seen_in), &[]));
         // never seen healthy, or a server that reports no configuration
-        assert!(!still_a_member(None, &[&synced(5)]));
-        assert!(!still_a_member(Some(&synced(0)), &[&synced(0)]));
+        assert!(!still_a_member(None, &[synced(5)]));
+        assert!(!still_a_member(Some(&synced(0)), &[synced(0)]));
     }
 
     /// Rounds of one writer's checks, as (what the check saw, whether the cluster vouched

@@ -78,7 +78,7 @@ pub async fn start(shared: Arc<Shared>) {
 impl Monitor {
     /// Whether the cluster vouches for any node now.
     fn vouching(&self) -> bool {
-        self.health.values().any(|h| h.vouched_since.is_some())
+        self.health.values().any(Health::vouched)
     }
 
     /// Whether the cluster vouches for `address` now: its peers this round still count it
@@ -89,8 +89,7 @@ impl Monitor {
             return false;
         };
         let within = h.vouched_since.is_none_or(|since| since.elapsed() < limit);
-        let peers: Vec<&GaleraStatus> = peers.iter().collect();
-        within && h.healthy && health::still_a_member(h.last_good.as_ref(), &peers)
+        within && h.healthy && health::still_a_member(h.last_good.as_ref(), peers)
     }
 
     async fn round(&mut self) {
@@ -130,10 +129,7 @@ impl Monitor {
             }
             let conn = self.connections.remove(&address);
             let task = check_task(server, conn, login.clone(), &runtime, &self.shared, timeout);
-            let vouched = self
-                .health
-                .get(&address)
-                .is_some_and(|h| h.vouched_since.is_some());
+            let vouched = self.health.get(&address).is_some_and(Health::vouched);
             if vouched {
                 self.pending.insert(address, tokio::spawn(task));
             } else {
@@ -168,10 +164,7 @@ impl Monitor {
         // no longer counts them in
         for server in &servers {
             let address = server.address();
-            let waiting = self
-                .health
-                .get(address)
-                .is_some_and(|h| h.vouched_since.is_some());
+            let waiting = self.health.get(address).is_some_and(Health::vouched);
             if waiting && !answered.contains(address) && !self.vouches(address, &peers, limit) {
                 let gone = Observation::Unreachable(format!(
                     "no answer within {timeout:?}, and the Galera cluster no longer counts it in"
@@ -228,7 +221,7 @@ impl Monitor {
             }
             Some(h) => {
                 let before = h.last.clone();
-                let was_vouched = h.vouched_since.is_some();
+                let was_vouched = h.vouched();
                 let flipped = h.record(
                     seen,
                     max_lag,

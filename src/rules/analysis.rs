@@ -403,7 +403,7 @@ impl<'a> Pass<'a> {
         self.leading_seen = true;
         let kind = leading_kind(text, rest, self.sql);
         self.analysis.kind = kind;
-        self.analysis.command = super::command::of(text, rest, self.sql);
+        self.analysis.command = super::command::of(self.upper.as_slice(), rest, self.sql);
         if [&b"LOCK"[..], b"PREPARE", b"HANDLER"]
             .iter()
             .any(|k| eq(text, k))

@@ -93,57 +93,64 @@ commands! {
 /// (`CREATE OR REPLACE ALGORITHM = MERGE DEFINER = u@h SQL SECURITY INVOKER VIEW`).
 const OBJECT_WINDOW: usize = 24;
 
-/// The command of a statement whose leading keyword is `first`, `rest` standing just
-/// after it. A `SELECT … FOR UPDATE` is found later by the analysis, not here.
-pub fn of(first: &[u8], rest: &Tokens<'_>, sql: &[u8]) -> Command {
+/// The command of a statement whose leading keyword is `keyword` (upper-cased, as the
+/// analysis already has it: nothing is allocated for the common statements), `rest`
+/// standing just after it. A `SELECT … FOR UPDATE` is found later by the analysis, not
+/// here.
+pub fn of(keyword: &[u8], rest: &Tokens<'_>, sql: &[u8]) -> Command {
     let mut words = rest
         .clone()
         .filter(|t| t.kind == TokenKind::Word)
         .map(|t| t.text(sql));
     let mut next = || words.next().unwrap_or_default();
     let is = |word: &[u8], k: &str| word.eq_ignore_ascii_case(k.as_bytes());
-    match upper(first).as_str() {
-        "SELECT" | "VALUES" | "TABLE" | "WITH" => Command::Select,
-        "INSERT" => Command::Insert,
-        "UPDATE" => Command::Update,
-        "DELETE" => Command::Delete,
-        "REPLACE" => Command::Replace,
-        "LOAD" => Command::Load,
-        "CALL" => Command::Call,
-        "SET" => Command::Set,
-        "USE" => Command::Use,
-        "BEGIN" => Command::Begin,
-        "START" => Command::StartTransaction,
-        "COMMIT" => Command::Commit,
-        "ROLLBACK" => rollback(rest, sql),
-        "SAVEPOINT" => Command::Savepoint,
-        "RELEASE" => Command::ReleaseSavepoint,
-        "DESCRIBE" | "DESC" => Command::Describe,
-        "EXPLAIN" => Command::Explain,
-        "SHOW" => show(rest, sql),
-        "CREATE" => created(rest, sql),
-        "ALTER" => altered(rest, sql),
-        "DROP" => dropped(rest, sql),
-        "TRUNCATE" => Command::TruncateTable,
-        "RENAME" if is(next(), "TABLE") => Command::RenameTable,
-        "GRANT" => Command::Grant,
-        "REVOKE" => Command::Revoke,
-        "ANALYZE" => Command::AnalyzeTable,
-        "OPTIMIZE" => Command::Optimize,
-        "LOCK" => Command::LockTable,
-        "UNLOCK" => Command::UnlockTables,
-        "PREPARE" => Command::Prepare,
-        "EXECUTE" => Command::Execute,
-        "DEALLOCATE" => Command::Deallocate,
-        "FLUSH" => Command::Flush,
-        "KILL" => Command::Kill,
-        "PURGE" => Command::Purge,
-        "CHANGE" if is(next(), "MASTER") => Command::ChangeMaster,
-        "RESET" => match upper(next()).as_str() {
-            "MASTER" => Command::ResetMaster,
-            "SLAVE" | "REPLICA" => Command::ResetSlave,
-            _ => Command::Unknown,
-        },
+    match keyword {
+        b"SELECT" | b"VALUES" | b"TABLE" | b"WITH" => Command::Select,
+        b"INSERT" => Command::Insert,
+        b"UPDATE" => Command::Update,
+        b"DELETE" => Command::Delete,
+        b"REPLACE" => Command::Replace,
+        b"LOAD" => Command::Load,
+        b"CALL" => Command::Call,
+        b"SET" => Command::Set,
+        b"USE" => Command::Use,
+        b"BEGIN" => Command::Begin,
+        b"START" => Command::StartTransaction,
+        b"COMMIT" => Command::Commit,
+        b"ROLLBACK" => rollback(rest, sql),
+        b"SAVEPOINT" => Command::Savepoint,
+        b"RELEASE" => Command::ReleaseSavepoint,
+        b"DESCRIBE" | b"DESC" => Command::Describe,
+        b"EXPLAIN" => Command::Explain,
+        b"SHOW" => show(rest, sql),
+        b"CREATE" => created(rest, sql),
+        b"ALTER" => altered(rest, sql),
+        b"DROP" => dropped(rest, sql),
+        b"TRUNCATE" => Command::TruncateTable,
+        b"RENAME" if is(next(), "TABLE") => Command::RenameTable,
+        b"GRANT" => Command::Grant,
+        b"REVOKE" => Command::Revoke,
+        b"ANALYZE" => Command::AnalyzeTable,
+        b"OPTIMIZE" => Command::Optimize,
+        b"LOCK" => Command::LockTable,
+        b"UNLOCK" => Command::UnlockTables,
+        b"PREPARE" => Command::Prepare,
+        b"EXECUTE" => Command::Execute,
+        b"DEALLOCATE" => Command::Deallocate,
+        b"FLUSH" => Command::Flush,
+        b"KILL" => Command::Kill,
+        b"PURGE" => Command::Purge,
+        b"CHANGE" if is(next(), "MASTER") => Command::ChangeMaster,
+        b"RESET" => {
+            let what = next();
+            if is(what, "MASTER") {
+                Command::ResetMaster
+            } else if is(what, "SLAVE") || is(what, "REPLICA") {
+                Command::ResetSlave
+            } else {
+                Command::Unknown
+            }
+        }
         _ => Command::Unknown,
     }
 }
