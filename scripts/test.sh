@@ -16,9 +16,10 @@ if grep -q stopped <<<"$before"; then
 fi
 scripts/cluster.sh up
 
-# Everything but the failover tests runs in parallel; the failover tests kill and stop
+# Everything but the failover and replay tests runs in parallel; those kill and stop
 # servers of the shared cluster, so they run afterwards, one at a time.
+faults='binary(failover) | binary(replay)'
 status=0
-cargo nextest run --no-fail-fast -E 'not binary(failover)' "$@" || status=$?
-cargo nextest run --no-fail-fast -j 1 -E 'binary(failover)' "$@" || status=$?
+cargo nextest run --no-fail-fast -E "not ($faults)" "$@" || status=$?
+cargo nextest run --no-fail-fast -j 1 -E "$faults" "$@" || status=$?
 exit $status

@@ -322,6 +322,17 @@ fn backends(f: &Frontend) -> Collectors {
     retried
         .with_label_values(&[])
         .inc_by(load(&f.counters.reads_retried));
+    let replays = counter(
+        "sluice_transaction_replays_total",
+        "Open transactions whose writer connection was lost, by how their replay on the next writer ended (replayed, refused).",
+        &["result"],
+    );
+    replays
+        .with_label_values(&["replayed"])
+        .inc_by(load(&f.counters.transactions_replayed));
+    replays
+        .with_label_values(&["refused"])
+        .inc_by(load(&f.counters.transaction_replays_failed));
     let w = &f.pool.waits;
     let waiting = gauge(
         "sluice_backend_pool_waiting",

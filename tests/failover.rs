@@ -13,75 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::binary::{binary_result, execute_body, prepare};
-use common::{mariadb, read_ports, repo, stderr, stdout, Proxy, RawClient};
+use common::nodes::{cluster_dir, cluster_up, eventually, on_node, signal, writer_port, Fault};
+use common::{read_ports, stderr, Proxy, RawClient};
 use sluice::protocol::constants::{command, header};
-
-fn cluster_dir() -> String {
-    std::env::var("SLUICE_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/sluice-cluster".into())
-}
-
-fn node_name(port: u16) -> &'static str {
-    match port {
-        13306 => "node1",
-        13307 => "node2",
-        13308 => "node3",
-        13309 => "replica1",
-        13310 => "replica2",
-        _ => panic!("no node on port {port}"),
-    }
-}
-
-fn pid(port: u16) -> String {
-    let path = format!("{}/{}/started.pid", cluster_dir(), node_name(port));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-        .trim()
-        .to_string()
-}
-
-fn signal(port: u16, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &pid(port)])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {}", node_name(port));
-}
-
-/// Restarts whatever is down and waits until the cluster is whole again.
-fn cluster_up() {
-    let out = Command::new(repo().join("scripts/cluster.sh"))
-        .arg("up")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cluster.sh up: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-/// Runs SQL directly on one node, as the app user (it has all privileges).
-fn on_node(port: u16, sql: &str) -> String {
-    let out = mariadb(port, &["-uapp", "-papp", "-e", sql]);
-    assert!(out.status.success(), "{sql} on {port}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// The port of the current writer, as the proxy routes writes.
-fn writer_port(proxy: &Proxy) -> String {
-    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
-    c.query_column("SELECT @@port FOR UPDATE")[0].clone()
-}
-
-/// Polls `check` every 100 ms until it holds, for at most `limit`.
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Clients inserting rows as fast as they can, each on its own connection (reconnecting
 /// after errors), recording when each insert was acknowledged. Client `i` of source `s`
@@ -194,54 +128,6 @@ fn write_rows(
                 client = None
             }
         }
-    }
-}
-
-/// What happens to the writer in [`writer_fault_under_write_load`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// `kill -9`: its connections are reset at once.
-    Kill,
-    /// SIGSTOP: nothing answers, nothing is reset; only timeouts find it.
-    Stop,
-    /// `wsrep_desync = ON`: it still works, but may fall behind.
-    Desync,
-}
-
-impl Fault {
-    fn apply(self, port: u16) {
-        match self {
-            Fault::Kill => signal(port, "KILL"),
-            Fault::Stop => signal(port, "STOP"),
-            Fault::Desync => {
-                on_node(port, "SET GLOBAL wsrep_desync = ON");
-            }
-        }
-    }
-
-    fn undo(self, port: u16) {
-        match self {
-            Fault::Kill => {}
-            Fault::Stop => {
-                signal(port, "CONT");
-                // it wakes up believing it is still in the old primary component: wait
-                // until it has been through the survivors' views back into theirs
-                eventually(Duration::from_secs(60), "the stopped node rejoined", || {
-                    let view = |p: u16| {
-                        let out = mariadb(p, &["-uapp", "-papp", "-e", "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('wsrep_cluster_conf_id', 'wsrep_cluster_size', 'wsrep_local_state') ORDER BY VARIABLE_NAME"]);
-                        out.status.success().then(|| stdout(&out))
-                    };
-                    let (node, survivor) = (view(port), view(13308));
-                    node.is_some() && node == survivor && survivor.unwrap().contains("\n3\n4\n")
-                });
-            }
-            Fault::Desync => {
-                on_node(port, "SET GLOBAL wsrep_desync = OFF");
-            }
-        }
-        // a killed node is started again; a stopped one, partitioned away meanwhile,
-        // rejoins by itself: either way the cluster is whole again before the next round
-        cluster_up();
     }
 }
 

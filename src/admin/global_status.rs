@@ -290,6 +290,11 @@ fn sluice(f: &Frontend) -> Vec<Row> {
         ("SQL_injection_flagged", n(&c.injection_flagged)),
         ("Backend_connections_lost", n(&c.backends_lost)),
         ("Reads_retried", n(&c.reads_retried)),
+        ("Transactions_replayed", n(&c.transactions_replayed)),
+        (
+            "Transaction_replays_refused",
+            n(&c.transaction_replays_failed),
+        ),
         ("Pool_idle_connections", f.pool.idle_count().to_string()),
         ("Pool_waiting", n(&f.pool.waits.waiting)),
         ("Pool_waits", n(&f.pool.waits.waits)),

@@ -276,6 +276,7 @@ pub fn user_rows(config: &Config) -> Vec<Vec<Value>> {
             let attributes = json!({
                 "split_reads": u.split_reads,
                 "consistency": u.consistency,
+                "transaction_replay": u.transaction_replay,
                 "allowed_networks": u.allowed_networks,
                 "require_client_cert": u.require_client_cert,
                 "cert_subject": u.cert_subject,
@@ -536,6 +537,7 @@ pub fn read_users(db: &Connection, schema: &str) -> Result<Vec<User>, String> {
             default_schema: r.text("default_schema")?,
             split_reads: bool_attr("split_reads", true)?,
             transaction_persistent: r.flag("transaction_persistent")?,
+            transaction_replay: bool_attr("transaction_replay", true)?,
             consistency: match text_attr("consistency")?.as_deref() {
                 None | Some("session") => Consistency::Session,
                 Some("none") => Consistency::None,

@@ -330,16 +330,39 @@ impl BackendConn {
     /// arrives, however large (a mirrored statement's result); says how it ended. A LOCAL
     /// INFILE request is answered with an empty file.
     pub async fn discard_response(&mut self, cmd: u8) -> Result<Outcome, BackendError> {
+        let tracker = self.tracker_for(cmd)?;
+        self.drain(tracker).await.map(|(outcome, _)| outcome)
+    }
+
+    /// Reads the response to a command the proxy sent again for a client (a transaction
+    /// replayed) and throws it away, keeping its fingerprint (see
+    /// `ResponseTracker::fingerprint_results`) to compare with the first answer's.
+    pub async fn fingerprint_response(&mut self, cmd: u8) -> Result<(Outcome, u64), BackendError> {
+        let mut tracker = self.tracker_for(cmd)?;
+        tracker.fingerprint_results();
+        let (outcome, tracker) = self.drain(tracker).await?;
+        Ok((outcome, tracker.fingerprint().expect("asked for")))
+    }
+
+    fn tracker_for(&self, cmd: u8) -> Result<ResponseTracker, BackendError> {
+        ResponseTracker::for_command(cmd).ok_or_else(|| {
+            BackendError::Protocol(self.server.address().to_string(), "no response".into())
+        })
+    }
+
+    /// Reads one response through `tracker`, throwing its bytes away as they arrive.
+    async fn drain(
+        &mut self,
+        mut tracker: ResponseTracker,
+    ) -> Result<(Outcome, ResponseTracker), BackendError> {
         let address = self.server.address().to_string();
         let broken = |why: String| BackendError::Protocol(address.clone(), why);
-        let mut tracker =
-            ResponseTracker::for_command(cmd).ok_or_else(|| broken("no response".into()))?;
         loop {
             let buf = self.conn.buffered();
             let scan = tracker.scan(buf).map_err(|e| broken(e.to_string()))?;
             let _ = buf.split_to(scan.complete);
             match scan.end {
-                Some(Progress::Done(outcome)) => return Ok(outcome),
+                Some(Progress::Done(outcome)) => return Ok((outcome, tracker)),
                 Some(Progress::LocalInfile) => {
                     let seq = tracker.next_seq();
                     self.conn.queue_packet(seq, &[]);

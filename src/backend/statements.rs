@@ -245,6 +245,11 @@ impl ConnStatements {
         Some(found)
     }
 
+    /// The parameter types the server last had bound to `id` here (not marking it used).
+    pub fn types(&self, id: u64) -> Option<&[u8]> {
+        self.map.get(&id)?.types.as_deref()
+    }
+
     /// Records that the server prepared `id` as `backend_id`; returns the backend id it
     /// replaces, which the caller closes.
     pub fn insert(&mut self, prepared: &Arc<Prepared>, backend_id: u32) -> Option<u32> {

@@ -344,6 +344,11 @@ pub struct ProxySection {
     /// can reach — a failover under way — how long a statement (or a login) waits for the
     /// next writer before it gets ERR 9001 (0: no wait). Other hostgroups do not wait.
     pub failover_wait_ms: u64,
+    /// Transaction replay: an open transaction whose writer connection is lost before its
+    /// COMMIT is sent runs again on the next writer, when its statements and their
+    /// results, recorded as it ran, add up to at most this many bytes (0: never replay).
+    /// See `User::transaction_replay`.
+    pub transaction_replay_max_size: usize,
     /// Client connections from one address beyond this many are refused with ERR 1040
     /// (0: no limit).
     pub max_connections_per_address: usize,
@@ -494,6 +499,7 @@ impl Default for ProxySection {
             causal_read_wait_ms: 100,
             long_query_time_ms: 1_000,
             failover_wait_ms: 10_000,
+            transaction_replay_max_size: 1 << 20,
             max_connections_per_address: 0,
             idle_timeout_ms: 28_800_000,
             connection_log: "off".to_string(),
@@ -672,6 +678,11 @@ pub struct User {
     /// enough replica, and may not see the session's own latest write yet.
     #[serde(default)]
     pub consistency: Consistency,
+    /// Replay this user's open transactions on the next writer when the writer is lost
+    /// (within `proxy.transaction_replay_max_size`); off: the client gets the error and
+    /// its connection is closed, as the server's would be.
+    #[serde(default = "yes")]
+    pub transaction_replay: bool,
     /// This user's firewall mode; unset: `firewall.mode`.
     pub firewall: Option<FirewallMode>,
 }
@@ -693,6 +704,7 @@ impl User {
             split_reads: false,
             transaction_persistent: true,
             consistency: Consistency::None,
+            transaction_replay: false,
             firewall: None,
         }
     }

@@ -248,6 +248,10 @@ pub struct Counters {
     pub backends_lost: AtomicU64,
     /// Autocommit reads sent again after their reader failed before answering.
     pub reads_retried: AtomicU64,
+    /// Transactions replayed on a new writer connection after theirs was lost.
+    pub transactions_replayed: AtomicU64,
+    /// Transactions whose replay was refused (see `session::replay`).
+    pub transaction_replays_failed: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub bytes_to_clients: AtomicU64,
     /// Time spent analysing statements and evaluating rules and the firewall.

@@ -9,6 +9,8 @@
 //! The proxy does not offer CLIENT_DEPRECATE_EOF, so result sets always carry their EOF
 //! packets; that keeps the end of a cursor-opening COM_STMT_EXECUTE unambiguous.
 
+use std::hash::{DefaultHasher, Hasher};
+
 use bytes::BytesMut;
 
 use super::codec::{DecodeError, Reader};
@@ -94,6 +96,9 @@ pub struct ResponseTracker {
     oks: Vec<usize>,
     /// Where the last scan found the response's final frame, if it did.
     final_at: Option<usize>,
+    /// A running hash of what the response says, when asked for (see
+    /// [`ResponseTracker::fingerprint_results`]).
+    fingerprint: Option<DefaultHasher>,
 }
 
 /// Rows a response carried and rows its OK packets said were changed, summed over all its
@@ -149,7 +154,23 @@ impl ResponseTracker {
             edits: None,
             oks: Vec::new(),
             final_at: None,
+            fingerprint: None,
         })
+    }
+
+    /// Has the tracker keep a hash of what the response tells the client — its rows,
+    /// column definitions, errors, and its OK and EOF packets' counts, insert id and
+    /// warnings — leaving out what may differ between two servers giving the same answer
+    /// (status flags, the OK's info text and session-state data). Two runs of a statement
+    /// whose fingerprints match gave the client the same answer: what replaying a
+    /// transaction on another server must show.
+    pub fn fingerprint_results(&mut self) {
+        self.fingerprint = Some(DefaultHasher::new());
+    }
+
+    /// The hash [`ResponseTracker::fingerprint_results`] asked for, of what was scanned.
+    pub fn fingerprint(&self) -> Option<u64> {
+        self.fingerprint.as_ref().map(Hasher::finish)
     }
 
     /// A tracker for the response to a COM_STMT_EXECUTE whose flags asked for a cursor
@@ -239,6 +260,9 @@ impl ResponseTracker {
             }
             let starts = pos;
             pos += h.frame_len();
+            if let (false, Some(hash)) = (first_of_packet, self.fingerprint.as_mut()) {
+                hash.write(payload);
+            }
             if first_of_packet {
                 match self.feed(payload, h.payload_len)? {
                     Progress::More => {}
@@ -288,6 +312,9 @@ impl ResponseTracker {
         let first = first_frame.first().copied();
         let eof = is_eof(first, payload_len);
         let err = first == Some(header::ERR);
+        if let Some(hash) = self.fingerprint.as_mut() {
+            hash_packet(hash, self.state, first_frame, eof);
+        }
         let progress = match self.state {
             State::Finished => return Err(TrackError::AfterEnd),
             State::Single if err => self.finish_with_error(first_frame),
@@ -474,6 +501,36 @@ impl ResponseTracker {
     }
 }
 
+/// Adds what one packet tells the client to a response's fingerprint (see
+/// [`ResponseTracker::fingerprint_results`]): an OK's counts, insert id and warnings, an
+/// EOF's warnings, anything else (column counts and definitions, rows, errors) whole.
+fn hash_packet(hash: &mut DefaultHasher, state: State, first_frame: &[u8], eof: bool) {
+    let ends_result = matches!(state, State::ResultStart | State::Single);
+    let ends_rows = matches!(
+        state,
+        State::ColumnDefsEof | State::Rows | State::UntilEof | State::Single
+    );
+    match first_frame.first().copied() {
+        Some(header::OK) if ends_result => {
+            if let Ok(ok) = OkPacket::decode(first_frame) {
+                hash.write_u8(header::OK);
+                hash.write_u64(ok.affected_rows);
+                hash.write_u64(ok.last_insert_id);
+                hash.write_u16(ok.warnings);
+                return;
+            }
+        }
+        Some(header::EOF) if eof && ends_rows => {
+            hash.write_u8(header::EOF);
+            hash.write_u16(eof_warnings(first_frame).unwrap_or(0));
+            return;
+        }
+        _ => {}
+    }
+    hash.write_usize(first_frame.len());
+    hash.write(first_frame);
+}
+
 /// The status flags and warning count of the OK or EOF packet that ends a response.
 fn ok_or_eof_end(payload: &[u8]) -> (Option<u16>, u16) {
     match payload.first() {
@@ -625,6 +682,48 @@ mod tests {
         );
         assert_eq!(warned(&first_warned), 0);
         assert_eq!(warned(&run(command::QUERY, &[ERR])), 0);
+    }
+
+    fn fingerprint(packets: &[&[u8]]) -> u64 {
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        t.fingerprint_results();
+        for p in packets {
+            t.feed(p, p.len()).unwrap();
+        }
+        t.fingerprint().expect("asked for")
+    }
+
+    #[test]
+    fn fingerprints_see_what_the_client_is_told_and_nothing_else() {
+        // affected 1, insert id 7, status 3 (in a transaction), no warnings, then info
+        let ok = [0x00, 0x01, 0x07, 0x03, 0x00, 0x00, 0x00, b'h', b'i'];
+        let other_status_and_info = [0x00, 0x01, 0x07, 0x01, 0x00, 0x00, 0x00];
+        assert_eq!(fingerprint(&[&ok]), fingerprint(&[&other_status_and_info]));
+        let other_insert_id = [0x00, 0x01, 0x08, 0x03, 0x00, 0x00, 0x00];
+        let other_count = [0x00, 0x02, 0x07, 0x03, 0x00, 0x00, 0x00];
+        let warned = [0x00, 0x01, 0x07, 0x03, 0x00, 0x01, 0x00];
+        for differs in [&other_insert_id[..], &other_count, &warned, ERR] {
+            assert_ne!(fingerprint(&[&ok]), fingerprint(&[differs]), "{differs:?}");
+        }
+        let rows =
+            |row: &'static [u8], eof: &'static [u8]| fingerprint(&[&[1], b"def", EOF, row, eof]);
+        assert_eq!(
+            rows(b"\x011", EOF),
+            rows(b"\x011", &[0xFE, 0x00, 0x00, 0x22, 0x00])
+        );
+        assert_ne!(rows(b"\x011", EOF), rows(b"\x012", EOF));
+        assert_ne!(
+            rows(b"\x011", EOF),
+            rows(b"\x011", &[0xFE, 0x01, 0x00, 0x02, 0x00])
+        );
+        // the same bytes split differently between packets are another answer
+        assert_ne!(
+            fingerprint(&[&[1], b"def", EOF, b"\x01a", b"\x01b", EOF]),
+            fingerprint(&[&[1], b"def", EOF, b"\x02ab", EOF])
+        );
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        t.feed(&ok, ok.len()).unwrap();
+        assert_eq!(t.fingerprint(), None, "only when asked for");
     }
 
     #[test]

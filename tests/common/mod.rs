@@ -20,6 +20,7 @@ use sluice::protocol::packets::ErrPacket;
 use sluice::protocol::response::{Progress, ResponseTracker};
 
 pub mod cluster;
+pub mod nodes;
 
 pub const WRITER_PORT: u16 = 13306;
 
@@ -216,8 +217,18 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // the failed test's proxy log, for whoever reads the failure
+            eprintln!("proxy log, last 60 lines:\n{}", tail(&self.log(), 60));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Runs the `mariadb` command-line client against `port` with `args`.

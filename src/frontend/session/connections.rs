@@ -3,9 +3,9 @@
 //! with the session (schema, character set, followed variables), and losing either
 //! cleanly.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::backend::BackendConn;
+use crate::backend::{AcquireError, BackendConn};
 use crate::frontend::registry::Registry;
 use crate::protocol::constants::error;
 use crate::protocol::packets::ErrPacket;
@@ -43,32 +43,7 @@ impl Session {
             let old = self.primary.take().expect("checked");
             self.release(old).await;
         }
-        let wait = failover_wait(&self.frontend.shared.peek(), hostgroup);
-        let acquired = match self
-            .frontend
-            .pool
-            .acquire_through_failover(&self.frontend.shared, hostgroup, &self.login, wait)
-            .await
-        {
-            Ok(mut b) => match b
-                .sync_session(
-                    self.login.database.as_deref(),
-                    self.names.as_deref(),
-                    &self.variables,
-                )
-                .await
-            {
-                Ok(()) => Ok(b),
-                Err(why) => Err(crate::backend::AcquireError::Refused(ErrPacket::new(
-                    error::LOST_BACKEND,
-                    format!(
-                        "Lost connection to {} while setting the session up: {why}",
-                        b.server.address()
-                    ),
-                ))),
-            },
-            Err(e) => Err(e),
-        };
+        let acquired = self.fresh_primary().await;
         match acquired {
             Ok(b) => {
                 self.primary = Some(b);
@@ -79,6 +54,45 @@ impl Session {
                 self.send_packet_err(1, &e.to_err_packet()).await?;
                 Err(Failure::Backend)
             }
+        }
+    }
+
+    /// A new connection to the session's default hostgroup, in step with the session
+    /// (schema, character set, followed variables). A server that fails while it is set up
+    /// — a node restarted and not serving yet (ERR 1047), a connection reset — is given up
+    /// for the next one the pool offers, every 100 ms, while a failover's wait lasts: no
+    /// statement was sent on it yet.
+    pub(super) async fn fresh_primary(&self) -> Result<BackendConn, AcquireError> {
+        let hostgroup = self.user.config.default_hostgroup;
+        let wait = failover_wait(&self.frontend.shared.peek(), hostgroup);
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut conn = self
+                .frontend
+                .pool
+                .acquire_through_failover(&self.frontend.shared, hostgroup, &self.login, left)
+                .await?;
+            let synced = conn
+                .sync_session(
+                    self.login.database.as_deref(),
+                    self.names.as_deref(),
+                    &self.variables,
+                )
+                .await;
+            let Err(why) = synced else {
+                return Ok(conn);
+            };
+            let address = conn.server.address().to_owned();
+            drop(conn);
+            if Instant::now() + SETUP_RETRY >= deadline {
+                return Err(AcquireError::Refused(ErrPacket::new(
+                    error::LOST_BACKEND,
+                    format!("Lost connection to {address} while setting the session up: {why}"),
+                )));
+            }
+            tracing::info!(peer = %self.peer, server = %address, error = %why, "a server failed while the session was set up on it: taking another");
+            tokio::time::sleep(SETUP_RETRY).await;
         }
     }
 
@@ -155,6 +169,7 @@ impl Session {
             Target::Primary => {
                 state_lost = self.bound || self.routing.in_transaction;
                 self.routing.in_transaction = false;
+                self.transaction.forget();
                 self.primary.take()
             }
             Target::Reader => {
@@ -182,6 +197,9 @@ impl Session {
         Err(Failure::Backend)
     }
 }
+
+/// The pause before a session set up on a server that failed tries the next one.
+const SETUP_RETRY: Duration = Duration::from_millis(100);
 
 /// How long a statement or login for `hostgroup` waits for a server while it has none:
 /// `failover_wait_ms` for a Galera writer hostgroup (the monitor will place the next

@@ -24,6 +24,7 @@ mod large;
 mod learn;
 mod mirror;
 mod prepare;
+mod replay;
 mod request;
 mod run;
 mod start;
@@ -88,6 +89,8 @@ pub(super) struct Session {
     bound: bool,
     /// The last statement wrote: its connection serves the next statement too.
     hold_next: bool,
+    /// The open transaction's record, for replaying it on another writer connection.
+    transaction: replay::TransactionLog,
     /// The client's prepared statements.
     statements: ClientStatements,
     /// The status flags of the primary's last reply (for answers the proxy gives itself).

@@ -67,13 +67,23 @@ impl Session {
                 let address = finished.server.as_ref().map_or("", |s| s.address());
                 let message = format!("Lost connection to backend {address} (hostgroup {hostgroup}) during query, twice: {why}");
                 let err = ErrPacket::new(error::LOST_BACKEND, message);
-                finished.result = self
-                    .send_packet_err(1, &err)
-                    .await
-                    .and(Err(Failure::Backend));
+                // a second writer lost under a replayed transaction: that is gone too
+                let lost = match target {
+                    Target::Primary => self.transaction_lost(),
+                    Target::Reader => Failure::Backend,
+                };
+                finished.result = self.send_packet_err(1, &err).await.and(Err(lost));
                 return finished;
             }
             retried = true;
+            if target == Target::Primary {
+                let why = why.clone();
+                if let Err(failure) = self.replay_transaction(&why).await {
+                    finished.result = Err(failure);
+                    return finished;
+                }
+                continue;
+            }
             Registry::count(&self.frontend.counters.reads_retried);
             match self.decide(request).await {
                 Ok(Some(chosen)) => (target, hostgroup) = chosen,
@@ -110,6 +120,12 @@ impl Session {
         request: &mut Request,
         capture: Option<&mut Capture>,
     ) -> Result<bool, Failure> {
+        if target == Target::Primary {
+            if let Some(why) = self.lost_before_sending() {
+                // nothing of the statement left: it runs after the transaction's replay
+                return Err(Failure::Unanswered(why.to_owned()));
+            }
+        }
         if request.prepared.is_some() && request.cmd != command::STMT_PREPARE {
             let retry = self.retryable(target, request.cmd, request.statement);
             if !self.bind_statement(target, request, retry).await? {
@@ -158,6 +174,9 @@ impl Session {
             command::STMT_EXECUTE => None,
             _ => plan.decision.rewritten.as_deref(),
         };
+        if target == Target::Primary {
+            self.expect_on_primary(request, rewrite.unwrap_or(request.body()));
+        }
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
         let sent = match rewrite {
             Some(text) => backend.conn.write_wire(&rewritten(cmd, text)).await,
@@ -167,6 +186,9 @@ impl Session {
             let why = e.to_string();
             if self.retryable(target, cmd, statement) {
                 self.reader_lost_unanswered(&why);
+                return Err(Failure::Unanswered(why));
+            }
+            if target == Target::Primary && self.resendable_on_primary() {
                 return Err(Failure::Unanswered(why));
             }
             return self.backend_lost(target, 1, &why).await.map(|_| false);
@@ -250,6 +272,9 @@ impl Session {
             return Ok(true);
         };
         tracker.add_status(std::mem::take(&mut self.added_status));
+        if target == Target::Primary && self.transaction.recording() {
+            tracker.fingerprint_results();
+        }
         let shared = &*self.frontend.shared;
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
@@ -286,6 +311,11 @@ impl Session {
         match relayed {
             Ok(outcome) => {
                 self.last_outcome = Some(outcome);
+                if target == Target::Primary {
+                    let max = shared.peek().proxy.transaction_replay_max_size;
+                    self.transaction
+                        .answered(&outcome, tracker.fingerprint(), max);
+                }
                 // a connection that reports each commit's GTID in its OK (any commit: a
                 // DDL's, `SET autocommit = 1`'s) needs no read after the write; the
                 // edits took it out before the client saw it
@@ -327,6 +357,11 @@ impl Session {
             Err(RelayError::Client) => Err(Failure::Client),
             Err(RelayError::Unanswered(why)) if self.retryable(target, cmd, statement) => {
                 self.reader_lost_unanswered(&why);
+                Err(Failure::Unanswered(why))
+            }
+            Err(RelayError::Unanswered(why))
+                if target == Target::Primary && self.resendable_on_primary() =>
+            {
                 Err(Failure::Unanswered(why))
             }
             Err(RelayError::Backend(why) | RelayError::Unanswered(why)) => self

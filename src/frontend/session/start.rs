@@ -336,6 +336,7 @@ impl Session {
             histograms: Default::default(),
             bound: false,
             hold_next: false,
+            transaction: Default::default(),
             statements: ClientStatements::default(),
             server_status: status::AUTOCOMMIT,
             last_outcome: None,

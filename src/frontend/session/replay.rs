@@ -1,0 +1,615 @@
+//! Transaction replay: an open transaction whose writer connection is lost before its
+//! COMMIT is sent runs again on the next writer, and the client goes on as if nothing had
+//! happened.
+//!
+//! While a transaction is open on the session's primary connection, each statement run
+//! there is recorded with a fingerprint of its answer (`ResponseTracker::
+//! fingerprint_results`). When the connection is lost and what was in flight can be sent
+//! again without doubt — a statement whose answer the client has not seen and whose loss
+//! undid it (not a COMMIT, nor anything that commits by itself), or any statement that
+//! never left the proxy — the session takes a connection to the writer of the moment,
+//! brings it to the session's state, sends the record again, and compares each answer's
+//! fingerprint with the first. All equal: the lost statement runs there. Anything else — an
+//! answer that differs, a record over `transaction_replay_max_size`, a statement that
+//! cannot be repeated from its bytes alone, state on the connection the proxy cannot
+//! rebuild — ends the session as it ended without replay: an error, and the client
+//! connection closed, so that the driver knows the transaction is gone.
+
+use bytes::Bytes;
+
+use crate::frontend::registry::Registry;
+use crate::protocol::constants::{command, error, status};
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::packets::ErrPacket;
+use crate::protocol::response::Outcome;
+use crate::protocol::statement::{set_statement_id, ExecuteLayout};
+use crate::rules::command::Command;
+use crate::rules::{Analysis, Kind};
+
+use super::request::Request;
+use super::{Failure, Session};
+
+/// What a statement is to the record of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// It ends the transaction open before it, if one is (COMMIT, ROLLBACK, and the
+    /// statements that commit implicitly): the record starts over.
+    Ends,
+    /// BEGIN, START TRANSACTION: it ends the transaction open before it, if one is, and
+    /// opens one; lost in flight outside a transaction, it changed nothing.
+    Begins,
+    /// Run again on the same data, it does the same and answers the same: reads, writes,
+    /// savepoints, `SET TRANSACTION`.
+    Repeatable,
+    /// Its bytes alone cannot run it again (LOAD DATA's file, a cursor, a CALL, a change
+    /// of the session's schema or character set…): the transaction cannot be replayed.
+    Unrepeatable(&'static str),
+    /// It changes nothing a replay must repeat (a ping, closing a statement).
+    Inert,
+}
+
+impl Role {
+    /// The role of a COM_QUERY or COM_STMT_EXECUTE of this analysis.
+    pub(super) fn of(analysis: &Analysis) -> Role {
+        if analysis.multi_statement {
+            return Role::Unrepeatable("a multi-statement");
+        }
+        match analysis.command {
+            Command::Begin | Command::StartTransaction => return Role::Begins,
+            Command::Commit | Command::Rollback => return Role::Ends,
+            Command::Savepoint | Command::RollbackSavepoint | Command::ReleaseSavepoint => {
+                return Role::Repeatable
+            }
+            Command::Load => return Role::Unrepeatable("LOAD DATA"),
+            _ => {}
+        }
+        match analysis.kind {
+            Kind::Select | Kind::LockingSelect | Kind::Show => Role::Repeatable,
+            Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace => Role::Repeatable,
+            Kind::Transaction if analysis.features.next_transaction => {
+                match analysis.command {
+                    // XA's transactions are not the session's to repeat
+                    Command::Unknown => Role::Unrepeatable("XA"),
+                    _ => Role::Repeatable,
+                }
+            }
+            Kind::Ddl => Role::Ends,
+            Kind::Call => Role::Unrepeatable("a CALL"),
+            Kind::Set | Kind::Use => Role::Unrepeatable("a change of the session's settings"),
+            _ => Role::Unrepeatable("a statement of an unknown effect"),
+        }
+    }
+
+    /// The role of a command that carries no statement text of its own.
+    pub(super) fn of_command(cmd: u8, cursor: bool) -> Role {
+        match cmd {
+            command::STMT_EXECUTE if cursor => Role::Unrepeatable("a cursor"),
+            command::PING
+            | command::STATISTICS
+            | command::FIELD_LIST
+            | command::STMT_PREPARE
+            | command::STMT_RESET
+            | command::STMT_CLOSE
+            | command::PROCESS_INFO => Role::Inert,
+            _ => Role::Unrepeatable("a command the record cannot repeat"),
+        }
+    }
+}
+
+/// One statement of the open transaction, as sent, and its answer's fingerprint.
+#[derive(Debug, Clone)]
+struct Entry {
+    cmd: u8,
+    /// The payload sent, command byte first (an execute's with its parameter types,
+    /// whatever the connection had bound before).
+    payload: Bytes,
+    /// For an execute: the session's id of its statement.
+    prepared: Option<u32>,
+    fingerprint: u64,
+}
+
+/// A statement sent on the primary connection whose answer is awaited.
+#[derive(Debug)]
+struct InFlight {
+    role: Role,
+    /// Present when the statement is to be recorded.
+    entry: Option<Entry>,
+    next_transaction: bool,
+}
+
+/// The record of the session's open transaction. See the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct TransactionLog {
+    entries: Vec<Entry>,
+    bytes: usize,
+    /// The last answer on the primary connection said a transaction was open.
+    open: bool,
+    /// Why the open transaction cannot be replayed, once something made it so.
+    spoiled: Option<&'static str>,
+    in_flight: Option<InFlight>,
+}
+
+impl TransactionLog {
+    /// Whether a statement of `role` about to be sent on the primary connection is to be
+    /// recorded: one of a transaction open, or opening. `autocommit` is the session's
+    /// setting: with it off, any statement opens one.
+    pub(super) fn wants(&self, role: Role, next_transaction: bool, autocommit: bool) -> bool {
+        // a transaction spoiled stays so until a statement ends it
+        let ends = matches!(role, Role::Ends | Role::Begins);
+        (ends || role == Role::Repeatable)
+            && (self.open || !autocommit || ends || next_transaction)
+            && (self.spoiled.is_none() || ends)
+    }
+
+    /// Notes the statement about to be sent on the primary connection, and what of it is
+    /// recorded (`sent`: its command, payload and prepared statement) if it is.
+    pub(super) fn expect(
+        &mut self,
+        role: Role,
+        sent: Option<(u8, Bytes, Option<u32>)>,
+        next_transaction: bool,
+    ) {
+        if let Role::Unrepeatable(why) = role {
+            if self.open {
+                self.spoil(why);
+            }
+        }
+        let entry = sent.map(|(cmd, payload, prepared)| Entry {
+            cmd,
+            payload,
+            prepared,
+            fingerprint: 0,
+        });
+        self.in_flight = Some(InFlight {
+            role,
+            entry,
+            next_transaction,
+        });
+    }
+
+    /// Takes the answer to the statement in flight: records it while a transaction is
+    /// open, starts over when one ended. `max` is the record's bound in bytes.
+    pub(super) fn answered(&mut self, outcome: &Outcome, fingerprint: Option<u64>, max: usize) {
+        // a statement not announced (one too large to hold) is not in the record
+        let in_flight = self.in_flight.take().unwrap_or(InFlight {
+            role: Role::Unrepeatable("a statement too large to record"),
+            entry: None,
+            next_transaction: false,
+        });
+        if in_flight.role == Role::Inert {
+            return;
+        }
+        let Some(flags) = outcome.status.filter(|_| !outcome.error) else {
+            // an error's effect on the transaction is not said (a deadlock ends it)
+            if self.open {
+                self.spoil("a statement in it failed");
+            }
+            return;
+        };
+        let open_after = flags & status::IN_TRANS != 0;
+        if matches!(in_flight.role, Role::Ends | Role::Begins) && self.open {
+            self.clear();
+        }
+        if !open_after {
+            self.clear();
+            self.open = false;
+            if !in_flight.next_transaction {
+                return;
+            }
+        }
+        self.open = open_after;
+        match (in_flight.role, in_flight.entry, fingerprint) {
+            (Role::Unrepeatable(why), _, _) => self.spoil(why),
+            (_, Some(mut entry), Some(fingerprint)) if self.spoiled.is_none() => {
+                entry.fingerprint = fingerprint;
+                self.bytes += entry.payload.len() + std::mem::size_of::<Entry>();
+                self.entries.push(entry);
+                if self.bytes > max {
+                    self.spoil("its record grew over transaction_replay_max_size");
+                }
+            }
+            (_, None, _) if open_after => self.spoil("a statement in it was not recorded"),
+            _ => {}
+        }
+    }
+
+    /// The statement in flight may be sent again after a replay: its loss undid it (a
+    /// statement of the open transaction), or it changed nothing (a BEGIN outside one).
+    pub(super) fn resendable(&self) -> bool {
+        match self.in_flight.as_ref().map(|f| f.role) {
+            Some(Role::Repeatable) => self.replayable(),
+            Some(Role::Begins) => !self.open,
+            _ => false,
+        }
+    }
+
+    /// Whether the answer to the statement in flight is to be fingerprinted.
+    pub(super) fn recording(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.entry.is_some())
+    }
+
+    /// An open transaction whose record can be replayed.
+    pub(super) fn replayable(&self) -> bool {
+        self.open && self.spoiled.is_none()
+    }
+
+    /// Forgets the transaction (it ended, or the session lost it).
+    pub(super) fn forget(&mut self) {
+        self.clear();
+        self.open = false;
+        self.in_flight = None;
+    }
+
+    fn spoil(&mut self, why: &'static str) {
+        self.entries = Vec::new();
+        self.bytes = 0;
+        self.spoiled = Some(why);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.spoiled = None;
+    }
+}
+
+impl Session {
+    /// Whether this session's transactions may be replayed at all.
+    fn replays(&self) -> bool {
+        self.user.config.transaction_replay
+            && self
+                .frontend
+                .shared
+                .peek()
+                .proxy
+                .transaction_replay_max_size
+                > 0
+    }
+
+    /// Notes `request`, about to be sent on the primary connection as `sent` (a text
+    /// statement as the rules rewrote it): whether its answer is to be fingerprinted.
+    pub(super) fn expect_on_primary(&mut self, request: &Request, sent: &[u8]) {
+        if !self.replays() {
+            return;
+        }
+        let cmd = request.cmd;
+        let analysis = &request.plan().analysis;
+        let role = match cmd {
+            command::QUERY => Role::of(analysis),
+            command::STMT_EXECUTE if !request.cursor => Role::of(analysis),
+            _ => Role::of_command(cmd, request.cursor),
+        };
+        let autocommit = self.server_status & status::AUTOCOMMIT != 0;
+        let next_transaction = analysis.features.next_transaction;
+        let recorded = self.transaction.wants(role, next_transaction, autocommit);
+        let sent = match cmd {
+            _ if !recorded => None,
+            command::QUERY => Some((cmd, [&[cmd], sent].concat().into(), None)),
+            command::STMT_EXECUTE => self
+                .execute_with_types(request)
+                .map(|payload| (cmd, payload, request.prepared)),
+            _ => None,
+        };
+        self.transaction.expect(role, sent, next_transaction);
+    }
+
+    /// An execute's payload as it can be sent on another connection: with the parameter
+    /// types the server it ran on had bound, when the client left them out.
+    fn execute_with_types(&self, request: &Request) -> Option<Bytes> {
+        let payload = request.packet.wire.get(HEADER_LEN..)?;
+        let id = request.prepared?;
+        let prepared = &self.statements.by_id.get(&id)?.prepared;
+        let layout = ExecuteLayout::parse(payload, prepared.params).ok()?;
+        if layout.types.is_none() && prepared.params > 0 {
+            let bound = self.primary.as_ref()?.statements.types(prepared.id)?;
+            return layout.with_types(payload, bound).map(Bytes::from);
+        }
+        Some(Bytes::copy_from_slice(payload))
+    }
+
+    /// Whether the statement in flight on the primary connection, lost before the client
+    /// saw its answer, can be sent again after replaying the transaction.
+    pub(super) fn resendable_on_primary(&self) -> bool {
+        !self.bound && self.replays() && self.transaction.resendable()
+    }
+
+    /// Whether a statement about to be sent may wait for a replay because its primary
+    /// connection is already gone: closed by its server, or the server found unreachable.
+    pub(super) fn lost_before_sending(&self) -> Option<&'static str> {
+        if !self.transaction.replayable() || self.bound || !self.replays() {
+            return None;
+        }
+        let primary = self.primary.as_ref()?;
+        if primary.conn.peer_closed() {
+            return Some("connection closed by the server");
+        }
+        let unreachable = self
+            .frontend
+            .shared
+            .is_unreachable(primary.server.address());
+        unreachable.then_some("the monitor found the server unreachable")
+    }
+
+    /// The primary connection was lost (`why`) with a transaction open: replays the
+    /// transaction on the writer of the moment (waiting for one as a statement does).
+    /// Ok: the session is where it was, on a new connection. Otherwise the client was
+    /// told and the session ends.
+    pub(super) async fn replay_transaction(&mut self, why: &str) -> Result<(), Failure> {
+        let lost = self.primary.take();
+        let lost_address = lost.as_ref().map(|b| b.server.address().to_owned());
+        drop(lost);
+        Registry::count(&self.frontend.counters.backends_lost);
+        tracing::warn!(peer = %self.peer, server = ?lost_address, error = why, "writer connection lost in a transaction: replaying it");
+        match self.replay().await {
+            Ok(statements) => {
+                Registry::count(&self.frontend.counters.transactions_replayed);
+                tracing::info!(peer = %self.peer, statements, "transaction replayed");
+                Ok(())
+            }
+            Err(refusal) => {
+                Registry::count(&self.frontend.counters.transaction_replays_failed);
+                self.transaction_lost();
+                tracing::warn!(peer = %self.peer, reason = %refusal.reason(), "transaction not replayed: closing the client connection");
+                if let Refusal::Said(reason) = refusal {
+                    let address = lost_address.unwrap_or_default();
+                    let message = format!("Lost connection to backend {address} during a transaction ({why}); it could not be replayed: {reason}");
+                    self.send_packet_err(1, &ErrPacket::new(error::LOST_BACKEND, message))
+                        .await?;
+                }
+                Err(Failure::StateLost)
+            }
+        }
+    }
+
+    /// Forgets the transaction the session lost with its primary connection; the session
+    /// must end (its client is told by the caller).
+    pub(super) fn transaction_lost(&mut self) -> Failure {
+        self.primary = None;
+        self.transaction.forget();
+        self.routing.in_transaction = false;
+        Failure::StateLost
+    }
+
+    /// Takes a writer connection, brings it to the session's state and runs the record
+    /// there, answer by answer; the number of statements replayed.
+    async fn replay(&mut self) -> Result<usize, Refusal> {
+        let mut conn = self
+            .fresh_primary()
+            .await
+            .map_err(|e| Refusal::Said(format!("no writer: {e}")))?;
+        if self.server_status & status::AUTOCOMMIT == 0 {
+            conn.run(command::QUERY, b"SET autocommit = 0")
+                .await
+                .map_err(Refusal::Said)?;
+        }
+        self.primary = Some(conn);
+        let entries = self.transaction.entries.clone();
+        for entry in &entries {
+            self.replay_entry(entry).await?;
+        }
+        Ok(entries.len())
+    }
+
+    /// Runs one recorded statement on the new primary connection and compares answers.
+    async fn replay_entry(&mut self, entry: &Entry) -> Result<(), Refusal> {
+        let mut payload = entry.payload.to_vec();
+        if let Some(id) = entry.prepared {
+            if !self.statements.by_id.contains_key(&id) {
+                return Err(Refusal::Said(
+                    "a statement it executed was closed since".into(),
+                ));
+            }
+            let backend_id = match self.prepared_on(super::Target::Primary, id, true).await {
+                Ok(Some(backend_id)) => backend_id,
+                // the client was answered: the prepare failed there
+                Ok(None) => return Err(Refusal::Told),
+                Err(Failure::Client) => return Err(Refusal::Client),
+                Err(_) => return Err(Refusal::Said("the new writer was lost too".into())),
+            };
+            set_statement_id(&mut payload, backend_id);
+        }
+        let conn = self.primary.as_mut().expect("taken above");
+        let answered = async {
+            conn.send_command(payload[0], &payload[1..])
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.fingerprint_response(entry.cmd)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (_, fingerprint) = answered.await.map_err(Refusal::Said)?;
+        if fingerprint != entry.fingerprint {
+            tracing::info!(peer = %self.peer, statement = %String::from_utf8_lossy(&entry.payload[1..]),
+                "a replayed statement's answer differs from the first time");
+            return Err(Refusal::Said(
+                "a statement's answer differs from the first time".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a transaction was not replayed.
+enum Refusal {
+    /// The reason, for the client's error.
+    Said(String),
+    /// The client already has its answer (an error the replay relayed).
+    Told,
+    /// The client is gone.
+    Client,
+}
+
+impl Refusal {
+    fn reason(&self) -> &str {
+        match self {
+            Refusal::Said(reason) => reason,
+            Refusal::Told => "an error was relayed",
+            Refusal::Client => "the client is gone",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Analyzer;
+
+    const IN_TRANS: u16 = status::IN_TRANS | status::AUTOCOMMIT;
+    const IDLE: u16 = status::AUTOCOMMIT;
+    const MAX: usize = 1 << 20;
+
+    fn role(sql: &str) -> Role {
+        Role::of(&Analyzer::default().analyze(sql.as_bytes()))
+    }
+
+    /// Runs `sql` through the log as a session would, answered with `flags`.
+    fn run(log: &mut TransactionLog, sql: &str, flags: u16, autocommit: bool) {
+        let analysis = Analyzer::default().analyze(sql.as_bytes());
+        let (role, next) = (Role::of(&analysis), analysis.features.next_transaction);
+        let fingerprinted = log.wants(role, next, autocommit);
+        let sent = Some((command::QUERY, Bytes::copy_from_slice(sql.as_bytes()), None));
+        log.expect(role, sent.filter(|_| fingerprinted), next);
+        let outcome = Outcome {
+            status: Some(flags),
+            error: false,
+            warnings: 0,
+        };
+        log.answered(&outcome, fingerprinted.then_some(7), MAX);
+    }
+
+    fn recorded(log: &TransactionLog) -> Vec<String> {
+        let text = |e: &Entry| String::from_utf8_lossy(&e.payload).into_owned();
+        log.entries.iter().map(text).collect()
+    }
+
+    #[test]
+    fn statements_have_the_roles_their_loss_allows() {
+        for sql in ["COMMIT", "ROLLBACK", "CREATE TABLE t (a INT)"] {
+            assert_eq!(role(sql), Role::Ends, "{sql}");
+        }
+        for sql in ["BEGIN", "START TRANSACTION READ WRITE"] {
+            assert_eq!(role(sql), Role::Begins, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SELECT a FROM t FOR UPDATE",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 2",
+            "DELETE FROM t",
+            "SAVEPOINT s",
+            "ROLLBACK TO SAVEPOINT s",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        ] {
+            assert_eq!(role(sql), Role::Repeatable, "{sql}");
+        }
+        for sql in [
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
+            "CALL p()",
+            "SET sql_mode = ''",
+            "USE db",
+            "XA START 'x'",
+            "SELECT 1; SELECT 2",
+        ] {
+            assert!(matches!(role(sql), Role::Unrepeatable(_)), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_record_holds_the_open_transaction_only() {
+        let mut log = TransactionLog::default();
+        run(&mut log, "INSERT INTO t VALUES (0)", IDLE, true);
+        assert!(
+            recorded(&log).is_empty(),
+            "an autocommit write is no transaction"
+        );
+        run(
+            &mut log,
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            IDLE,
+            true,
+        );
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        run(&mut log, "INSERT INTO t VALUES (1)", IN_TRANS, true);
+        assert!(log.replayable());
+        assert_eq!(
+            recorded(&log),
+            [
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                "BEGIN",
+                "INSERT INTO t VALUES (1)"
+            ]
+        );
+        // BEGIN commits the transaction before it: the record starts over
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        assert_eq!(recorded(&log), ["BEGIN"]);
+        run(&mut log, "COMMIT", IDLE, true);
+        assert!(recorded(&log).is_empty() && !log.replayable());
+    }
+
+    #[test]
+    fn with_autocommit_off_the_first_statement_opens_the_transaction() {
+        let mut log = TransactionLog::default();
+        run(
+            &mut log,
+            "UPDATE t SET a = 1",
+            IN_TRANS & !status::AUTOCOMMIT,
+            false,
+        );
+        assert_eq!(recorded(&log), ["UPDATE t SET a = 1"]);
+        run(&mut log, "COMMIT", 0, false);
+        assert!(recorded(&log).is_empty() && !log.replayable());
+    }
+
+    #[test]
+    fn what_cannot_be_repeated_spoils_the_transaction_until_it_ends() {
+        let mut log = TransactionLog::default();
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        run(&mut log, "CALL p()", IN_TRANS, true);
+        assert!(!log.replayable());
+        run(&mut log, "INSERT INTO t VALUES (1)", IN_TRANS, true);
+        assert!(!log.replayable() && recorded(&log).is_empty());
+        run(&mut log, "ROLLBACK", IDLE, true);
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        assert!(log.replayable(), "the next transaction is replayable again");
+        // an error leaves the transaction's state unsaid
+        log.expect(Role::Repeatable, None, false);
+        let failed = Outcome {
+            status: None,
+            error: true,
+            warnings: 0,
+        };
+        log.answered(&failed, None, MAX);
+        assert!(!log.replayable());
+    }
+
+    #[test]
+    fn a_record_over_its_bound_spoils_the_transaction() {
+        let mut log = TransactionLog::default();
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(MAX));
+        run(&mut log, &big, IN_TRANS, true);
+        assert!(!log.replayable() && log.entries.is_empty());
+    }
+
+    #[test]
+    fn only_a_repeatable_statement_in_flight_is_sent_again() {
+        let mut log = TransactionLog::default();
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        let expect = |log: &mut TransactionLog, sql: &str| {
+            let analysis = Analyzer::default().analyze(sql.as_bytes());
+            log.expect(Role::of(&analysis), None, false);
+        };
+        expect(&mut log, "UPDATE t SET a = 1");
+        assert!(log.resendable());
+        expect(&mut log, "COMMIT");
+        assert!(!log.resendable(), "a COMMIT sent may have committed");
+        assert!(log.replayable(), "but one not sent yet may follow a replay");
+        expect(&mut log, "BEGIN");
+        assert!(!log.resendable(), "a BEGIN in a transaction commits it");
+        run(&mut log, "COMMIT", IDLE, true);
+        expect(&mut log, "BEGIN");
+        assert!(log.resendable(), "outside one, it changed nothing");
+        expect(&mut log, "INSERT INTO t VALUES (1)");
+        assert!(!log.resendable(), "an autocommit write may have committed");
+    }
+}
