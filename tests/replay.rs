@@ -417,3 +417,46 @@ fn a_replay_whose_answers_differ_is_refused_and_one_that_matches_commits() {
     );
     assert_eq!((replayed, refused), (3, 2));
 }
+
+#[test]
+fn a_transaction_on_a_writer_set_offline_hard_moves_to_the_next_writer() {
+    let proxy = Proxy::start();
+    create_tables();
+    let row = format!("offline-{}", std::process::id());
+    let writer = writer_port(&proxy);
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    ok(&mut c, "BEGIN");
+    ok(
+        &mut c,
+        &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('{row}', 1)"),
+    );
+    common::admin_ok(
+        &proxy,
+        &format!(
+            "UPDATE mysql_servers SET status = 'OFFLINE_HARD' WHERE port = {writer}; \
+             LOAD MYSQL SERVERS TO RUNTIME"
+        ),
+    );
+    // the transaction's next statement finds its server out of service: the transaction
+    // is replayed on the new writer, and goes on there
+    ok(
+        &mut c,
+        &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('{row}', 2)"),
+    );
+    let moved_to = c.query_column("SELECT @@port");
+    ok(&mut c, "COMMIT");
+    common::admin_ok(
+        &proxy,
+        &format!(
+            "UPDATE mysql_servers SET status = 'ONLINE' WHERE port = {writer}; \
+             LOAD MYSQL SERVERS TO RUNTIME"
+        ),
+    );
+    assert_ne!(moved_to, [writer]);
+    assert_eq!(stat(&proxy, "Transactions_replayed"), 1);
+    let stored = on_node(
+        SURVIVOR,
+        &format!("SELECT n FROM sbtest.replay_ledger WHERE src = '{row}' ORDER BY n"),
+    );
+    assert_eq!(stored, "1\n2\n");
+}

@@ -313,21 +313,29 @@ impl Session {
         !self.bound && self.replays() && self.transaction.resendable()
     }
 
-    /// Whether a statement about to be sent may wait for a replay because its primary
-    /// connection is already gone: closed by its server, or the server found unreachable.
+    /// Whether the open transaction is to be replayed elsewhere before the statement about
+    /// to be sent: its primary connection is already gone (closed by its server, the
+    /// server found unreachable), or the operator took the server out of service
+    /// (OFFLINE_HARD, or removed). A server that merely lost the writer's role (desynced,
+    /// outranked) keeps the transaction to its end.
     pub(super) fn lost_before_sending(&self) -> Option<&'static str> {
         if !self.transaction.replayable() || self.bound || !self.replays() {
             return None;
         }
         let primary = self.primary.as_ref()?;
+        let address = primary.server.address();
         if primary.conn.peer_closed() {
             return Some("connection closed by the server");
         }
-        let unreachable = self
-            .frontend
-            .shared
-            .is_unreachable(primary.server.address());
-        unreachable.then_some("the monitor found the server unreachable")
+        if self.frontend.shared.is_unreachable(address) {
+            return Some("the monitor found the server unreachable");
+        }
+        let runtime = self.frontend.shared.peek();
+        let hostgroup = runtime.hostgroups.get(&primary.server.hostgroup);
+        match hostgroup.is_some_and(|g| g.contains(address)) {
+            true => None,
+            false => Some("the server was taken out of service (OFFLINE_HARD)"),
+        }
     }
 
     /// The primary connection was lost (`why`) with a transaction open: replays the
