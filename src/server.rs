@@ -95,7 +95,6 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     crate::metrics::start(frontend.clone(), config.metrics.as_ref().map(|m| m.listen))
         .await
         .map_err(StartError::Admin)?;
-    crate::monitor::start(shared.clone()).await;
     let mut sync = cluster.map(|c| start_sync(c, &frontend, admin.clone()));
     if let Some((_, first)) = sync.as_mut() {
         // serve with the cluster's configuration when it answers at once; a proxy
@@ -105,6 +104,8 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             tracing::warn!("cluster: the store did not answer at start; serving the configuration this proxy has");
         }
     }
+    // after the sync's first round: the first election knows the peers' writers
+    crate::monitor::start(shared.clone()).await;
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "sluice listening");
     let accept = tokio::spawn(listener::serve(frontend.clone(), tcp));
     let sweeper = {

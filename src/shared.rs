@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::Config;
+use crate::monitor::agreement::PeerWriters;
 use crate::monitor::membership::Membership;
 use crate::monitor::observation::Observation;
 use crate::runtime::{Members, Runtime, ServerTarget};
@@ -21,6 +22,9 @@ pub struct Shared {
     /// `None` until (and unless) a monitor publishes membership; then it replaces the
     /// configured hostgroups.
     membership: ArcSwapOption<Membership>,
+    /// The writers the proxies of this cluster name reported in their heartbeats, as last
+    /// read (`None` without `[cluster] sync`, or before the first read).
+    peer_writers: ArcSwapOption<PeerWriters>,
     /// The monitor's latest checks, newest last (the admin port's monitor logs).
     checks: Mutex<VecDeque<CheckRecord>>,
     /// Per server address, since start.
@@ -116,6 +120,7 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(runtime),
             membership: ArcSwapOption::empty(),
+            peer_writers: ArcSwapOption::empty(),
             checks: Mutex::new(VecDeque::new()),
             check_totals: Mutex::new(HashMap::new()),
             check_counts: CheckCounts::default(),
@@ -184,6 +189,15 @@ impl Shared {
             .load()
             .as_ref()
             .is_some_and(|m| m.unreachable.contains(address))
+    }
+
+    /// What the cluster's heartbeats said about writers, as last read.
+    pub fn peer_writers(&self) -> Option<Arc<PeerWriters>> {
+        self.peer_writers.load_full()
+    }
+
+    pub fn set_peer_writers(&self, writers: PeerWriters) {
+        self.peer_writers.store(Some(Arc::new(writers)));
     }
 
     /// The membership the monitor published last.

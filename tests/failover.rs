@@ -977,3 +977,40 @@ fn a_writer_whose_checks_time_out_but_that_galera_keeps_keeps_its_role() {
     );
     assert_eq!(writer_port(&proxy), "13306");
 }
+
+#[test]
+fn a_proxy_started_beside_a_peer_that_failed_over_takes_the_peers_writer() {
+    let section = common::cluster::cluster_section("agree");
+    let a = Proxy::start_with(|c| c + &section);
+    assert_eq!(writer_port(&a), "13306");
+    // a moves to node2 and keeps it when node1 returns (no failback)
+    on_node(13306, "SET GLOBAL wsrep_desync = ON");
+    eventually(Duration::from_secs(10), "a's new writer", || {
+        writer_port(&a) == "13307"
+    });
+    on_node(13306, "SET GLOBAL wsrep_desync = OFF");
+    eventually(
+        Duration::from_secs(10),
+        "node1 back in service on a",
+        || {
+            a.log()
+                .lines()
+                .any(|l| l.contains("back in service") && l.contains("server=127.0.0.1:13306"))
+        },
+    );
+    assert_eq!(writer_port(&a), "13307");
+    // b, started now, would prefer node1 alone: it takes a's writer, at its first
+    // election, so no write of it ever reaches node1
+    let b = Proxy::start_with(|c| c + &section);
+    assert_eq!(writer_port(&b), "13307");
+    assert_eq!(stat(&b, "Writer_changes"), 0, "b elected node2 at once");
+    assert!(
+        !b.log().contains("127.0.0.1:13306\"]"),
+        "b never named node1 its writer:\n{}",
+        b.log()
+    );
+    // and a, whose writer is the older one, keeps it
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(writer_port(&a), "13307");
+    assert_eq!(stat(&a, "Writer_changes"), 1);
+}

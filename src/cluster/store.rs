@@ -60,7 +60,7 @@ impl Tables {
         }
     }
 
-    fn create(&self) -> [String; 5] {
+    fn create(&self) -> [String; 6] {
         [
             format!("CREATE DATABASE IF NOT EXISTS {}", self.schema),
             format!(
@@ -76,7 +76,14 @@ impl Tables {
                  proxy VARCHAR(255) NOT NULL, version BIGINT UNSIGNED NOT NULL, \
                  applied_at DATETIME(6) NULL, last_seen DATETIME(6) NOT NULL, \
                  refused_version BIGINT UNSIGNED NOT NULL DEFAULT 0, last_error TEXT NULL, \
+                 writers TEXT NULL, writer_since DATETIME(6) NULL, \
                  PRIMARY KEY (cluster, proxy)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                self.peers
+            ),
+            // a peers table of an earlier release
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS writers TEXT NULL, \
+                 ADD COLUMN IF NOT EXISTS writer_since DATETIME(6) NULL",
                 self.peers
             ),
             format!(
@@ -120,6 +127,8 @@ pub struct Heartbeat<'a> {
     pub applied_unix_ms: u64,
     pub refused_version: u64,
     pub last_error: Option<&'a str>,
+    /// The Galera writers this proxy sends writes to (`monitor::agreement::encode`).
+    pub writers: &'a str,
 }
 
 /// One peer as the shared table shows it.
@@ -133,6 +142,10 @@ pub struct PeerRow {
     pub silent_ms: u64,
     pub refused_version: u64,
     pub last_error: Option<String>,
+    /// The Galera writers the peer sends writes to (`monitor::agreement::encode`).
+    pub writers: String,
+    /// How long the peer has sent writes to them, by the database's clock.
+    pub writers_held_ms: u64,
 }
 
 /// See the module documentation.
@@ -201,19 +214,22 @@ impl Store {
         store.run("SET SESSION time_zone = '+00:00'").await?;
         store.run("SET SESSION wsrep_sync_wait = 1").await?;
         store.run("SET SESSION autocommit = 1").await?;
+        let peers = format!("{}_peers", store.tables.table_name);
         let present = store
             .query(&format!(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} \
-                 AND table_name IN ({}, {}, {}, {})",
+                "SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {0} \
+                 AND table_name IN ({1}, {2}, {3}, {4})) + (SELECT COUNT(*) FROM \
+                 information_schema.columns WHERE table_schema = {0} AND table_name = {2} \
+                 AND column_name = 'writer_since')",
                 lit(&store.tables.schema_name),
                 lit(&store.tables.table_name),
-                lit(&format!("{}_peers", store.tables.table_name)),
+                lit(&peers),
                 lit(&format!("{}_allowlist", store.tables.table_name)),
                 lit(&format!("{}_blocks", store.tables.table_name)),
             ))
             .await?;
         // DDL is a cluster-wide barrier in Galera: only when something is missing
-        if number(&present, 0, 0) < 4 {
+        if number(&present, 0, 0) < 5 {
             for statement in store.tables.create() {
                 store.run(&statement).await?;
             }
@@ -306,17 +322,22 @@ impl Store {
             format!("FROM_UNIXTIME({:.3})", beat.applied_unix_ms as f64 / 1000.0)
         };
         let error = beat.last_error.map_or("NULL".to_string(), lit);
+        // writer_since is assigned before writers: it compares the old value
         let sql = format!(
             "INSERT INTO {} (cluster, proxy, version, applied_at, last_seen, refused_version, \
-             last_error) VALUES ({}, {}, {}, {applied}, NOW(6), {}, {error}) \
+             last_error, writers, writer_since) VALUES ({}, {}, {}, {applied}, NOW(6), {}, \
+             {error}, {}, NOW(6)) \
              ON DUPLICATE KEY UPDATE version = VALUES(version), applied_at = VALUES(applied_at), \
              last_seen = VALUES(last_seen), refused_version = VALUES(refused_version), \
-             last_error = VALUES(last_error)",
+             last_error = VALUES(last_error), \
+             writer_since = IF(writers <=> VALUES(writers), writer_since, NOW(6)), \
+             writers = VALUES(writers)",
             self.tables.peers,
             lit(&self.cluster),
             lit(proxy),
             beat.version,
             beat.refused_version,
+            lit(beat.writers),
         );
         self.run(&sql).await
     }
@@ -326,7 +347,9 @@ impl Store {
         let sql = format!(
             "SELECT proxy, version, UNIX_TIMESTAMP(applied_at), UNIX_TIMESTAMP(last_seen), \
              GREATEST(TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6)), 0) DIV 1000, \
-             refused_version, last_error FROM {} WHERE cluster = {} ORDER BY proxy",
+             refused_version, last_error, writers, \
+             GREATEST(TIMESTAMPDIFF(MICROSECOND, writer_since, NOW(6)), 0) DIV 1000 \
+             FROM {} WHERE cluster = {} ORDER BY proxy",
             self.tables.peers,
             lit(&self.cluster)
         );
@@ -340,6 +363,8 @@ impl Store {
                 silent_ms: number(&result, i, 4),
                 refused_version: number(&result, i, 5),
                 last_error: text(&result, i, 6),
+                writers: text(&result, i, 7).unwrap_or_default(),
+                writers_held_ms: number(&result, i, 8),
             })
             .collect())
     }

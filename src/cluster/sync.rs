@@ -21,6 +21,7 @@ use super::store::{Heartbeat, PeerRow, Published, Store, Tables};
 use crate::backend::Login;
 use crate::config::{ClusterSettings, Config};
 use crate::frontend::Frontend;
+use crate::monitor::agreement::{self, PeerWriters, Reported};
 use crate::protocol::auth::ProvenKey;
 use crate::protocol::constants::DEFAULT_CHARSET;
 use crate::runtime::{Runtime, ServerTarget};
@@ -518,16 +519,44 @@ impl Cluster {
     async fn heartbeat(&self, store: &mut Store) -> Result<(), String> {
         let status = self.status();
         let refused_error = status.refusal();
+        let writers = self
+            .shared
+            .membership()
+            .map(|m| agreement::encode(&m.writers))
+            .unwrap_or_default();
         let beat = Heartbeat {
             version: status.version,
             applied_unix_ms: status.applied_unix_ms,
             refused_version: status.refused.as_ref().map_or(0, |r| r.0),
             last_error: refused_error.as_deref(),
+            writers: &writers,
         };
         store.heartbeat(&self.proxy_name, &beat).await?;
         let peers = store.peers().await?;
+        self.shared.set_peer_writers(self.peer_writers(&peers));
         self.status.lock().expect("cluster status").peers = peers;
         Ok(())
+    }
+
+    /// The writers this proxy and the peers heard from lately reported (see
+    /// `monitor::agreement`).
+    fn peer_writers(&self, rows: &[PeerRow]) -> PeerWriters {
+        let silent_limit = self.settings.interval_ms * SILENT_INTERVALS;
+        let reported = |row: &PeerRow| Reported {
+            writers: agreement::decode(&row.writers),
+            held_ms: row.writers_held_ms,
+        };
+        PeerWriters {
+            own: rows
+                .iter()
+                .find(|r| r.proxy == self.proxy_name)
+                .map(reported),
+            peers: rows
+                .iter()
+                .filter(|r| r.proxy != self.proxy_name && r.silent_ms <= silent_limit)
+                .map(reported)
+                .collect(),
+        }
     }
 
     /// `LOAD … TO RUNTIME` with the cluster on: `next` is checked here, written to the

@@ -7,8 +7,10 @@
 //! `fail_after` bad or `recover_after` good checks in a row — and a Galera node whose
 //! checks time out keeps its verdict while its peers show the cluster still counts it in
 //! (`health::still_a_member`): then its own check runs in the background and rounds come
-//! every 100 ms, so the round that sees Galera evict it takes it out.
+//! every 100 ms, so the round that sees Galera evict it takes it out. With `[cluster]
+//! sync`, the election also weighs the writers the other proxies report (`agreement`).
 
+pub mod agreement;
 mod check;
 pub mod health;
 pub mod membership;
@@ -178,11 +180,16 @@ impl Monitor {
         self.pending
             .retain(|address, _| servers.iter().any(|s| s.address() == address));
 
+        let incumbents =
+            agreement::incumbents(&self.writers, self.shared.peer_writers().as_deref());
+        if incumbents != self.writers && !self.writers.is_empty() {
+            tracing::info!(ours = ?self.writers, theirs = ?incumbents, "a peer proxy has held other Galera writers for longer: taking them where they qualify");
+        }
         let membership = place(
             &runtime.servers().cloned().collect::<Vec<_>>(),
             &runtime.galera,
             &self.health,
-            &self.writers,
+            &incumbents,
         );
         if membership.writers != self.writers {
             for (hostgroup, writers) in &membership.writers {
