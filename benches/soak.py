@@ -13,16 +13,23 @@ killed (restarted 20 s later), SIGHUP to a proxy, `LOAD MYSQL SERVERS TO RUNTIME
 proxy, a proxy restarted.
 
 At the end: every write acknowledged to a client must be in the ledger (the table's primary
-key makes a duplicate impossible); client errors by kind (a COMMIT in flight when a fault
-hit may fail: its outcome is unknown); each proxy's resident memory and open file
-descriptors at the start, the middle and the end; panics in the proxies' logs; writer
-changes. Writes the "Chaos soak" section of benches/RESULTS.md.
+key makes a duplicate impossible); client errors by kind — a commit in flight when the
+writer failed (a COMMIT, or an autocommit write: its outcome is unknown) may fail, and so
+may a statement of a client whose own proxy was restarted under it; anything else counts
+against the run; transactions replayed and refused; each proxy's resident memory and open
+file descriptors at the start, the middle and the end; panics in the proxies' logs; writer
+changes, each put down to a fault of the writer it left (kill, SIGSTOP, desync), to what the
+monitor saw of it (Galera evicted it: not primary, not synced; no answer), to taking a peer
+proxy's writer, or to nothing. Writes the "Chaos soak" section of
+benches/RESULTS.md.
 
 usage: .venv/bin/python benches/soak.py [--minutes 30] [--seed 1] [--no-results-file]
 (mysql.connector comes from the virtualenv scripts/setup.sh makes.)
 """
 import argparse
+import datetime
 import os
+import re
 import random
 import signal
 import subprocess
@@ -80,8 +87,9 @@ interval_ms = 1000
         os.chmod(self.config, 0o600)
         self.log = work / f"sluice-{name}.log"
         self.proc = None
-        # writer changes counted by earlier processes of this proxy (a restart resets them)
-        self.changes_before_restarts = 0
+        # counters of earlier processes of this proxy (a restart resets them)
+        self.counted_before_restarts = {}
+        self.restarts = []  # when it was restarted
         self.start()
 
     def start(self):
@@ -99,6 +107,14 @@ interval_ms = 1000
         rss = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
         fds = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
         return rss, fds
+
+    def keep_counters(self):
+        for name in COUNTED:
+            self.counted_before_restarts[name] = self.counted_before_restarts.get(name, 0) + self.stat(name)
+
+    def total(self, name):
+        """A counter over every process of this proxy so far."""
+        return self.counted_before_restarts.get(name, 0) + self.stat(name)
 
     def stat(self, name):
         conn = mysql.connector.connect(host="127.0.0.1", port=self.admin, user="admin",
@@ -118,16 +134,16 @@ class Ledger:
     def __init__(self):
         self.lock = threading.Lock()
         self.acked = set()
-        self.errors = []  # (time, client kind, statement kind, message)
+        self.errors = []  # (time, client kind, statement kind, message, proxy name)
         self.statements = 0
 
     def ack(self, ident):
         with self.lock:
             self.acked.add(ident)
 
-    def error(self, kind, what, err):
+    def error(self, kind, what, err, proxy):
         with self.lock:
-            self.errors.append((time.time(), kind, what, str(err)[:160]))
+            self.errors.append((time.time(), kind, what, str(err)[:160], proxy))
 
     def count(self, n=1):
         with self.lock:
@@ -156,7 +172,7 @@ def client(kind, number, proxy, ledger, stop):
                                                use_pure=True, autocommit=True, **tls)
             step(kind, conn, ids, ledger)
         except mysql.connector.Error as err:
-            ledger.error(kind, getattr(err, "statement_kind", "statement"), err)
+            ledger.error(kind, getattr(err, "statement_kind", "statement"), err, proxy.name)
             try:
                 if conn is not None:
                     conn.close()
@@ -170,7 +186,11 @@ def step(kind, conn, ids, ledger):
     cur = conn.cursor(prepared=(kind == "prepared"))
     if kind == "write":
         ident = next(ids)
-        cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (%s, 'write')", (ident,))
+        try:
+            cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (%s, 'write')", (ident,))
+        except mysql.connector.Error as err:
+            err.statement_kind = "autocommit write"
+            raise
         ledger.ack(ident)
         ledger.count()
     elif kind == "transaction":
@@ -189,7 +209,11 @@ def step(kind, conn, ids, ledger):
         ledger.count(5)
     elif kind == "prepared":
         ident = next(ids)
-        cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (?, 'prepared')", (ident,))
+        try:
+            cur.execute("INSERT INTO soak_ledger (id, kind) VALUES (?, 'prepared')", (ident,))
+        except mysql.connector.Error as err:
+            err.statement_kind = "autocommit write"
+            raise
         ledger.ack(ident)
         cur.execute("SELECT id, kind FROM soak_ledger WHERE id = ?", (ident,))
         cur.fetchall()
@@ -253,12 +277,14 @@ def fault(kind, proxies, rng, later):
         conn.cursor().execute("LOAD MYSQL SERVERS TO RUNTIME")
         conn.close()
         return f"LOAD MYSQL SERVERS TO RUNTIME on proxy {proxy.name}"
-    proxy.changes_before_restarts += proxy.stat("Writer_changes")
+    proxy.keep_counters()
+    proxy.restarts.append(time.time())
     proxy.stop()
     proxy.start()
     return f"proxy {proxy.name} restarted"
 
 
+COUNTED = ["Writer_changes", "Transactions_replayed", "Transaction_replays_refused"]
 FAULTS = ["kill_writer", "stop_writer", "desync_writer", "replica_lag", "kill_replica",
           "sighup", "load_servers", "restart_proxy"]
 KINDS = ["write", "transaction", "prepared", "read", "tls", "churn"]
@@ -292,7 +318,7 @@ def main():
     started = time.time()
     end = started + opts.minutes * 60
     samples = {"start": {n: p.sample() for n, p in proxies.items()}}
-    changes_before = {n: p.stat("Writer_changes") for n, p in proxies.items()}
+    before = {n: {c: p.stat(c) for c in COUNTED} for n, p in proxies.items()}
     faults, later = [], []
     next_fault = started + rng.uniform(30, 90)
     try:
@@ -323,20 +349,25 @@ def main():
     cluster_up()
     time.sleep(3)
     samples["end"] = {n: p.sample() for n, p in proxies.items()}
-    changes = {n: p.changes_before_restarts + p.stat("Writer_changes") - changes_before[n]
-               for n, p in proxies.items()}
+    counted = {c: {n: p.total(c) - before[n][c] for n, p in proxies.items()} for c in COUNTED}
     for p in proxies.values():
         p.stop()
     present = {row[0] for row in node_sql(13306, "SELECT id FROM sbtest.soak_ledger")}
     lost = sorted(ledger.acked - present)
     panics = sum(p.log.read_text().count("panicked") for p in proxies.values())
-    commit_errors = [e for e in ledger.errors if e[2] == "COMMIT"]
-    other_errors = [e for e in ledger.errors if e[2] != "COMMIT"]
+    commit_errors = [e for e in ledger.errors if in_flight_commit(e)]
+    restart_errors = [e for e in ledger.errors
+                      if not in_flight_commit(e) and restarted_under(e, proxies)]
+    other_errors = [e for e in ledger.errors
+                    if not in_flight_commit(e) and not restarted_under(e, proxies)]
+    changes = writer_changes(proxies, faults, started)
     report = {
         "minutes": opts.minutes, "statements": ledger.statements, "faults": faults,
         "acknowledged": len(ledger.acked), "lost": lost, "commit_errors": len(commit_errors),
+        "restart_errors": len(restart_errors),
         "other_errors": len(other_errors), "samples": samples, "panics": panics,
-        "writer_changes": changes, "error_examples": sorted({e[3] for e in other_errors})[:8],
+        "counted": counted, "changes": changes,
+        "error_examples": sorted({e[3] for e in other_errors})[:8],
         "errors_by_code": by_code(other_errors),
     }
     print(report)
@@ -344,10 +375,74 @@ def main():
         write_results(report, opts)
 
 
+def in_flight_commit(error):
+    """A COMMIT or an autocommit write whose writer connection was lost with it in flight:
+    whether it committed is unknown, so the client must hear of it."""
+    _, _, what, message, _ = error
+    lost = message.startswith("1152") and "during query" in message
+    return what == "COMMIT" or (what == "autocommit write" and lost)
+
+
+def restarted_under(error, proxies):
+    """An error of a client whose own proxy was restarted within the 5 s around it."""
+    at, proxy = error[0], error[4]
+    return any(r - 1 <= at <= r + 5 for r in proxies[proxy].restarts)
+
+
+CHANGED = re.compile(r'^(\S+Z) .*Galera writer changed .*before=\["([^"]+)"\] after=\["([^"]+)"\]')
+ADOPTED = "a peer proxy has held other Galera writers for longer"
+
+
+def writer_changes(proxies, faults, started):
+    """Each proxy's writer changes from its log, each put down to a fault of the writer it
+    left (that started within the 30 s before), to taking a peer's writer, or to nothing."""
+    by_port = {f"127.0.0.1:{port}": name for name, port in NODES.items()}
+    out = {}
+    for name, proxy in proxies.items():
+        lines = proxy.log.read_text().splitlines()
+        reasons = []
+        for i, line in enumerate(lines):
+            m = CHANGED.match(line)
+            if not m:
+                continue
+            at = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+            if at < started:
+                continue
+            left = by_port.get(m.group(2), m.group(2))
+            cause = next((what for t, what in faults
+                          if left in what.split() and not what.startswith("undo")
+                          and started + t - 1 <= at <= started + t + 30), None)
+            if cause is not None:
+                cause = cause.split(" ")[0]
+            else:
+                cause = monitor_verdict(lines[max(0, i - 5):i], m.group(2))
+            if cause is None and any(ADOPTED in l for l in lines[max(0, i - 3):i]):
+                cause = "taking a peer's writer"
+            reasons.append(cause or "unexplained")
+        out[name] = reasons
+    return out
+
+
+def monitor_verdict(lines, address):
+    """Why the proxy's monitor took `address` out just before (its log says what the check
+    saw): Galera's own verdict on the node, or no answer."""
+    for line in reversed(lines):
+        if f"taken out server={address} " not in line:
+            continue
+        if "seen=Unreachable" in line:
+            return "unreachable"
+        if "desync: true" in line:
+            return "desynced"
+        if "primary: false" in line or "local_state: 4" not in line or "ready: false" in line:
+            return "Galera: not primary or not synced"
+        return "taken out"
+    return None
+
+
 def by_code(errors):
     """Errors counted by their code and client kind, most frequent first."""
     counts = {}
-    for _, kind, _, message in errors:
+    for _, kind, _, message, _ in errors:
         code = message.split(" ", 1)[0] if message[:1].isdigit() else message[:40]
         counts[(code, kind)] = counts.get((code, kind), 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
@@ -370,11 +465,18 @@ def write_results(r, opts):
         f"- duration {opts.minutes:g} min, {r['statements']:,} statements, "
         f"{r['acknowledged']:,} acknowledged writes, **{len(r['lost'])} lost**",
         f"- faults ({len(r['faults'])}): " + ", ".join(f"{k} ×{n}" for k, n in sorted(by_kind.items())),
-        f"- client errors: {r['commit_errors']} on a COMMIT in flight, {r['other_errors']} "
-        "on other statements (each failed statement ends the client's connection; it reconnects)",
-        "- transactions replayed: 0 (transaction replay is not built yet: a transaction on a "
-        "lost writer fails)",
-        f"- writer changes: " + ", ".join(f"proxy {n} {c}" for n, c in r["writer_changes"].items()),
+        f"- client errors: {r['commit_errors']} on a commit in flight (a COMMIT, or an "
+        f"autocommit write, lost with its writer), {r['restart_errors']} of clients whose own "
+        f"proxy was restarted under them, **{r['other_errors']} other** (each failed statement "
+        "ends the client's connection; it reconnects)",
+        "- transactions replayed: " + ", ".join(
+            f"proxy {n} {c}" for n, c in r["counted"]["Transactions_replayed"].items())
+        + "; replays refused: " + ", ".join(
+            f"proxy {n} {c}" for n, c in r["counted"]["Transaction_replays_refused"].items()),
+        "- writer changes: " + "; ".join(
+            f"proxy {n} {len(c)} (" + ", ".join(
+                f"{k} ×{c.count(k)}" for k in sorted(set(c))) + ")"
+            for n, c in r["changes"].items()),
         f"- panics: {r['panics']}",
         "- resident memory / open fds per proxy, start → middle → end: "
         + "; ".join(f"{n}: " + " → ".join(f"{s[w][n][0] // 1024} MiB/{s[w][n][1]}"

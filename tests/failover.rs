@@ -946,8 +946,9 @@ fn a_writer_whose_checks_time_out_but_that_galera_keeps_keeps_its_role() {
             })
         })
         .collect();
+    // a minute of it
     let hangs = std::panic::catch_unwind(|| {
-        for _ in 0..10 {
+        for _ in 0..15 {
             signal(13306, "STOP");
             thread::sleep(Duration::from_millis(2500));
             signal(13306, "CONT");

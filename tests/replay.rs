@@ -267,6 +267,13 @@ fn transactions_open_on_a_hung_writer_commit_once_on_the_next() {
     transactions_survive(Fault::Stop);
 }
 
+/// The writer cut off from its peers stays up and answers, refusing statements; they ran
+/// nothing, so each goes to the next writer (COMMITs too, after their transaction).
+#[test]
+fn transactions_on_a_writer_out_of_the_primary_component_commit_once_on_the_next() {
+    transactions_survive(Fault::Isolate);
+}
+
 /// Runs `sql`; the first packet of its answer.
 fn run(c: &mut RawClient, sql: &str) -> Vec<u8> {
     c.try_query(sql)

@@ -52,6 +52,24 @@ pub(super) enum RelayError {
     /// The backend failed before any byte of its answer reached the client: the request
     /// may be sent elsewhere, if running it twice does no harm.
     Unanswered(String),
+    /// A Galera node answered that it is out of the primary component: ERR 1047 ("WSREP
+    /// has not yet prepared node for application use": it left the component, or has
+    /// not joined it yet), or ERR 1180 naming it ("… Not connected to Primary
+    /// Component": its write set could not be replicated, so it was rolled back). Nothing
+    /// of the request took effect anywhere: it may go to another node whatever it is. The
+    /// answer (its wire bytes) was kept from the client, for the caller to relay when it
+    /// does not send the request elsewhere.
+    NotServing(BytesMut),
+}
+
+/// Whether `err` is a Galera node saying it is out of the primary component (see
+/// [`RelayError::NotServing`]).
+pub(super) fn not_serving(err: &crate::protocol::packets::ErrPacket) -> bool {
+    match err.code {
+        1047 => err.message.starts_with("WSREP has not yet prepared node"),
+        1180 => err.message.contains("Not connected to Primary Component"),
+        _ => false,
+    }
 }
 
 impl From<TrackError> for RelayError {
@@ -129,6 +147,10 @@ pub(super) async fn relay(
             tracker.mark(&mut buf[..scan.complete]);
             received.fetch_add(scan.complete as u64, Ordering::Relaxed);
             let batch = tracker.apply_edits(buf.split_to(scan.complete));
+            let refused = matches!(scan.end, Some(Progress::Done(o)) if o.error);
+            if !answered && refused && tracker.error().is_some_and(not_serving) {
+                return Err(RelayError::NotServing(batch));
+            }
             if let Some(capture) = capture.as_deref_mut() {
                 capture.push(&batch);
             }

@@ -333,7 +333,7 @@ impl ResponseTracker {
             State::ResultStart => match first {
                 Some(header::OK) => {
                     let ok = OkPacket::decode(first_frame)?;
-                    self.counts.affected += ok.affected_rows;
+                    self.counts.affected = self.counts.affected.saturating_add(ok.affected_rows);
                     self.end_of_result(ok.status, ok.warnings)
                 }
                 Some(header::ERR) => self.finish_with_error(first_frame),
@@ -654,6 +654,25 @@ mod tests {
             error,
             warnings: 0,
         })
+    }
+
+    #[test]
+    fn affected_rows_past_u64_saturate_instead_of_overflowing() {
+        // found by the decoders fuzz target: a multi-result whose OKs add up past u64
+        let huge = |status: u8| {
+            let mut ok = vec![0x00, 0xFE];
+            ok.extend_from_slice(&u64::MAX.to_le_bytes());
+            ok.extend_from_slice(&[0x00, status, 0x00, 0x00, 0x00]);
+            ok
+        };
+        let mut t = ResponseTracker::for_command(command::QUERY).unwrap();
+        let (first, last) = (huge(0x0A), huge(0x02));
+        assert_eq!(t.feed(&first, first.len()).unwrap(), Progress::More);
+        assert!(matches!(
+            t.feed(&last, last.len()).unwrap(),
+            Progress::Done(_)
+        ));
+        assert_eq!(t.counts().affected, u64::MAX);
     }
 
     #[test]

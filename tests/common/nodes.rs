@@ -83,6 +83,9 @@ pub enum Fault {
     Stop,
     /// `wsrep_desync = ON`: it still works, but may fall behind.
     Desync,
+    /// `gmcast.isolate`: cut off from its peers, it leaves the primary component and
+    /// refuses statements (ERR 1047, 1180) while its connections stay open.
+    Isolate,
 }
 
 impl Fault {
@@ -93,24 +96,40 @@ impl Fault {
             Fault::Desync => {
                 on_node(port, "SET GLOBAL wsrep_desync = ON");
             }
+            Fault::Isolate => {
+                on_node(
+                    port,
+                    "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'",
+                );
+            }
         }
     }
 
     pub fn undo(self, port: u16) {
+        let rejoined = |what: &str| {
+            eventually(Duration::from_secs(60), what, || {
+                let view = |p: u16| {
+                    let out = mariadb(p, &["-uapp", "-papp", "-e", "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('wsrep_cluster_conf_id', 'wsrep_cluster_size', 'wsrep_local_state') ORDER BY VARIABLE_NAME"]);
+                    out.status.success().then(|| stdout(&out))
+                };
+                let (node, survivor) = (view(port), view(13308));
+                node.is_some() && node == survivor && survivor.unwrap().contains("\n3\n4\n")
+            })
+        };
         match self {
             Fault::Kill => {}
+            Fault::Isolate => {
+                on_node(
+                    port,
+                    "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'",
+                );
+                rejoined("the isolated node rejoined");
+            }
             Fault::Stop => {
                 signal(port, "CONT");
                 // it wakes up believing it is still in the old primary component: wait
                 // until it has been through the survivors' views back into theirs
-                eventually(Duration::from_secs(60), "the stopped node rejoined", || {
-                    let view = |p: u16| {
-                        let out = mariadb(p, &["-uapp", "-papp", "-e", "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('wsrep_cluster_conf_id', 'wsrep_cluster_size', 'wsrep_local_state') ORDER BY VARIABLE_NAME"]);
-                        out.status.success().then(|| stdout(&out))
-                    };
-                    let (node, survivor) = (view(port), view(13308));
-                    node.is_some() && node == survivor && survivor.unwrap().contains("\n3\n4\n")
-                });
+                rejoined("the stopped node rejoined");
             }
             Fault::Desync => {
                 on_node(port, "SET GLOBAL wsrep_desync = OFF");

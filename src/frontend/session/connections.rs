@@ -61,11 +61,13 @@ impl Session {
     /// (schema, character set, followed variables). A server that fails while it is set up
     /// — a node restarted and not serving yet (ERR 1047), a connection reset — is given up
     /// for the next one the pool offers, every 100 ms, while a failover's wait lasts: no
-    /// statement was sent on it yet.
-    pub(super) async fn fresh_primary(&self) -> Result<BackendConn, AcquireError> {
+    /// statement was sent on it yet; so is a node that just said it is out of the primary
+    /// component (`not_serving`), until the monitor has placed another writer.
+    pub(super) async fn fresh_primary(&mut self) -> Result<BackendConn, AcquireError> {
         let hostgroup = self.user.config.default_hostgroup;
         let wait = failover_wait(&self.frontend.shared.peek(), hostgroup);
         let deadline = Instant::now() + wait;
+        let avoided = self.not_serving.take();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut conn = self
@@ -73,13 +75,19 @@ impl Session {
                 .pool
                 .acquire_through_failover(&self.frontend.shared, hostgroup, &self.login, left)
                 .await?;
-            let synced = conn
-                .sync_session(
-                    self.login.database.as_deref(),
-                    self.names.as_deref(),
-                    &self.variables,
-                )
-                .await;
+            let synced = match avoided.as_deref() {
+                Some(avoided) if avoided == conn.server.address() => {
+                    Err("out of the Galera primary component".to_owned())
+                }
+                _ => {
+                    conn.sync_session(
+                        self.login.database.as_deref(),
+                        self.names.as_deref(),
+                        &self.variables,
+                    )
+                    .await
+                }
+            };
             let Err(why) = synced else {
                 return Ok(conn);
             };

@@ -91,6 +91,9 @@ pub(super) struct Session {
     hold_next: bool,
     /// The open transaction's record, for replaying it on another writer connection.
     transaction: replay::TransactionLog,
+    /// A Galera node that just answered it is out of the primary component: the next
+    /// primary connection is not taken there, while the monitor has yet to see it.
+    not_serving: Option<String>,
     /// The client's prepared statements.
     statements: ClientStatements,
     /// The status flags of the primary's last reply (for answers the proxy gives itself).

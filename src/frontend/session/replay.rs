@@ -313,13 +313,19 @@ impl Session {
         !self.bound && self.replays() && self.transaction.resendable()
     }
 
+    /// Whether the session's open transaction can be replayed on another writer (whatever
+    /// is in flight: for a statement that never took effect).
+    pub(super) fn transaction_replayable(&self) -> bool {
+        self.transaction.replayable() && !self.bound && self.replays()
+    }
+
     /// Whether the open transaction is to be replayed elsewhere before the statement about
     /// to be sent: its primary connection is already gone (closed by its server, the
     /// server found unreachable), or the operator took the server out of service
     /// (OFFLINE_HARD, or removed). A server that merely lost the writer's role (desynced,
     /// outranked) keeps the transaction to its end.
     pub(super) fn lost_before_sending(&self) -> Option<&'static str> {
-        if !self.transaction.replayable() || self.bound || !self.replays() {
+        if !self.transaction_replayable() {
             return None;
         }
         let primary = self.primary.as_ref()?;
@@ -347,12 +353,26 @@ impl Session {
         let lost_address = lost.as_ref().map(|b| b.server.address().to_owned());
         drop(lost);
         Registry::count(&self.frontend.counters.backends_lost);
-        tracing::warn!(peer = %self.peer, server = ?lost_address, error = why, "writer connection lost in a transaction: replaying it");
+        // outside a transaction (a BEGIN, a statement a node refused unrun) there is
+        // nothing to replay: only the next writer to find
+        let open = self.transaction.replayable();
+        tracing::warn!(peer = %self.peer, server = ?lost_address, error = why, open, "writer connection lost: replaying the session's transaction on the next writer");
         match self.replay().await {
             Ok(statements) => {
-                Registry::count(&self.frontend.counters.transactions_replayed);
+                if open {
+                    Registry::count(&self.frontend.counters.transactions_replayed);
+                }
                 tracing::info!(peer = %self.peer, statements, "transaction replayed");
                 Ok(())
+            }
+            Err(refusal) if !open => {
+                self.primary = None;
+                if let Refusal::Said(reason) = refusal {
+                    let message = format!("Lost connection to the writer ({why}): {reason}");
+                    self.send_packet_err(1, &ErrPacket::new(error::LOST_BACKEND, message))
+                        .await?;
+                }
+                Err(Failure::Backend)
             }
             Err(refusal) => {
                 Registry::count(&self.frontend.counters.transaction_replays_failed);

@@ -355,6 +355,9 @@ impl Session {
                 Ok(!outcome.error)
             }
             Err(RelayError::Client) => Err(Failure::Client),
+            Err(RelayError::NotServing(answer)) => {
+                self.not_serving(target, cmd, statement, answer).await
+            }
             Err(RelayError::Unanswered(why)) if self.retryable(target, cmd, statement) => {
                 self.reader_lost_unanswered(&why);
                 Err(Failure::Unanswered(why))
@@ -369,6 +372,35 @@ impl Session {
                 .await
                 .map(|_| false),
         }
+    }
+}
+
+impl Session {
+    /// A Galera node answered that it is out of the primary component: nothing of the
+    /// request took effect, so it goes to whichever node serves now — a read as a reader's lost read does, a statement on
+    /// the primary connection when the session holds nothing there (or after replaying
+    /// its open transaction). A session with state on that connection gets the node's
+    /// answer as it is.
+    async fn not_serving(
+        &mut self,
+        target: Target,
+        cmd: u8,
+        statement: Statement,
+        answer: BytesMut,
+    ) -> Result<bool, Failure> {
+        let why = "the node is out of the Galera primary component".to_owned();
+        if self.retryable(target, cmd, statement) {
+            self.reader_lost_unanswered(&why);
+            return Err(Failure::Unanswered(why));
+        }
+        let movable = !self.bound && !self.routing.in_transaction && !self.routing.pinned;
+        if target == Target::Primary && (movable || self.transaction_replayable()) {
+            self.not_serving = self.primary.as_ref().map(|p| p.server.address().to_owned());
+            return Err(Failure::Unanswered(why));
+        }
+        self.client.queue_wire(&answer);
+        self.client.flush().await.map_err(|_| Failure::Client)?;
+        Ok(false)
     }
 }
 

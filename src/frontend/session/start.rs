@@ -337,6 +337,7 @@ impl Session {
             bound: false,
             hold_next: false,
             transaction: Default::default(),
+            not_serving: None,
             statements: ClientStatements::default(),
             server_status: status::AUTOCOMMIT,
             last_outcome: None,
