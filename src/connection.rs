@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
+use crate::protocol::compressed;
 use crate::protocol::frame::{self, encode_packet, FrameError, PacketSpan};
 
 /// Initial read buffer size: small, so that idle connections stay cheap; it grows with
@@ -198,6 +199,20 @@ pub struct Connection {
     write_buf: BytesMut,
     /// Bytes written since [`Connection::take_written`] last asked.
     written: u64,
+    /// Set once the peer and the proxy agreed on the compressed protocol.
+    compressed: Option<Box<Compressed>>,
+}
+
+/// The compressed protocol on a connection (see `protocol::compressed`): the read buffer
+/// holds the packet stream inflated, the write buffer the stream before compression.
+struct Compressed {
+    /// Frames read and not inflated yet.
+    raw: BytesMut,
+    /// The sequence id of the next frame this side sends: one past the last frame the
+    /// peer sent (its command starts again at 0), then counting up.
+    seq: u8,
+    /// zlib's level, 1 (fastest) to 9.
+    level: u32,
 }
 
 impl Connection {
@@ -207,7 +222,8 @@ impl Connection {
     /// the end of the stream does. Costs a syscall only when the socket was last seen
     /// readable.
     pub fn peer_closed(&self) -> bool {
-        if !self.read_buf.is_empty() {
+        let raw = self.compressed.as_ref().is_some_and(|c| !c.raw.is_empty());
+        if !self.read_buf.is_empty() || raw {
             return true;
         }
         let (tcp, tls) = match &self.stream {
@@ -243,7 +259,22 @@ impl Connection {
             read_buf,
             write_buf: BytesMut::new(),
             written: 0,
+            compressed: None,
         }
+    }
+
+    /// Switches both directions to the compressed protocol (the login's final OK has
+    /// gone out uncompressed), at zlib `level`.
+    pub fn enable_compression(&mut self, level: u32) {
+        self.compressed = Some(Box::new(Compressed {
+            raw: BytesMut::new(),
+            seq: 0,
+            level: level.clamp(1, 9),
+        }));
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.compressed.is_some()
     }
 
     pub fn stream(&self) -> &Stream {
@@ -269,10 +300,46 @@ impl Connection {
     /// when it is nearly full, so a connection that only ever sees small packets keeps its
     /// small buffer.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.compressed.is_some() {
+            return self.fill_inflated().await;
+        }
         if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
             self.read_buf.reserve(READ_CHUNK);
         }
         self.stream.read_buf(&mut self.read_buf).await
+    }
+
+    /// [`Connection::fill`] under the compressed protocol: inflates the next whole frame
+    /// into the read buffer, reading until there is one. A bad frame is an error of the
+    /// connection (`InvalidData`).
+    async fn fill_inflated(&mut self) -> io::Result<usize> {
+        let Connection {
+            stream,
+            read_buf,
+            compressed,
+            ..
+        } = self;
+        let c = compressed.as_mut().expect("checked by the caller");
+        loop {
+            let before = read_buf.len();
+            match compressed::decode_frame(&mut c.raw, read_buf) {
+                Ok(Some(frame)) => {
+                    c.seq = frame.seq.wrapping_add(1);
+                    if read_buf.len() > before {
+                        return Ok(read_buf.len() - before);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            if c.raw.capacity() - c.raw.len() < MIN_READ {
+                c.raw.reserve(READ_CHUNK);
+            }
+            if stream.read_buf(&mut c.raw).await? == 0 {
+                return Ok(0);
+            }
+        }
     }
 
     /// Reads one logical packet in wire form. `Ok(None)` is a clean close between packets.
@@ -347,8 +414,18 @@ impl Connection {
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.write_buf.is_empty() {
-            self.stream.write_all(&self.write_buf).await?;
-            self.written += self.write_buf.len() as u64;
+            match self.compressed.as_mut() {
+                Some(c) => {
+                    let mut frames = BytesMut::with_capacity(self.write_buf.len() / 2 + 64);
+                    compressed::encode(&self.write_buf, c.level, &mut c.seq, &mut frames);
+                    self.stream.write_all(&frames).await?;
+                    self.written += frames.len() as u64;
+                }
+                None => {
+                    self.stream.write_all(&self.write_buf).await?;
+                    self.written += self.write_buf.len() as u64;
+                }
+            }
             self.write_buf.clear();
         }
         self.stream.flush().await
@@ -367,6 +444,10 @@ impl Connection {
     /// Writes bytes that are already in wire format (forwarded packets), after anything
     /// queued.
     pub async fn write_wire(&mut self, wire: &[u8]) -> io::Result<()> {
+        if self.compressed.is_some() {
+            self.write_buf.extend_from_slice(wire);
+            return self.flush().await;
+        }
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
             self.written += self.write_buf.len() as u64;
@@ -379,7 +460,8 @@ impl Connection {
 
     /// Bytes its read and write buffers hold (allocated, not only filled).
     pub fn buffer_capacity(&self) -> usize {
-        self.read_buf.capacity() + self.write_buf.capacity()
+        let raw = self.compressed.as_ref().map_or(0, |c| c.raw.capacity());
+        self.read_buf.capacity() + self.write_buf.capacity() + raw
     }
 
     /// Releases buffer memory grown by a large packet, so an idle connection stays small.
@@ -389,6 +471,11 @@ impl Connection {
         }
         if self.write_buf.capacity() > 4 * READ_CHUNK {
             self.write_buf = BytesMut::new();
+        }
+        if let Some(c) = self.compressed.as_mut() {
+            if c.raw.is_empty() && c.raw.capacity() > 4 * READ_CHUNK {
+                c.raw = BytesMut::new();
+            }
         }
     }
 

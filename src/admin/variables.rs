@@ -136,6 +136,9 @@ pub fn facts(config: &Config) -> Vec<(String, String)> {
     if config.frontend_tls.is_some() {
         capabilities |= crate::protocol::constants::capability::SSL;
     }
+    if config.proxy.compression {
+        capabilities |= crate::protocol::constants::capability::COMPRESS;
+    }
     vec![
         ("mysql-threads".into(), workers.to_string()),
         (
@@ -147,7 +150,10 @@ pub fn facts(config: &Config) -> Vec<(String, String)> {
             "mysql-have_ssl".into(),
             config.frontend_tls.is_some().to_string(),
         ),
-        ("mysql-have_compress".into(), "false".into()),
+        (
+            "mysql-have_compress".into(),
+            config.proxy.compression.to_string(),
+        ),
     ]
 }
 

@@ -332,6 +332,11 @@ pub struct ProxySection {
     pub connect_timeout_ms: u64,
     /// Largest packet accepted from a client, checked before it is buffered.
     pub max_allowed_packet: usize,
+    /// Offer clients the compressed protocol (`CLIENT_COMPRESS`, zlib); off: a client that
+    /// asks runs uncompressed, as against a server without it. Backends stay uncompressed.
+    pub compression: bool,
+    /// zlib's level for what goes to compressed clients: 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
     /// On shutdown, how long open sessions get to finish before they are closed.
     pub shutdown_timeout_ms: u64,
     /// For users with `consistency = "session"`: how long a read may wait for a replica to
@@ -495,6 +500,8 @@ impl Default for ProxySection {
             handshake_timeout_ms: 10_000,
             connect_timeout_ms: 3_000,
             max_allowed_packet: 64 << 20,
+            compression: true,
+            compression_level: 3,
             shutdown_timeout_ms: 30_000,
             causal_read_wait_ms: 100,
             long_query_time_ms: 1_000,

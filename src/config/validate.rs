@@ -244,6 +244,9 @@ fn proxy(config: &Config) -> Result<(), Failure> {
             "must be between 1024 and 1073741824 bytes",
         );
     }
+    if !(1..=9).contains(&p.compression_level) {
+        return fail("proxy.compression_level", "must be between 1 and 9");
+    }
     if p.handshake_timeout_ms == 0 || p.connect_timeout_ms == 0 {
         return fail("proxy", "timeouts must be greater than 0 ms");
     }

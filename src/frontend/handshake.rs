@@ -169,6 +169,8 @@ pub struct Door<'a> {
     pub track_session_state: bool,
     pub tls: Option<&'a Arc<ServerConfig>>,
     pub server_version: &'a str,
+    /// Offer the compressed protocol.
+    pub compression: bool,
 }
 
 impl<'a> Door<'a> {
@@ -179,6 +181,7 @@ impl<'a> Door<'a> {
             tls: runtime.frontend_tls.as_ref(),
             server_version: &runtime.proxy.server_version,
             track_session_state: runtime.pool.track_session_state,
+            compression: runtime.proxy.compression,
         }
     }
 }
@@ -196,6 +199,9 @@ pub async fn login(
     let mut offered = SERVER_CAPABILITIES;
     if door.tls.is_some() {
         offered |= capability::SSL;
+    }
+    if door.compression {
+        offered |= capability::COMPRESS;
     }
     let greeting = InitialHandshake {
         server_version: door.server_version.to_string(),

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod compressed;
 pub mod constants;
 pub mod frame;
 pub mod handshake;

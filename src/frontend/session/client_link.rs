@@ -1,8 +1,9 @@
 //! Status that describes the client's own link is answered for that link. A backend's
 //! `SHOW STATUS` reports the per-connection `Ssl_%` values of the proxy's connection to it
-//! — plaintext, or the backend TLS — not of the client's TLS, which the proxy terminated;
-//! so a session-status read runs on the backend as usual and those rows are rewritten
-//! with the client link's values before the client gets them.
+//! — plaintext, or the backend TLS — not of the client's TLS, which the proxy terminated,
+//! and its `Compression` is that of the uncompressed backend link; so a session-status
+//! read runs on the backend as usual and those rows are rewritten with the client link's
+//! values before the client gets them.
 
 use bytes::Bytes;
 
@@ -34,10 +35,21 @@ impl Session {
     }
 
     /// The value a server would show for per-connection status variable `name` on this
-    /// client's link (`None`: not a per-connection TLS value; the backend's row stands).
+    /// client's link (`None`: not a per-connection TLS or compression value; the
+    /// backend's row stands).
     /// `Ssl_default_timeout` is left as the backend reports it: rustls has no such setting.
     fn link_value(&self, name: &[u8]) -> Option<String> {
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if name == "compression" {
+            return Some(
+                if self.client.is_compressed() {
+                    "ON"
+                } else {
+                    "OFF"
+                }
+                .into(),
+            );
+        }
         let runtime = self.frontend.shared.peek();
         let facts = runtime.frontend_link.as_deref();
         let Some((tls, facts)) = self.tls.as_ref().zip(facts) else {

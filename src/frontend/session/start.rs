@@ -16,7 +16,7 @@ use crate::frontend::admission::{AddressSlot, Refusal};
 use crate::frontend::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure};
 use crate::frontend::registry::Registry;
 use crate::frontend::{ClientSlot, Frontend};
-use crate::protocol::constants::{error, status};
+use crate::protocol::constants::{capability, error, status};
 use crate::protocol::packets::OkPacket;
 use crate::router::gtid::GtidPosition;
 use crate::router::SessionRouting;
@@ -284,6 +284,10 @@ impl Session {
         };
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
+        if li.capabilities & capability::COMPRESS != 0 {
+            let level = frontend.shared.peek().proxy.compression_level;
+            li.conn.enable_compression(level);
+        }
         let runtime = frontend.shared.load();
         if runtime.pool.min_idle_per_server > 0 {
             keep_warm(
