@@ -222,6 +222,8 @@ impl Session {
         self.bound = false;
         self.hold_next = false;
         self.statements.clear();
+        // the server rolled back any open transaction: nothing is left to replay
+        self.transaction.forget();
         if let Some((reader, _)) = self.reader.take() {
             self.release(reader).await;
         }
