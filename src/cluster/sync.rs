@@ -545,6 +545,7 @@ impl Cluster {
         let reported = |row: &PeerRow| Reported {
             writers: agreement::decode(&row.writers),
             held_ms: row.writers_held_ms,
+            ago_ms: row.silent_ms,
         };
         PeerWriters {
             own: rows

@@ -182,9 +182,6 @@ impl Monitor {
 
         let incumbents =
             agreement::incumbents(&self.writers, self.shared.peer_writers().as_deref());
-        if incumbents != self.writers && !self.writers.is_empty() {
-            tracing::info!(ours = ?self.writers, theirs = ?incumbents, "a peer proxy has held other Galera writers for longer: taking them where they qualify");
-        }
         let membership = place(
             &runtime.servers().cloned().collect::<Vec<_>>(),
             &runtime.galera,
@@ -197,6 +194,13 @@ impl Monitor {
                 if before.is_empty() {
                     tracing::info!(hostgroup, writers = ?writers, "Galera writer elected");
                 } else if &before != writers {
+                    if incumbents.get(hostgroup) == Some(writers) {
+                        tracing::info!(
+                            hostgroup,
+                            ?writers,
+                            "a peer proxy has held other Galera writers for longer: taking them"
+                        );
+                    }
                     self.shared.writer_changed();
                     tracing::warn!(hostgroup, ?before, after = ?writers, "Galera writer changed");
                 }
