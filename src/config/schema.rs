@@ -501,7 +501,7 @@ impl Default for ProxySection {
             connect_timeout_ms: 3_000,
             max_allowed_packet: 64 << 20,
             compression: true,
-            compression_level: 3,
+            compression_level: 1,
             shutdown_timeout_ms: 30_000,
             causal_read_wait_ms: 100,
             long_query_time_ms: 1_000,
