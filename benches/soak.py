@@ -89,7 +89,7 @@ interval_ms = 1000
         self.proc = None
         # counters of earlier processes of this proxy (a restart resets them)
         self.counted_before_restarts = {}
-        self.restarts = []  # when it was restarted
+        self.restarts = []  # (when it was stopped, when it listened again)
         self.start()
 
     def start(self):
@@ -278,9 +278,10 @@ def fault(kind, proxies, rng, later):
         conn.close()
         return f"LOAD MYSQL SERVERS TO RUNTIME on proxy {proxy.name}"
     proxy.keep_counters()
-    proxy.restarts.append(time.time())
+    stopping = time.time()
     proxy.stop()
     proxy.start()
+    proxy.restarts.append((stopping, time.time()))
     return f"proxy {proxy.name} restarted"
 
 
@@ -376,17 +377,20 @@ def main():
 
 
 def in_flight_commit(error):
-    """A COMMIT or an autocommit write whose writer connection was lost with it in flight:
+    """A COMMIT or an autocommit write whose writer was lost with it in flight (its
+    connection lost, or the node out of the primary component while it committed):
     whether it committed is unknown, so the client must hear of it."""
     _, _, what, message, _ = error
     lost = message.startswith("1152") and "during query" in message
-    return what == "COMMIT" or (what == "autocommit write" and lost)
+    unknown = message.startswith("1180") and "Not connected to Primary Component" in message
+    return what == "COMMIT" or (what == "autocommit write" and (lost or unknown))
 
 
 def restarted_under(error, proxies):
-    """An error of a client whose own proxy was restarted within the 5 s around it."""
+    """An error of a client whose own proxy was being restarted (from the second before
+    its SIGTERM to 5 s after the new process listened)."""
     at, proxy = error[0], error[4]
-    return any(r - 1 <= at <= r + 5 for r in proxies[proxy].restarts)
+    return any(stopping - 1 <= at <= up + 5 for stopping, up in proxies[proxy].restarts)
 
 
 CHANGED = re.compile(r'^(\S+Z) .*Galera writer changed .*before=\["([^"]+)"\] after=\["([^"]+)"\]')

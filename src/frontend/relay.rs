@@ -52,24 +52,21 @@ pub(super) enum RelayError {
     /// The backend failed before any byte of its answer reached the client: the request
     /// may be sent elsewhere, if running it twice does no harm.
     Unanswered(String),
-    /// A Galera node answered that it is out of the primary component: ERR 1047 ("WSREP
-    /// has not yet prepared node for application use": it left the component, or has
-    /// not joined it yet), or ERR 1180 naming it ("… Not connected to Primary
-    /// Component": its write set could not be replicated, so it was rolled back). Nothing
-    /// of the request took effect anywhere: it may go to another node whatever it is. The
-    /// answer (its wire bytes) was kept from the client, for the caller to relay when it
-    /// does not send the request elsewhere.
+    /// A Galera node refused the request because it is out of the primary component:
+    /// ERR 1047, "WSREP has not yet prepared node for application use" (it left the
+    /// component, or has not joined it yet). That refusal comes before anything runs, so
+    /// the request may go to another node whatever it is. (Not so ERR 1180 "… Not
+    /// connected to Primary Component" on a commit: the write set may have reached the
+    /// other nodes, which commit it; that one is relayed.) The answer (its wire bytes) was
+    /// kept from the client, for the caller to relay when it does not send the request
+    /// elsewhere.
     NotServing(BytesMut),
 }
 
-/// Whether `err` is a Galera node saying it is out of the primary component (see
+/// Whether `err` is a Galera node refusing a request unrun (see
 /// [`RelayError::NotServing`]).
 pub(super) fn not_serving(err: &crate::protocol::packets::ErrPacket) -> bool {
-    match err.code {
-        1047 => err.message.starts_with("WSREP has not yet prepared node"),
-        1180 => err.message.contains("Not connected to Primary Component"),
-        _ => false,
-    }
+    err.code == 1047 && err.message.starts_with("WSREP has not yet prepared node")
 }
 
 impl From<TrackError> for RelayError {

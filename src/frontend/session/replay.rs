@@ -27,7 +27,7 @@ use crate::rules::command::Command;
 use crate::rules::{Analysis, Kind};
 
 use super::request::Request;
-use super::{Failure, Session};
+use super::{Failure, Session, Statement};
 
 /// What a statement is to the record of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,9 +308,15 @@ impl Session {
     }
 
     /// Whether the statement in flight on the primary connection, lost before the client
-    /// saw its answer, can be sent again after replaying the transaction.
-    pub(super) fn resendable_on_primary(&self) -> bool {
-        !self.bound && self.replays() && self.transaction.resendable()
+    /// saw its answer, can be sent again on the next writer: after replaying the open
+    /// transaction it belonged to, or, outside one, an autocommit read (as a reader's lost
+    /// read is sent again: it changed nothing) or a BEGIN.
+    pub(super) fn resendable_on_primary(&self, cmd: u8, statement: Statement) -> bool {
+        let plain_read = matches!(cmd, command::QUERY | command::STMT_EXECUTE)
+            && statement == Statement::Read
+            && !self.routing.in_transaction
+            && !self.routing.pinned;
+        !self.bound && (plain_read || (self.replays() && self.transaction.resendable()))
     }
 
     /// Whether the session's open transaction can be replayed on another writer (whatever

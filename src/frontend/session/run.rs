@@ -188,7 +188,7 @@ impl Session {
                 self.reader_lost_unanswered(&why);
                 return Err(Failure::Unanswered(why));
             }
-            if target == Target::Primary && self.resendable_on_primary() {
+            if target == Target::Primary && self.resendable_on_primary(cmd, statement) {
                 return Err(Failure::Unanswered(why));
             }
             return self.backend_lost(target, 1, &why).await.map(|_| false);
@@ -363,7 +363,7 @@ impl Session {
                 Err(Failure::Unanswered(why))
             }
             Err(RelayError::Unanswered(why))
-                if target == Target::Primary && self.resendable_on_primary() =>
+                if target == Target::Primary && self.resendable_on_primary(cmd, statement) =>
             {
                 Err(Failure::Unanswered(why))
             }
@@ -376,8 +376,8 @@ impl Session {
 }
 
 impl Session {
-    /// A Galera node answered that it is out of the primary component: nothing of the
-    /// request took effect, so it goes to whichever node serves now — a read as a reader's lost read does, a statement on
+    /// A Galera node refused the request unrun (it is out of the primary component), so
+    /// it goes to whichever node serves now — a read as a reader's lost read does, a statement on
     /// the primary connection when the session holds nothing there (or after replaying
     /// its open transaction). A session with state on that connection gets the node's
     /// answer as it is.
