@@ -402,7 +402,12 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(value("mysql-shun_on_failures"), Some("5"));
-        assert_eq!(value("mysql-have_compress"), Some("false"));
+        // what the proxy offers clients: compression unless turned off
+        assert_eq!(value("mysql-have_compress"), Some("true"));
+        let mut plain = config.clone();
+        plain.proxy.compression = false;
+        let off = facts(&plain);
+        assert!(off.contains(&("mysql-have_compress".into(), "false".into())));
         assert_eq!(value("admin-refresh_interval"), Some("2000"));
         // unchanged, they pass a LOAD; changed, they are refused with the reason
         apply(&config, &rows).unwrap();
