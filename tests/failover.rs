@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::{binary_result, execute_body, prepare};
 use common::nodes::{cluster_dir, cluster_up, eventually, on_node, signal, writer_port, Fault};
-use common::{read_ports, stderr, Proxy, RawClient};
+use common::{read_ports, stat, stderr, Proxy, RawClient};
 use sluice::protocol::constants::{command, header};
 
 /// Clients inserting rows as fast as they can, each on its own connection (reconnecting
@@ -642,16 +642,6 @@ fn read_your_writes_sees_each_write_even_on_delayed_replicas() {
     if let Err(panic) = delayed {
         std::panic::resume_unwind(panic);
     }
-}
-
-/// Global status counters of the proxy's admin port.
-fn stat(proxy: &Proxy, name: &str) -> u64 {
-    let sql =
-        format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
-    common::mariadb_ok(proxy, proxy.admin_port, "admin", &sql)
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn answer(packets: &[common::RawPacket]) -> Vec<(u8, Vec<u8>)> {

@@ -11,18 +11,10 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, wait_for, Proxy, RawClient};
+use common::{
+    direct_ok, mariadb, mariadb_ok, repo, stat, stderr, stdout, wait_for, Proxy, RawClient,
+};
 use sluice::protocol::constants::header;
-
-fn stat(proxy: &Proxy, name: &str) -> u64 {
-    let sql =
-        format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
-    let value = mariadb_ok(proxy, proxy.admin_port, "admin", &sql);
-    value
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name}: {value:?}"))
-}
 
 /// Waits until replica `port` returns `expected` for `sql`.
 fn replica_has(port: u16, sql: &str, expected: &str) {

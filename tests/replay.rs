@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 
 use common::binary::{execute, prepare, Param};
 use common::nodes::{on_node, writer_port, Fault};
-use common::{mariadb_ok, Proxy, RawClient};
+use common::{stat, Proxy, RawClient};
 use sluice::protocol::constants::header;
 use sluice::protocol::packets::ErrPacket;
 
 /// The node every check reads from: never the writer here (lowest priority), never faulted.
 const SURVIVOR: u16 = 13308;
-
-fn stat(proxy: &Proxy, name: &str) -> u64 {
-    let sql =
-        format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
-    mariadb_ok(proxy, proxy.admin_port, "admin", &sql)
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 fn create_tables() {
     on_node(

@@ -225,6 +225,17 @@ impl Drop for Proxy {
     }
 }
 
+/// A row of the proxy's `stats_mysql_global`, as a number.
+pub fn stat(proxy: &Proxy, name: &str) -> u64 {
+    let sql =
+        format!("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = '{name}'");
+    let value = mariadb_ok(proxy, proxy.admin_port, "admin", &sql);
+    value
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: {value:?}"))
+}
+
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

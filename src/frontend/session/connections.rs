@@ -25,8 +25,7 @@ impl Session {
             // killed): nothing was sent on it, so the statement can go to the next writer.
             // A session with a transaction or other state there has lost it: it is told
             // when the statement fails on the connection.
-            let movable = !self.routing.in_transaction && !self.bound && !self.routing.pinned;
-            if movable && primary.conn.peer_closed() {
+            if self.nothing_on_primary() && primary.conn.peer_closed() {
                 tracing::info!(peer = %self.peer, server = %primary.server.address(), "held connection closed by its server: taking another");
                 self.primary = None;
                 self.hold_next = false;
@@ -55,6 +54,12 @@ impl Session {
                 Err(Failure::Backend)
             }
         }
+    }
+
+    /// Nothing ties the session to its primary connection: no transaction, no state on it,
+    /// no pin. A statement not yet answered there may go to another writer.
+    pub(super) fn nothing_on_primary(&self) -> bool {
+        !self.routing.in_transaction && !self.bound && !self.routing.pinned
     }
 
     /// A new connection to the session's default hostgroup, in step with the session

@@ -314,9 +314,8 @@ impl Session {
     pub(super) fn resendable_on_primary(&self, cmd: u8, statement: Statement) -> bool {
         let plain_read = matches!(cmd, command::QUERY | command::STMT_EXECUTE)
             && statement == Statement::Read
-            && !self.routing.in_transaction
-            && !self.routing.pinned;
-        !self.bound && (plain_read || (self.replays() && self.transaction.resendable()))
+            && self.nothing_on_primary();
+        plain_read || (!self.bound && self.replays() && self.transaction.resendable())
     }
 
     /// Whether the session's open transaction can be replayed on another writer (whatever

@@ -393,8 +393,8 @@ impl Session {
             self.reader_lost_unanswered(&why);
             return Err(Failure::Unanswered(why));
         }
-        let movable = !self.bound && !self.routing.in_transaction && !self.routing.pinned;
-        if target == Target::Primary && (movable || self.transaction_replayable()) {
+        if target == Target::Primary && (self.nothing_on_primary() || self.transaction_replayable())
+        {
             self.not_serving = self.primary.as_ref().map(|p| p.server.address().to_owned());
             return Err(Failure::Unanswered(why));
         }
