@@ -370,8 +370,11 @@ def main():
         "counted": counted, "changes": changes,
         "error_examples": sorted({e[3] for e in other_errors})[:8],
         "errors_by_code": by_code(other_errors),
+        "errors_by_fault": by_fault(other_errors, faults, started),
     }
     print(report)
+    for line in timeline(other_errors, faults, started):
+        print(line)
     if not opts.no_results_file:
         write_results(report, opts)
 
@@ -443,6 +446,38 @@ def monitor_verdict(lines, address):
     return None
 
 
+def last_fault(at, faults, started):
+    """The fault injected last before `at` (wall clock): (seconds before, what), or None."""
+    before = [(t, what) for t, what in faults if started + t <= at]
+    if not before:
+        return None
+    t, what = before[-1]
+    return at - (started + t), what
+
+
+def timeline(errors, faults, started):
+    """Each error with the time it came and the fault before it: where errors that no
+    fault explains come from."""
+    for at, kind, what, message, proxy in errors:
+        last = last_fault(at, faults, started)
+        after = f"{last[0]:5.1f} s after {last[1]}" if last else "before any fault"
+        yield f"{at - started:7.1f} s  proxy {proxy} {kind}/{what}: {message[:100]}  ({after})"
+
+
+def by_fault(errors, faults, started):
+    """Errors counted by the kind of the fault before them, most frequent first."""
+    counts = {}
+    for error in errors:
+        last = last_fault(error[0], faults, started)
+        key = fault_kind(last[1]) if last else "no fault yet"
+        counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def fault_kind(what):
+    return what.split(" ")[0] if not what.startswith("SQL") else "replica SQL thread stopped"
+
+
 def by_code(errors):
     """Errors counted by their code and client kind, most frequent first."""
     counts = {}
@@ -455,7 +490,7 @@ def by_code(errors):
 def write_results(r, opts):
     by_kind = {}
     for _, what in r["faults"]:
-        key = what.split(" ")[0] if not what.startswith("SQL") else "replica SQL thread stopped"
+        key = fault_kind(what)
         by_kind[key] = by_kind.get(key, 0) + 1
     s = r["samples"]
     section = [
@@ -490,6 +525,9 @@ def write_results(r, opts):
     if r["errors_by_code"]:
         section += ["", "Errors by code and client: " + "; ".join(
             f"{code} {kind} ×{n}" for (code, kind), n in r["errors_by_code"])]
+    if r["errors_by_fault"]:
+        section += ["", "Other errors by the fault before them: " + "; ".join(
+            f"{kind} ×{n}" for kind, n in r["errors_by_fault"])]
     if r["error_examples"]:
         section += ["", "Errors seen (distinct messages): " + "; ".join(f"`{e}`" for e in r["error_examples"])]
     section += ["", "Faults in order: " + "; ".join(f"{t:.0f} s {w}" for t, w in r["faults"]) + "."]

@@ -260,6 +260,7 @@ fn reloads_under_load_lose_no_statement() {
         |args: &[&str]| common::sysbench(proxy.port, "oltp_point_select", "admin_reload", args);
     let _ = bench(&["cleanup"]);
     assert!(bench(&["prepare"]).status.success());
+    common::replicas_caught_up();
     let port = proxy.port;
     let run = std::thread::spawn(move || {
         common::sysbench(

@@ -88,8 +88,7 @@ fn sysbench_prepared_point_selects_run_on_the_replicas_unless_reads_are_not_spli
     let database = "prepared_split";
     let proxy = Proxy::start();
     prepare_sysbench_tables(proxy.port, database);
-    // let the replicas catch up with the tables before reading them there
-    std::thread::sleep(Duration::from_secs(1));
+    common::replicas_caught_up();
     let before = replica_executes();
     let (selects, errors) = prepared_point_selects(proxy.port, database, 5);
     let on_replicas = replica_executes() - before;

@@ -182,9 +182,30 @@ fn transactions_survive(fault: Fault) {
     assert_ne!(writer, SURVIVOR);
     let source = format!("{fault:?}-{}", std::process::id());
     let clients = TransactionLoop::start(proxy.port, &source, 4);
+    // one transaction certainly open and between statements when the fault comes (the
+    // loop's clients may all be in COMMITs then, when the cluster is slow to certify)
+    let held_src = format!("{source}-held");
+    on_node(
+        13306,
+        &format!("INSERT INTO sbtest.replay_totals VALUES ('{held_src}', 0, 0)"),
+    );
+    let mut held = RawClient::login(proxy.port, "app", "app").unwrap();
+    ok(&mut held, "BEGIN");
+    ok(
+        &mut held,
+        &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('{held_src}', 1)"),
+    );
     thread::sleep(Duration::from_secs(1));
     let fault_at = Instant::now();
     fault.apply(writer);
+    if fault == Fault::Isolate {
+        out_of_the_component(writer);
+    }
+    ok(
+        &mut held,
+        &format!("UPDATE sbtest.replay_totals SET total = total + 1, count = count + 1 WHERE src = '{held_src}'"),
+    );
+    ok(&mut held, "COMMIT");
     let deadline = Instant::now() + Duration::from_secs(40);
     while clients.committed_after(fault_at + Duration::from_secs(1)) < 20 {
         assert!(
@@ -200,7 +221,8 @@ fn transactions_survive(fault: Fault) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let ended = clients.finish();
+    let mut ended = clients.finish();
+    ended.insert((held_src, 1), Ended::Committed);
     let replayed = stat(&proxy, "Transactions_replayed");
     let refused = stat(&proxy, "Transaction_replays_refused");
     fault.undo(writer);
@@ -221,13 +243,7 @@ fn transactions_survive(fault: Fault) {
         failed_before.is_empty(),
         "{fault:?}: statements before COMMIT failed: {failed_before:?}"
     );
-    // a node out of the primary component fails a COMMIT in flight (ERR 1180) rather
-    // than dropping the connection: either shows the fault hit an open transaction
-    let hit = match fault {
-        Fault::Isolate => replayed + commits_failed as u64,
-        _ => replayed,
-    };
-    assert!(hit > 0, "{fault:?}: the fault found no transaction open");
+    assert!(replayed > 0, "{fault:?}: the held transaction was replayed");
     assert_eq!(refused, 0, "{fault:?}");
     for (src, (ledger, total, count)) in stored(&source) {
         for n in &ledger {
@@ -267,6 +283,27 @@ fn transactions_open_on_a_hung_writer_commit_once_on_the_next() {
 #[test]
 fn transactions_on_a_writer_out_of_the_primary_component_commit_once_on_the_next() {
     transactions_survive(Fault::Isolate);
+}
+
+/// Waits until the isolated node knows it is alone: until then it would still take a
+/// statement, and fail its COMMIT.
+fn out_of_the_component(port: u16) {
+    common::nodes::eventually(
+        Duration::from_secs(30),
+        "the node out of the component",
+        || {
+            let out = common::mariadb(
+                port,
+                &[
+                    "-uapp",
+                    "-papp",
+                    "-e",
+                    "SELECT 1 FROM sbtest.replay_ledger LIMIT 1",
+                ],
+            );
+            common::stderr(&out).contains("1047")
+        },
+    );
 }
 
 /// Runs `sql`; the first packet of its answer.
@@ -476,23 +513,7 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
         &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('{row}', 1)"),
     );
     Fault::Isolate.apply(writer);
-    // until the node knows it is alone, it would still take the statement
-    common::nodes::eventually(
-        Duration::from_secs(30),
-        "the node out of the component",
-        || {
-            let out = common::mariadb(
-                writer,
-                &[
-                    "-uapp",
-                    "-papp",
-                    "-e",
-                    "SELECT 1 FROM sbtest.replay_ledger LIMIT 1",
-                ],
-            );
-            common::stderr(&out).contains("1047")
-        },
-    );
+    out_of_the_component(writer);
     // the open transaction's connection is still there: its next statement is refused
     // unrun (ERR 1047), so the transaction is replayed on the next writer and goes on
     let second = run(
@@ -510,4 +531,70 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
         &format!("SELECT n FROM sbtest.replay_ledger WHERE src = '{row}' ORDER BY n"),
     );
     assert_eq!(stored, "1\n2\n");
+}
+
+/// A COM_STMT_PREPARE changes nothing: in flight on a writer that dies, it is prepared on
+/// the next writer, outside a transaction as inside one (after the transaction's replay),
+/// and the statements it prepared run there.
+#[test]
+fn prepares_in_flight_on_a_dying_writer_are_answered_by_the_next() {
+    let proxy = Proxy::start();
+    create_tables();
+    let tag = std::process::id();
+    let writer: u16 = writer_port(&proxy).parse().unwrap();
+    let insert = "INSERT INTO sbtest.replay_ledger (src, n) VALUES (?, ?)";
+    let login = || RawClient::login(proxy.port, "app", "app").unwrap();
+    let mut inside = login();
+    ok(&mut inside, "BEGIN");
+    ok(
+        &mut inside,
+        &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('inside-{tag}', 1)"),
+    );
+    // warm the other session's primary connection: its prepare is in flight there
+    let mut outside = login();
+    run(&mut outside, "SELECT 1 FOR UPDATE");
+
+    // the writer hangs with both prepares sent to it, then dies
+    Fault::Stop.apply(writer);
+    let prepare_in = |mut c: RawClient| thread::spawn(move || (prepare(&mut c, insert), c));
+    let (inside, outside) = (prepare_in(inside), prepare_in(outside));
+    thread::sleep(Duration::from_millis(300));
+    Fault::Kill.apply(writer);
+    let (inside_id, mut inside) = inside.join().expect("prepared inside the transaction");
+    let (outside_id, mut outside) = outside.join().expect("prepared outside a transaction");
+
+    let src = |name: &str| format!("{name}-{tag}");
+    let (inside_src, outside_src) = (src("inside"), src("outside"));
+    let params = [Param::Text(&inside_src), Param::Int(2)];
+    let executed = execute(&mut inside, inside_id, &params, true);
+    assert_eq!(
+        executed[0].payload[0],
+        header::OK,
+        "{:?}",
+        executed[0].payload
+    );
+    ok(&mut inside, "COMMIT");
+    let params = [Param::Text(&outside_src), Param::Int(1)];
+    let executed = execute(&mut outside, outside_id, &params, true);
+    assert_eq!(
+        executed[0].payload[0],
+        header::OK,
+        "{:?}",
+        executed[0].payload
+    );
+    let replayed = stat(&proxy, "Transactions_replayed");
+    Fault::Kill.undo(writer);
+
+    assert_eq!(
+        replayed, 1,
+        "the transaction was replayed before its prepare"
+    );
+    let stored = on_node(
+        SURVIVOR,
+        &format!(
+            "SELECT src, n FROM sbtest.replay_ledger WHERE src LIKE '%-{tag}' ORDER BY src, n"
+        ),
+    );
+    let expected = format!("{0}\t1\n{0}\t2\n{1}\t1\n", src("inside"), src("outside"));
+    assert_eq!(stored, expected);
 }

@@ -193,6 +193,7 @@ fn slowloris_sockets_are_closed_while_sysbench_runs_without_errors() {
         stdout(&out),
         stderr(&out)
     );
+    common::replicas_caught_up();
     let started = Instant::now();
     let silent: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
@@ -389,6 +390,7 @@ fn churn_of_20000_connections_leaves_sysbench_unharmed_and_memory_where_it_was()
     let bench = |args: &[&str]| common::sysbench(proxy.port, "oltp_point_select", "churn", args);
     let _ = bench(&["cleanup"]);
     assert!(bench(&["prepare"]).status.success());
+    common::replicas_caught_up();
 
     let port = proxy.port;
     let churn = move |connections: usize| {

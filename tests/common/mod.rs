@@ -23,6 +23,8 @@ pub mod cluster;
 pub mod nodes;
 
 pub const WRITER_PORT: u16 = 13306;
+/// The asynchronous replicas of the local cluster (they follow node3).
+pub const REPLICA_PORTS: [u16; 2] = [13309, 13310];
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -318,6 +320,30 @@ pub fn direct_ok(sql: &str) -> String {
     let out = direct(&["-N", "-e", sql]);
     assert!(out.status.success(), "{sql}: {}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until both replicas have applied every Galera transaction committed so far, so
+/// that reads the proxy sends them see what the test just wrote (a fixed sleep is not
+/// enough on a loaded machine).
+pub fn replicas_caught_up() {
+    let position = direct_ok("SELECT @@gtid_binlog_pos");
+    // Galera's writes carry domain 1 (wsrep_gtid_domain_id); the others are the nodes'
+    // own local domains, which the replicas never see from node1 or node2
+    let galera: Vec<&str> = position
+        .trim()
+        .split(',')
+        .filter(|gtid| gtid.starts_with("1-"))
+        .collect();
+    let wait = format!("SELECT MASTER_GTID_WAIT('{}', 60)", galera.join(","));
+    for port in REPLICA_PORTS {
+        let out = mariadb(port, &["-uapp", "-papp", "-e", &wait]);
+        assert_eq!(
+            stdout(&out).trim(),
+            "0",
+            "replica {port} did not reach {position}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 /// The demo config with the writer capped at `max` backend connections and no split.

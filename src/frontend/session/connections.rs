@@ -62,6 +62,13 @@ impl Session {
         !self.routing.in_transaction && !self.bound && !self.routing.pinned
     }
 
+    /// Whether a statement the primary connection's server never ran (lost before it was
+    /// sent, or refused unrun) can go to another writer: nothing ties the session to that
+    /// connection, or its open transaction can be replayed first.
+    pub(super) fn primary_movable(&self) -> bool {
+        self.nothing_on_primary() || self.transaction_replayable()
+    }
+
     /// A new connection to the session's default hostgroup, in step with the session
     /// (schema, character set, followed variables). A server that fails while it is set up
     /// — a node restarted and not serving yet (ERR 1047), a connection reset — is given up

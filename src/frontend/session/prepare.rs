@@ -193,7 +193,9 @@ impl Session {
         retryable: bool,
     ) -> Result<Option<u32>, Failure> {
         if retryable {
-            self.reader_lost_unanswered(why);
+            if target == Target::Reader {
+                self.reader_lost_unanswered(why);
+            }
             return Err(Failure::Unanswered(why.to_owned()));
         }
         self.backend_lost(target, 1, why).await.map(|_| None)
@@ -247,6 +249,13 @@ impl Session {
             .unwrap_or(request.body());
         let packets = match self.read_reply(target).await {
             Ok(packets) => packets,
+            // a prepare changes nothing: lost on the writer, it may go to the next one
+            Err(why)
+                if target == Target::Primary
+                    && self.resendable_on_primary(command::STMT_PREPARE, request.statement) =>
+            {
+                return Err(Failure::Unanswered(why))
+            }
             Err(why) => return self.backend_lost(target, 1, &why).await.map(|_| false),
         };
         if packets[0].first() == Some(&header::ERR) {

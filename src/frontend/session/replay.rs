@@ -217,7 +217,8 @@ impl TransactionLog {
     /// statement of the open transaction), or it changed nothing (a BEGIN outside one).
     pub(super) fn resendable(&self) -> bool {
         match self.in_flight.as_ref().map(|f| f.role) {
-            Some(Role::Repeatable) => self.replayable(),
+            // an inert command (a prepare) inside the transaction goes after its replay
+            Some(Role::Repeatable | Role::Inert) => self.replayable(),
             Some(Role::Begins) => !self.open,
             _ => false,
         }
@@ -309,13 +310,16 @@ impl Session {
 
     /// Whether the statement in flight on the primary connection, lost before the client
     /// saw its answer, can be sent again on the next writer: after replaying the open
-    /// transaction it belonged to, or, outside one, an autocommit read (as a reader's lost
-    /// read is sent again: it changed nothing) or a BEGIN.
+    /// transaction it belonged to, or, outside one, what changed nothing (an autocommit
+    /// read, as a reader's lost read is sent again; a COM_STMT_PREPARE) or a BEGIN.
     pub(super) fn resendable_on_primary(&self, cmd: u8, statement: Statement) -> bool {
-        let plain_read = matches!(cmd, command::QUERY | command::STMT_EXECUTE)
-            && statement == Statement::Read
-            && self.nothing_on_primary();
-        plain_read || (!self.bound && self.replays() && self.transaction.resendable())
+        let changes_nothing = match cmd {
+            command::QUERY | command::STMT_EXECUTE => statement == Statement::Read,
+            command::STMT_PREPARE => true,
+            _ => false,
+        };
+        (changes_nothing && self.nothing_on_primary())
+            || (!self.bound && self.replays() && self.transaction.resendable())
     }
 
     /// Whether the session's open transaction can be replayed on another writer (whatever
@@ -634,6 +638,8 @@ mod tests {
         };
         expect(&mut log, "UPDATE t SET a = 1");
         assert!(log.resendable());
+        log.expect(Role::of_command(command::STMT_PREPARE, false), None, false);
+        assert!(log.resendable(), "a prepare changed nothing");
         expect(&mut log, "COMMIT");
         assert!(!log.resendable(), "a COMMIT sent may have committed");
         assert!(log.replayable(), "but one not sent yet may follow a replay");

@@ -127,7 +127,11 @@ impl Session {
             }
         }
         if request.prepared.is_some() && request.cmd != command::STMT_PREPARE {
-            let retry = self.retryable(target, request.cmd, request.statement);
+            let retry = match target {
+                Target::Reader => self.retryable(target, request.cmd, request.statement),
+                // the command itself was not sent yet
+                Target::Primary => self.primary_movable(),
+            };
             if !self.bind_statement(target, request, retry).await? {
                 return Ok(false);
             }
@@ -393,8 +397,7 @@ impl Session {
             self.reader_lost_unanswered(&why);
             return Err(Failure::Unanswered(why));
         }
-        if target == Target::Primary && (self.nothing_on_primary() || self.transaction_replayable())
-        {
+        if target == Target::Primary && self.primary_movable() {
             self.not_serving = self.primary.as_ref().map(|p| p.server.address().to_owned());
             return Err(Failure::Unanswered(why));
         }
