@@ -149,3 +149,29 @@ fn connector_j_with_server_side_prepared_statements_reads_from_the_replicas() {
         "the driver prepared server-side: {executes}"
     );
 }
+
+/// MariaDB Connector/J negotiates CLIENT_DEPRECATE_EOF with a server that offers it, as
+/// Sluice now does: every shape of result read through the proxy (tests/driver/DeprecateEof.java).
+#[test]
+fn connector_j_negotiating_deprecate_eof_reads_results_multi_results_and_prepared_statements() {
+    let proxy = Proxy::start();
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg("/usr/share/java/mariadb-java-client.jar")
+        .arg(repo().join("tests/driver/DeprecateEof.java"))
+        .arg(proxy.port.to_string())
+        .output()
+        .expect("java is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "Connector/J failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    assert!(
+        stdout(&out).contains("deprecate_eof ok"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -535,9 +535,10 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
 
 /// A COM_STMT_PREPARE changes nothing: in flight on a writer that dies, it is prepared on
 /// the next writer, outside a transaction as inside one (after the transaction's replay),
-/// and the statements it prepared run there.
+/// and the statements it prepared run there. So is a `SET NAMES` (what drivers send as
+/// they connect) and a ping needs no writer at all.
 #[test]
-fn prepares_in_flight_on_a_dying_writer_are_answered_by_the_next() {
+fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next() {
     let proxy = Proxy::start();
     create_tables();
     let tag = std::process::id();
@@ -553,13 +554,28 @@ fn prepares_in_flight_on_a_dying_writer_are_answered_by_the_next() {
     // warm the other session's primary connection: its prepare is in flight there
     let mut outside = login();
     run(&mut outside, "SELECT 1 FOR UPDATE");
+    let mut names = login();
+    run(&mut names, "SELECT 1 FOR UPDATE");
+    let mut pinging = login();
 
-    // the writer hangs with both prepares sent to it, then dies
+    // the writer hangs with both prepares and the SET sent to it, then dies
     Fault::Stop.apply(writer);
     let prepare_in = |mut c: RawClient| thread::spawn(move || (prepare(&mut c, insert), c));
     let (inside, outside) = (prepare_in(inside), prepare_in(outside));
+    let names = thread::spawn(move || (run(&mut names, "SET NAMES latin1"), names));
+    assert_eq!(
+        pinging.command(sluice::protocol::constants::command::PING, b"")[0].payload[0],
+        header::OK,
+        "a session with nothing on the writer is answered"
+    );
     thread::sleep(Duration::from_millis(300));
     Fault::Kill.apply(writer);
+    let (set, mut names) = names.join().expect("SET NAMES answered");
+    assert_eq!(set[0], header::OK, "{:?}", ErrPacket::decode(&set));
+    assert_eq!(
+        names.query_column("SELECT @@character_set_client"),
+        ["latin1"]
+    );
     let (inside_id, mut inside) = inside.join().expect("prepared inside the transaction");
     let (outside_id, mut outside) = outside.join().expect("prepared outside a transaction");
 

@@ -326,6 +326,37 @@ fn mysql8_style_client_is_switched_to_native_password() {
     );
 }
 
+/// What the servers were sent through the proxy so far.
+fn queries_sent(proxy: &Proxy) -> u64 {
+    common::admin_ok(
+        proxy,
+        "SELECT SUM(Queries) FROM stats_mysql_connection_pool",
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn a_ping_is_answered_by_the_proxy_unless_the_session_holds_state_on_a_server() {
+    let proxy = Proxy::start();
+    let mut c = RawClient::login(proxy.port, "app", "app").unwrap();
+    let before = queries_sent(&proxy);
+    for _ in 0..20 {
+        assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
+    }
+    assert_eq!(queries_sent(&proxy), before, "no server was pinged");
+    // a user variable binds the session to its connection: that server answers
+    c.query("SET @bound = 1");
+    let before = queries_sent(&proxy);
+    assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
+    assert_eq!(
+        queries_sent(&proxy),
+        before + 1,
+        "the bound connection's server was pinged"
+    );
+}
+
 #[test]
 fn field_list_statistics_ping_and_reset_connection_are_forwarded() {
     let proxy = Proxy::start();

@@ -111,6 +111,7 @@ impl AdminServer {
             server_version: &runtime.proxy.server_version,
             track_session_state: false,
             compression: false,
+            deprecate_eof: false,
         };
         let id = self.frontend.next_connection_id();
         let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);

@@ -132,7 +132,8 @@ pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
 /// with Sluice's real value.
 pub fn facts(config: &Config) -> Vec<(String, String)> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut capabilities = crate::frontend::handshake::SERVER_CAPABILITIES;
+    let mut capabilities = crate::frontend::handshake::SERVER_CAPABILITIES
+        | crate::protocol::constants::capability::DEPRECATE_EOF;
     if config.frontend_tls.is_some() {
         capabilities |= crate::protocol::constants::capability::SSL;
     }

@@ -28,8 +28,8 @@ use crate::runtime::{Runtime, UserEntry};
 /// Largest packet accepted before the client is logged in.
 pub const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
 
-/// What the proxy offers every client. Not offered: compression, CLIENT_DEPRECATE_EOF
-/// (see `protocol::response`), and MariaDB's extended capabilities.
+/// What the proxy offers every client. Offered where the port has them: TLS, compression
+/// and CLIENT_DEPRECATE_EOF (see [`Door`]). Never: MariaDB's extended capabilities.
 pub const SERVER_CAPABILITIES: u32 = capability::LONG_PASSWORD
     | capability::FOUND_ROWS
     | capability::LONG_FLAG
@@ -171,6 +171,9 @@ pub struct Door<'a> {
     pub server_version: &'a str,
     /// Offer the compressed protocol.
     pub compression: bool,
+    /// Offer CLIENT_DEPRECATE_EOF: the client port rewrites its responses for such
+    /// clients (`protocol::deprecate_eof`); the admin port does not.
+    pub deprecate_eof: bool,
 }
 
 impl<'a> Door<'a> {
@@ -182,6 +185,7 @@ impl<'a> Door<'a> {
             server_version: &runtime.proxy.server_version,
             track_session_state: runtime.pool.track_session_state,
             compression: runtime.proxy.compression,
+            deprecate_eof: true,
         }
     }
 }
@@ -202,6 +206,9 @@ pub async fn login(
     }
     if door.compression {
         offered |= capability::COMPRESS;
+    }
+    if door.deprecate_eof {
+        offered |= capability::DEPRECATE_EOF;
     }
     let greeting = InitialHandshake {
         server_version: door.server_version.to_string(),

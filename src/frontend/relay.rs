@@ -148,11 +148,13 @@ pub(super) async fn relay(
             if !answered && refused && tracker.error().is_some_and(not_serving) {
                 return Err(RelayError::NotServing(batch));
             }
+            // a capture keeps the backend's form: the cache serves clients of either kind
             if let Some(capture) = capture.as_deref_mut() {
                 capture.push(&batch);
             }
+            let batch = tracker.deprecate_eofs(batch);
             if capture.as_ref().is_some_and(|c| c.withheld) {
-                // the session sends it
+                // the session sends it, from the capture
             } else if matches!(scan.end, Some(Progress::Done(_))) {
                 client.queue_wire(&batch);
             } else {
@@ -171,7 +173,8 @@ pub(super) async fn relay(
                 return Ok(outcome);
             }
             Some(Progress::LocalInfile) => {
-                let next_seq = relay_file(client, backend, max_packet).await?;
+                let lag = tracker.client_seq_lag();
+                let next_seq = relay_file(client, backend, max_packet, lag).await?;
                 tracker.file_sent(next_seq);
                 continue;
             }
@@ -192,14 +195,17 @@ pub(super) async fn relay(
 }
 
 /// LOAD DATA LOCAL INFILE: forwards the client's file packets to the backend up to and
-/// including the empty packet that ends the file; returns the sequence id that follows.
+/// including the empty packet that ends the file, their sequence ids raised by `lag` (the
+/// packets a DEPRECATE_EOF client was not sent); returns the backend's sequence id that
+/// follows.
 async fn relay_file(
     client: &mut Connection,
     backend: &mut Connection,
     max_packet: usize,
+    lag: u8,
 ) -> Result<u8, RelayError> {
     loop {
-        let sent = stream_packet(client, backend, max_packet)
+        let sent = stream_packet(client, backend, max_packet, lag)
             .await
             .map_err(|e| match e {
                 StreamError::Backend(why) => RelayError::Backend(why),
@@ -230,19 +236,23 @@ pub(super) struct Streamed {
 }
 
 /// Forwards the client packet at the start of `client`'s buffer to `backend`, bytes as
-/// they arrive, frame after frame, holding no more than a read buffer of it. The running
-/// total is checked against `max_packet` at every frame header.
+/// they arrive, frame after frame, holding no more than a read buffer of it, each frame's
+/// sequence id raised by `seq_lag` (reported so, too). The running total is checked
+/// against `max_packet` at every frame header.
 pub(super) async fn stream_packet(
     client: &mut Connection,
     backend: &mut Connection,
     max_packet: usize,
+    seq_lag: u8,
 ) -> Result<Streamed, StreamError> {
     let mut total = 0usize;
     loop {
         while client.buffered().len() < HEADER_LEN {
             fill_client(client).await?;
         }
-        let header = FrameHeader::parse(client.buffered()).expect("4 bytes are buffered");
+        let buffered = client.buffered();
+        buffered[HEADER_LEN - 1] = buffered[HEADER_LEN - 1].wrapping_add(seq_lag);
+        let header = FrameHeader::parse(buffered).expect("4 bytes are buffered");
         total += header.payload_len;
         if total > max_packet {
             return Err(StreamError::TooLarge {

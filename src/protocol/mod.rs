@@ -7,6 +7,7 @@ pub mod auth;
 pub mod codec;
 pub mod compressed;
 pub mod constants;
+pub mod deprecate_eof;
 pub mod frame;
 pub mod handshake;
 pub mod packets;

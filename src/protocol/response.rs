@@ -6,8 +6,10 @@
 //! fed the first frame of each logical packet, it answers "more", "done" or "the client must
 //! now send a file". It never sees rows' contents beyond their first byte.
 //!
-//! The proxy does not offer CLIENT_DEPRECATE_EOF, so result sets always carry their EOF
-//! packets; that keeps the end of a cursor-opening COM_STMT_EXECUTE unambiguous.
+//! Backend connections never negotiate CLIENT_DEPRECATE_EOF, so the responses followed
+//! here always carry their EOF packets; that keeps the end of a cursor-opening
+//! COM_STMT_EXECUTE unambiguous. For a client that did negotiate it, the tracker also
+//! decides what becomes of each EOF (see [`super::deprecate_eof`]).
 
 use std::hash::{DefaultHasher, Hasher};
 
@@ -15,6 +17,7 @@ use bytes::BytesMut;
 
 use super::codec::{DecodeError, Reader};
 use super::constants::{command, header, status};
+use super::deprecate_eof::{EofFate, EofRewriter};
 use super::frame::{FrameHeader, HEADER_LEN};
 use super::packets::{eof_status, eof_warnings, is_eof, ErrPacket, OkPacket};
 use super::session_state::OkEdits;
@@ -99,6 +102,8 @@ pub struct ResponseTracker {
     /// A running hash of what the response says, when asked for (see
     /// [`ResponseTracker::fingerprint_results`]).
     fingerprint: Option<DefaultHasher>,
+    /// For a client that negotiated CLIENT_DEPRECATE_EOF: the EOF packets' fates.
+    deprecate_eof: Option<EofRewriter>,
 }
 
 /// Rows a response carried and rows its OK packets said were changed, summed over all its
@@ -155,6 +160,7 @@ impl ResponseTracker {
             oks: Vec::new(),
             final_at: None,
             fingerprint: None,
+            deprecate_eof: None,
         })
     }
 
@@ -197,6 +203,45 @@ impl ResponseTracker {
         }
     }
 
+    /// Has the response rewritten for a client that negotiated CLIENT_DEPRECATE_EOF, by
+    /// [`ResponseTracker::deprecate_eofs`] on each batch scanned.
+    pub fn for_deprecate_eof_client(&mut self) {
+        self.deprecate_eof = Some(EofRewriter::default());
+    }
+
+    /// The batch last scanned (its bytes exactly, edits applied) as a client that
+    /// negotiated CLIENT_DEPRECATE_EOF is to see it; unchanged for others.
+    pub fn deprecate_eofs(&mut self, batch: BytesMut) -> BytesMut {
+        match self.deprecate_eof.as_mut() {
+            Some(rewriter) => rewriter.rewrite(batch),
+            None => batch,
+        }
+    }
+
+    /// A whole response to `cmd` (an execute's without a cursor), in the backend's form,
+    /// as a client that negotiated CLIENT_DEPRECATE_EOF is to see it: what the proxy
+    /// kept of a response (the query cache, a withheld answer) and sends later. `None`
+    /// when `wire` is not exactly one response.
+    pub fn deprecate_eofs_whole(cmd: u8, wire: &[u8]) -> Option<BytesMut> {
+        let mut tracker = match cmd {
+            command::STMT_EXECUTE => ResponseTracker::for_execute(false),
+            _ => ResponseTracker::for_command(cmd)?,
+        };
+        tracker.for_deprecate_eof_client();
+        let scan = tracker.scan(wire).ok()?;
+        if scan.complete != wire.len() || !matches!(scan.end, Some(Progress::Done(_))) {
+            return None;
+        }
+        Some(tracker.deprecate_eofs(BytesMut::from(wire)))
+    }
+
+    /// How far the client's sequence ids lag the backend's (packets dropped for a
+    /// DEPRECATE_EOF client): what a LOCAL INFILE file's packets are raised by on their
+    /// way to the backend.
+    pub fn client_seq_lag(&self) -> u8 {
+        self.deprecate_eof.as_ref().map_or(0, EofRewriter::dropped)
+    }
+
     /// The edits, with what they took from the response so far.
     pub fn edits(&self) -> Option<&OkEdits> {
         self.edits.as_ref()
@@ -230,6 +275,9 @@ impl ResponseTracker {
         let mut pos = 0;
         self.oks.clear();
         self.final_at = None;
+        if let Some(rewriter) = self.deprecate_eof.as_mut() {
+            rewriter.rescan();
+        }
         while let Some(h) = FrameHeader::parse(&buf[pos..]) {
             let available = buf.len() - pos;
             if available < h.frame_len() {
@@ -264,7 +312,14 @@ impl ResponseTracker {
                 hash.write(payload);
             }
             if first_of_packet {
-                match self.feed(payload, h.payload_len)? {
+                let before = self.state;
+                let progress = self.feed(payload, h.payload_len)?;
+                if let Some(rewriter) = self.deprecate_eof.as_mut() {
+                    if is_eof(payload.first().copied(), h.payload_len) {
+                        rewriter.note(eof_fate(before, progress));
+                    }
+                }
+                match progress {
                     Progress::More => {}
                     end if !self.continuing => {
                         self.final_at = Some(starts);
@@ -300,10 +355,13 @@ impl ResponseTracker {
         self.counts
     }
 
-    /// The sequence id that follows the last frame scanned: what a packet the proxy adds to
-    /// this exchange (an error after a failure) must carry.
+    /// The sequence id that follows the last frame scanned, as the client numbers it: what
+    /// a packet the proxy adds to this exchange (an error after a failure) must carry.
     pub fn next_seq(&self) -> u8 {
-        self.next_seq
+        match &self.deprecate_eof {
+            Some(rewriter) => rewriter.client_seq(self.next_seq),
+            None => self.next_seq,
+        }
     }
 
     /// Feeds the next logical packet. `first_frame` is the payload of its first frame (the
@@ -498,6 +556,18 @@ impl ResponseTracker {
     fn finish(&mut self, outcome: Outcome) -> Progress {
         self.state = State::Finished;
         Progress::Done(outcome)
+    }
+}
+
+/// What becomes of an EOF packet fed in `state` (with `progress` the result) for a
+/// DEPRECATE_EOF client: the one after column definitions is dropped unless it ends the
+/// response (a cursor was opened), as are those closing a prepare's definitions; every
+/// other one ends something.
+fn eof_fate(state: State, progress: Progress) -> EofFate {
+    match (state, progress) {
+        (State::PrepareDefsEof { .. }, _) => EofFate::Drop,
+        (State::ColumnDefsEof, Progress::More) => EofFate::Drop,
+        _ => EofFate::End,
     }
 }
 
@@ -1032,5 +1102,138 @@ mod tests {
         let mut t = ResponseTracker::for_command(command::PING).unwrap();
         t.feed(OK, OK.len()).unwrap();
         assert_eq!(t.feed(OK, OK.len()), Err(TrackError::AfterEnd));
+    }
+
+    /// Responses MariaDB 10.11 sent to the same requests from a client without and with
+    /// CLIENT_DEPRECATE_EOF (sequence id, payload in hex).
+    const COLUMN: &str = "03646566000000016101610c3f0002000000030100000000";
+
+    fn frames(packets: &[(u8, &str)]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for (seq, hex) in packets {
+            let payload: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            encode_packet(&mut out, *seq, &payload);
+        }
+        out
+    }
+
+    /// Runs `old` through `tracker` set for a DEPRECATE_EOF client, in two batches split
+    /// after `split` frames (as a relay reads it), and checks the result is `new`.
+    fn converts(mut tracker: ResponseTracker, old: &[(u8, &str)], new: &[(u8, &str)]) {
+        for split in 0..old.len() {
+            let mut tracker = tracker.clone();
+            tracker.for_deprecate_eof_client();
+            let (first, second) = (frames(&old[..split]), frames(&old[split..]));
+            let mut out = BytesMut::new();
+            for batch in [first, second] {
+                let scan = tracker.scan(&batch).unwrap();
+                assert_eq!(scan.complete, batch.len());
+                out.extend_from_slice(&tracker.deprecate_eofs(batch));
+            }
+            assert!(tracker.is_finished());
+            assert_eq!(out, frames(new), "split after {split} frames");
+        }
+        tracker.for_deprecate_eof_client();
+    }
+
+    #[test]
+    fn a_result_for_a_deprecate_eof_client_is_what_mariadb_sends_it() {
+        let query = ResponseTracker::for_command(command::QUERY).unwrap();
+        converts(
+            query.clone(),
+            &[
+                (1, "01"),
+                (2, COLUMN),
+                (3, "fe00002200"),
+                (4, "0131"),
+                (5, "0132"),
+                (6, "fe00002200"),
+            ],
+            &[
+                (1, "01"),
+                (2, COLUMN),
+                (3, "0131"),
+                (4, "0132"),
+                (5, "fe000022000000"),
+            ],
+        );
+        // a procedure's results: each loses its column EOF, the final OK stays
+        converts(
+            query,
+            &[
+                (1, "01"),
+                (2, COLUMN),
+                (3, "fe00000a00"),
+                (4, "0131"),
+                (5, "fe00000a00"),
+                (6, "02"),
+                (7, COLUMN),
+                (8, COLUMN),
+                (9, "fe00000a00"),
+                (10, "01320133"),
+                (11, "fe00000a00"),
+                (12, "00000002000000"),
+            ],
+            &[
+                (1, "01"),
+                (2, COLUMN),
+                (3, "0131"),
+                (4, "fe00000a000000"),
+                (5, "02"),
+                (6, COLUMN),
+                (7, COLUMN),
+                (8, "01320133"),
+                (9, "fe00000a000000"),
+                (10, "00000002000000"),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_cursor_and_its_fetches_for_a_deprecate_eof_client_are_what_mariadb_sends_it() {
+        // the column EOF that says a cursor opened ends the response: an OK instead
+        converts(
+            ResponseTracker::for_execute(true),
+            &[(1, "01"), (2, COLUMN), (3, "fe00006200")],
+            &[(1, "01"), (2, COLUMN), (3, "fe000062000000")],
+        );
+        converts(
+            ResponseTracker::for_command(command::STMT_FETCH).unwrap(),
+            &[(1, "00000500000000000000"), (2, "fe00004200")],
+            &[(1, "00000500000000000000"), (2, "fe000042000000")],
+        );
+        converts(
+            ResponseTracker::for_command(command::FIELD_LIST).unwrap(),
+            &[(1, COLUMN), (2, COLUMN), (3, "fe00000200")],
+            &[(1, COLUMN), (2, COLUMN), (3, "fe000002000000")],
+        );
+    }
+
+    #[test]
+    fn a_kept_response_is_rewritten_whole_and_anything_else_left_alone() {
+        let old = frames(&[(1, "01"), (2, COLUMN), (3, "fe00000200"), (4, "fe00000200")]);
+        let new = ResponseTracker::deprecate_eofs_whole(command::QUERY, &old).unwrap();
+        assert_eq!(
+            new,
+            frames(&[(1, "01"), (2, COLUMN), (3, "fe000002000000")])
+        );
+        assert_eq!(
+            ResponseTracker::deprecate_eofs_whole(command::QUERY, &old[..9]),
+            None
+        );
+    }
+
+    #[test]
+    fn an_error_after_dropped_eofs_takes_the_clients_sequence_id() {
+        let mut tracker = ResponseTracker::for_command(command::QUERY).unwrap();
+        tracker.for_deprecate_eof_client();
+        let batch = frames(&[(1, "01"), (2, COLUMN), (3, "fe00002200"), (4, "0131")]);
+        tracker.scan(&batch).unwrap();
+        tracker.deprecate_eofs(batch);
+        assert_eq!(tracker.next_seq(), 4);
+        assert_eq!(tracker.client_seq_lag(), 1);
     }
 }

@@ -121,8 +121,9 @@ impl Session {
         let Some(hit) = self.frontend.query_cache.get(&lookup) else {
             return Ok(false);
         };
+        let answer = self.client_form(request.cmd, hit.0.clone());
         self.client
-            .write_wire(&hit.0)
+            .write_wire(&answer)
             .await
             .map_err(|_| Failure::Client)?;
         Ok(true)

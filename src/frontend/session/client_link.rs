@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::protocol::constants::command;
 use crate::protocol::text::replace_values;
 
 use super::{Failure, Session};
@@ -27,6 +28,7 @@ impl Session {
             self.link_value(name).map(String::into_bytes)
         });
         let wire = patched.map_or(answer, |p| p.freeze());
+        let wire = self.client_form(command::QUERY, wire);
         self.client
             .write_wire(&wire)
             .await

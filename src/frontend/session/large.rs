@@ -81,7 +81,7 @@ impl Session {
         }
         let max = runtime.proxy.max_allowed_packet;
         let primary = self.primary.as_mut().expect("ensured");
-        match stream_packet(&mut self.client, &mut primary.conn, max).await {
+        match stream_packet(&mut self.client, &mut primary.conn, max, 0).await {
             Ok(_) => {
                 let result = self
                     .relay_response(Target::Primary, cmd, Statement::Write, &[], cursor, None)

@@ -35,11 +35,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::backend::{BackendConn, Login};
 use crate::connection::{Connection, RawPacket};
-use crate::protocol::constants::{command, error};
-use crate::protocol::packets::ErrPacket;
-use crate::protocol::response::{Outcome, RowCounts};
+use crate::protocol::constants::{capability, command, error};
+use crate::protocol::packets::{ErrPacket, OkPacket};
+use crate::protocol::response::{Outcome, ResponseTracker, RowCounts};
 use crate::protocol::statement::CURSOR_TYPE_READ_ONLY;
 use crate::router::gtid::GtidPosition;
 use crate::router::{SessionRouting, Statement, Target};
@@ -139,6 +141,9 @@ impl Session {
     pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
         let runtime = self.frontend.shared.load();
         self.count_request(cmd, &packet);
+        if cmd == command::PING && self.nothing_on_primary() {
+            return self.pong().await;
+        }
         // inspect
         let Some(mut request) = self.request(&runtime, cmd, packet).await? else {
             return Ok(());
@@ -310,6 +315,41 @@ impl Session {
     pub(super) async fn release(&self, conn: BackendConn) {
         let settings = self.frontend.shared.load().pool.clone();
         self.frontend.pool.release(conn, &settings).await;
+    }
+
+    /// Answers a COM_PING itself, as ProxySQL does, for a session that holds nothing on a
+    /// backend connection: whatever server the next statement needs, the proxy finds one,
+    /// so the client's connection is usable. (A ping sent to a writer that just died would
+    /// fail, and drivers that check a connection with a ping before each use would drop a
+    /// perfectly good one.) A session with a transaction or state on its connection pings
+    /// that connection's server.
+    async fn pong(&mut self) -> Result<(), Failure> {
+        let ok = OkPacket {
+            affected_rows: 0,
+            last_insert_id: 0,
+            status: self.server_status,
+            warnings: 0,
+        };
+        ok.encode(self.client.write_buffer(), 1);
+        self.client.flush().await.map_err(|_| Failure::Client)
+    }
+
+    /// Whether the client negotiated CLIENT_DEPRECATE_EOF: its responses are rewritten
+    /// (see `protocol::deprecate_eof`).
+    pub(super) fn deprecates_eof(&self) -> bool {
+        self.capabilities & capability::DEPRECATE_EOF != 0
+    }
+
+    /// A whole response the proxy kept in the backend's form (a cached answer, a withheld
+    /// one), as this client is to see it.
+    pub(super) fn client_form(&self, cmd: u8, wire: Bytes) -> Bytes {
+        if !self.deprecates_eof() {
+            return wire;
+        }
+        match ResponseTracker::deprecate_eofs_whole(cmd, &wire) {
+            Some(rewritten) => rewritten.freeze(),
+            None => wire,
+        }
     }
 
     pub(super) async fn send_error(&mut self, seq: u8, code: error::Code, message: &str) {

@@ -20,7 +20,7 @@ use crate::backend::{read_response, BackendConn};
 use crate::frontend::relay::Eviction;
 use crate::protocol::constants::{command, header};
 use crate::protocol::frame::{encode_packet, HEADER_LEN};
-use crate::protocol::packets::ErrPacket;
+use crate::protocol::packets::{is_eof, ErrPacket};
 use crate::protocol::statement::{
     set_statement_id, ExecuteLayout, PrepareOk, CURSOR_TYPE_READ_ONLY,
 };
@@ -306,7 +306,12 @@ impl Session {
         let mut first = packets[0].to_vec();
         set_statement_id(&mut first, id);
         let mut seq = self.client.queue_packet(1, &first);
+        let deprecates_eof = self.deprecates_eof();
         for p in &packets[1..] {
+            // a DEPRECATE_EOF client gets the definitions without the EOFs closing them
+            if deprecates_eof && is_eof(p.first().copied(), p.len()) {
+                continue;
+            }
             seq = self.client.queue_packet(seq, p);
         }
         self.client.flush().await.map_err(|_| Failure::Client)?;

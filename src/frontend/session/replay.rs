@@ -311,10 +311,16 @@ impl Session {
     /// Whether the statement in flight on the primary connection, lost before the client
     /// saw its answer, can be sent again on the next writer: after replaying the open
     /// transaction it belonged to, or, outside one, what changed nothing (an autocommit
-    /// read, as a reader's lost read is sent again; a COM_STMT_PREPARE) or a BEGIN.
+    /// read, as a reader's lost read is sent again; a COM_STMT_PREPARE), a `SET` of what
+    /// the proxy sets on every connection of the session anyway (`SET NAMES`, followed
+    /// variables: drivers send them as they connect), or a BEGIN.
     pub(super) fn resendable_on_primary(&self, cmd: u8, statement: Statement) -> bool {
         let changes_nothing = match cmd {
-            command::QUERY | command::STMT_EXECUTE => statement == Statement::Read,
+            command::QUERY => matches!(
+                statement,
+                Statement::Read | Statement::SetNames | Statement::SetVariables
+            ),
+            command::STMT_EXECUTE => statement == Statement::Read,
             command::STMT_PREPARE => true,
             _ => false,
         };

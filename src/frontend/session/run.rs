@@ -279,6 +279,9 @@ impl Session {
         if target == Target::Primary && self.transaction.recording() {
             tracker.fingerprint_results();
         }
+        if self.deprecates_eof() {
+            tracker.for_deprecate_eof_client();
+        }
         let shared = &*self.frontend.shared;
         let max = shared.peek().proxy.max_allowed_packet;
         let backend = connection_for(&mut self.primary, &mut self.reader, target);
