@@ -63,7 +63,14 @@ def node_sql(port, sql):
 
 
 def pid_of(name):
-    return int((CLUSTER / name / "started.pid").read_text())
+    """The pid of the node's server, found as scripts/cluster.sh finds it (its pid file may
+    name a launcher that exited, when the server took long to appear under load)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"--defaults-file={CLUSTER / name}/my.cnf"],
+                           capture_output=True, text=True).stdout.split()
+    for pid in found:
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "mariadbd":
+            return int(pid)
+    raise ProcessLookupError(f"{name} is not running")
 
 
 def cluster_up():
@@ -333,7 +340,10 @@ def main():
                     faults.append((now - started, f"undo failed: {e}"))
             if now >= next_fault and not later:
                 kind = rng.choice(FAULTS)
-                what = fault(kind, proxies, rng, later)
+                try:
+                    what = fault(kind, proxies, rng, later)
+                except ProcessLookupError as e:  # a node down since an earlier fault
+                    what = f"{kind} skipped: {e}"
                 faults.append((now - started, what))
                 print(f"{now - started:6.0f} s  {what}", flush=True)
                 next_fault = now + rng.uniform(30, 90)

@@ -182,7 +182,8 @@ start_node() { # node [extra mariadbd args]
   # $! is setsid's pid, which is mariadbd's only when setsid did not have to fork: record
   # the server's own pid
   local launched=$! pid="" _
-  for _ in $(seq 1 50); do
+  # up to 30 s: a loaded machine can take that long to exec the server
+  for _ in $(seq 1 300); do
     pid=$(server_pid "$node")
     [ -n "$pid" ] && break
     sleep 0.1

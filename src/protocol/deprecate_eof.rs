@@ -9,7 +9,7 @@
 //! rows, or closes a prepare's parameter or column definitions, is dropped, and every
 //! frame after it takes the sequence id one lower.
 //!
-//! The [`ResponseTracker`](super::response::ResponseTracker) decides each EOF's fate while
+//! The response tracker (the `response` module) decides each EOF's fate while
 //! it scans (it alone knows where it is in the response); [`EofRewriter`] applies those
 //! fates to the bytes scanned, batch after batch.
 
