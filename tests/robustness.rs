@@ -346,6 +346,22 @@ fn a_ping_is_answered_by_the_proxy_unless_the_session_holds_state_on_a_server() 
         assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
     }
     assert_eq!(queries_sent(&proxy), before, "no server was pinged");
+    // autocommit off (Connector/Python's default) opens nothing until a statement does
+    c.query("CREATE TABLE IF NOT EXISTS sbtest.robust_ping (a INT)");
+    c.query("SET autocommit = 0");
+    let before = queries_sent(&proxy);
+    assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
+    assert_eq!(queries_sent(&proxy), before, "no server was pinged");
+    c.query("SELECT a FROM sbtest.robust_ping FOR UPDATE");
+    let before = queries_sent(&proxy);
+    assert_eq!(c.command(command::PING, b"")[0].payload[0], header::OK);
+    assert_eq!(
+        queries_sent(&proxy),
+        before + 1,
+        "the open transaction's server was pinged"
+    );
+    c.query("COMMIT");
+    c.query("SET autocommit = 1");
     // a user variable binds the session to its connection: that server answers
     c.query("SET @bound = 1");
     let before = queries_sent(&proxy);

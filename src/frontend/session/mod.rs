@@ -39,7 +39,7 @@ use bytes::Bytes;
 
 use crate::backend::{BackendConn, Login};
 use crate::connection::{Connection, RawPacket};
-use crate::protocol::constants::{capability, command, error};
+use crate::protocol::constants::{capability, command, error, status};
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::protocol::response::{Outcome, ResponseTracker, RowCounts};
 use crate::protocol::statement::CURSOR_TYPE_READ_ONLY;
@@ -141,7 +141,7 @@ impl Session {
     pub(super) async fn forward(&mut self, cmd: u8, packet: RawPacket) -> Result<(), Failure> {
         let runtime = self.frontend.shared.load();
         self.count_request(cmd, &packet);
-        if cmd == command::PING && self.nothing_on_primary() {
+        if cmd == command::PING && self.nothing_open_on_primary() {
             return self.pong().await;
         }
         // inspect
@@ -317,9 +317,16 @@ impl Session {
         self.frontend.pool.release(conn, &settings).await;
     }
 
+    /// No transaction open (with autocommit off too: the next statement may begin one on
+    /// any writer), no state and no pin on the primary connection.
+    fn nothing_open_on_primary(&self) -> bool {
+        !self.bound && !self.routing.pinned && self.server_status & status::IN_TRANS == 0
+    }
+
     /// Answers a COM_PING itself, as ProxySQL does, for a session that holds nothing on a
-    /// backend connection: whatever server the next statement needs, the proxy finds one,
-    /// so the client's connection is usable. (A ping sent to a writer that just died would
+    /// backend connection (autocommit off, as Connector/Python sets it, counts as nothing
+    /// until a transaction opens): whatever server the next statement needs, the proxy
+    /// finds one, so the client's connection is usable. (A ping sent to a writer that just died would
     /// fail, and drivers that check a connection with a ping before each use would drop a
     /// perfectly good one.) A session with a transaction or state on its connection pings
     /// that connection's server.
