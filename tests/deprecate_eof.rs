@@ -8,6 +8,7 @@
 mod common;
 
 use common::{direct_ok, Proxy, RawClient, RawPacket};
+use sluice::protocol::codec::Reader;
 use sluice::protocol::constants::{capability, command, header, status};
 
 const FLAGS: u32 = capability::DEPRECATE_EOF
@@ -15,25 +16,12 @@ const FLAGS: u32 = capability::DEPRECATE_EOF
     | capability::PS_MULTI_RESULTS
     | capability::LOCAL_FILES;
 
-/// A length-encoded integer at the start of `bytes`, and its length.
-fn lenenc(bytes: &[u8]) -> (u64, usize) {
-    match bytes[0] {
-        0xFC => (u64::from(u16::from_le_bytes([bytes[1], bytes[2]])), 3),
-        0xFD => (
-            u64::from_le_bytes([bytes[1], bytes[2], bytes[3], 0, 0, 0, 0, 0]),
-            4,
-        ),
-        0xFE => (u64::from_le_bytes(bytes[1..9].try_into().unwrap()), 9),
-        n => (u64::from(n), 1),
-    }
-}
-
 /// The status flags of an OK packet (either header).
 fn ok_status(payload: &[u8]) -> u16 {
-    let (_, a) = lenenc(&payload[1..]);
-    let (_, b) = lenenc(&payload[1 + a..]);
-    let at = 1 + a + b;
-    u16::from_le_bytes([payload[at], payload[at + 1]])
+    let mut r = Reader::new(&payload[1..]);
+    r.lenenc_int("affected rows").unwrap();
+    r.lenenc_int("last insert id").unwrap();
+    r.u16("status").unwrap()
 }
 
 /// The packet that ends rows for a DEPRECATE_EOF client: an OK with the EOF header.
@@ -86,7 +74,7 @@ fn response(c: &mut RawClient, cmd: u8, cursor: bool, file: &[u8]) -> Vec<RawPac
                 continue;
             }
             _ => {
-                let (columns, _) = lenenc(&first);
+                let columns = Reader::new(&first).lenenc_int("column count").unwrap();
                 for _ in 0..columns {
                     next(c, &mut packets);
                 }

@@ -7,6 +7,39 @@ mod common;
 use common::{python, repo, stderr, stdout, Proxy};
 use std::process::Command;
 
+/// Java's source launcher on `program` (in tests/driver/), MariaDB Connector/J (Debian's
+/// libmariadb-java) on its class path.
+fn connector_j(program: &str) -> Command {
+    let mut java = Command::new("java");
+    java.arg("-cp")
+        .arg("/usr/share/java/mariadb-java-client.jar")
+        .arg(repo().join("tests/driver").join(program));
+    java
+}
+
+/// Runs a driver's `program` (its arguments given) against `proxy`; its output. The test
+/// fails, with the program's output and the proxy's log, unless the program succeeded.
+fn succeeds(mut program: Command, driver: &str, proxy: &Proxy) -> String {
+    let out = program
+        .output()
+        .unwrap_or_else(|e| panic!("{driver}: {e} (scripts/setup.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{driver} failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    stdout(&out)
+}
+
+/// Runs Connector/J program `program` against `proxy` (see [`succeeds`]).
+fn run_connector_j(proxy: &Proxy, program: &str) -> String {
+    let mut java = connector_j(program);
+    java.arg(proxy.port.to_string());
+    succeeds(java, "Connector/J", proxy)
+}
+
 fn run_check(check: &str) -> String {
     let proxy = Proxy::start();
     let out = Command::new(python())
@@ -77,30 +110,18 @@ fn a_bound_session_losing_its_backend_gets_an_error_the_driver_reads_then_a_clos
 /// log when the program fails.
 fn lost_backend_through(mut program: Command, driver: &str) -> String {
     let proxy = Proxy::start();
-    let out = program
+    program
         .arg(proxy.port.to_string())
-        .arg(common::WRITER_PORT.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("{driver}: {e} (scripts/setup.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{driver} failed:\n{}{}\nproxy log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        proxy.log()
-    );
-    eprintln!("{}", stdout(&out));
-    stdout(&out)
+        .arg(common::WRITER_PORT.to_string());
+    let out = succeeds(program, driver, &proxy);
+    eprintln!("{out}");
+    out
 }
 
 /// The same with MariaDB Connector/J.
 #[test]
 fn connector_j_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
-    let mut java = Command::new("java");
-    java.arg("-cp")
-        .arg("/usr/share/java/mariadb-java-client.jar")
-        .arg(repo().join("tests/driver/LostBackend.java"));
-    let out = lost_backend_through(java, "Connector/J");
+    let out = lost_backend_through(connector_j("LostBackend.java"), "Connector/J");
     assert!(
         out.contains("connector/j lost backend ok: 1152 (08S01)"),
         "{out}"
@@ -124,22 +145,9 @@ fn node_mysql_reads_the_lost_backend_error_then_knows_the_connection_is_gone() {
 #[test]
 fn connector_j_with_server_side_prepared_statements_reads_from_the_replicas() {
     let proxy = Proxy::start();
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg("/usr/share/java/mariadb-java-client.jar")
-        .arg(repo().join("tests/driver/ConnectorJ.java"))
-        .arg(proxy.port.to_string())
-        .output()
-        .expect("java is installed (scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "Connector/J failed:\n{}{}\nproxy log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        proxy.log()
-    );
-    eprintln!("{}", stdout(&out));
-    assert!(stdout(&out).contains("connector/j ok"));
+    let out = run_connector_j(&proxy, "ConnectorJ.java");
+    eprintln!("{out}");
+    assert!(out.contains("connector/j ok"));
     let executes = common::admin_ok(
         &proxy,
         "SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = 'Com_frontend_stmt_execute'",
@@ -155,23 +163,6 @@ fn connector_j_with_server_side_prepared_statements_reads_from_the_replicas() {
 #[test]
 fn connector_j_negotiating_deprecate_eof_reads_results_multi_results_and_prepared_statements() {
     let proxy = Proxy::start();
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg("/usr/share/java/mariadb-java-client.jar")
-        .arg(repo().join("tests/driver/DeprecateEof.java"))
-        .arg(proxy.port.to_string())
-        .output()
-        .expect("java is installed (scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "Connector/J failed:\n{}{}\nproxy log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        proxy.log()
-    );
-    assert!(
-        stdout(&out).contains("deprecate_eof ok"),
-        "{}",
-        stdout(&out)
-    );
+    let out = run_connector_j(&proxy, "DeprecateEof.java");
+    assert!(out.contains("deprecate_eof ok"), "{out}");
 }

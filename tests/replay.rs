@@ -580,24 +580,16 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
     let (outside_id, mut outside) = outside.join().expect("prepared outside a transaction");
 
     let src = |name: &str| format!("{name}-{tag}");
-    let (inside_src, outside_src) = (src("inside"), src("outside"));
-    let params = [Param::Text(&inside_src), Param::Int(2)];
-    let executed = execute(&mut inside, inside_id, &params, true);
-    assert_eq!(
-        executed[0].payload[0],
-        header::OK,
-        "{:?}",
-        executed[0].payload
-    );
+    // executes the prepared insert of ledger row (`name`, n) on `c`
+    let inserts = |c: &mut RawClient, id, name: &str, n| {
+        let src = src(name);
+        let executed = execute(c, id, &[Param::Text(&src), Param::Int(n)], true);
+        let answer = &executed[0].payload;
+        assert_eq!(answer[0], header::OK, "{:?}", ErrPacket::decode(answer));
+    };
+    inserts(&mut inside, inside_id, "inside", 2);
     ok(&mut inside, "COMMIT");
-    let params = [Param::Text(&outside_src), Param::Int(1)];
-    let executed = execute(&mut outside, outside_id, &params, true);
-    assert_eq!(
-        executed[0].payload[0],
-        header::OK,
-        "{:?}",
-        executed[0].payload
-    );
+    inserts(&mut outside, outside_id, "outside", 1);
     let replayed = stat(&proxy, "Transactions_replayed");
     Fault::Kill.undo(writer);
 

@@ -132,14 +132,12 @@ pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
 /// with Sluice's real value.
 pub fn facts(config: &Config) -> Vec<(String, String)> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut capabilities = crate::frontend::handshake::SERVER_CAPABILITIES
-        | crate::protocol::constants::capability::DEPRECATE_EOF;
-    if config.frontend_tls.is_some() {
-        capabilities |= crate::protocol::constants::capability::SSL;
-    }
-    if config.proxy.compression {
-        capabilities |= crate::protocol::constants::capability::COMPRESS;
-    }
+    // what the client port's greeting offers (`Door::clients`: CLIENT_DEPRECATE_EOF too)
+    let capabilities = crate::frontend::handshake::offered_capabilities(
+        config.frontend_tls.is_some(),
+        config.proxy.compression,
+        true,
+    );
     vec![
         ("mysql-threads".into(), workers.to_string()),
         (

@@ -176,6 +176,22 @@ pub struct Door<'a> {
     pub deprecate_eof: bool,
 }
 
+/// The capability flags a port's greeting offers: [`SERVER_CAPABILITIES`], and TLS,
+/// compression and CLIENT_DEPRECATE_EOF where the port has them.
+pub fn offered_capabilities(tls: bool, compression: bool, deprecate_eof: bool) -> u32 {
+    let mut offered = SERVER_CAPABILITIES;
+    if tls {
+        offered |= capability::SSL;
+    }
+    if compression {
+        offered |= capability::COMPRESS;
+    }
+    if deprecate_eof {
+        offered |= capability::DEPRECATE_EOF;
+    }
+    offered
+}
+
 impl<'a> Door<'a> {
     /// The client port's door.
     pub fn clients(runtime: &'a Runtime) -> Door<'a> {
@@ -200,16 +216,7 @@ pub async fn login(
 ) -> Result<LoggedIn, LoginFailure> {
     let mut conn = Connection::new(Stream::Tcp(tcp));
     let scramble = auth::new_scramble();
-    let mut offered = SERVER_CAPABILITIES;
-    if door.tls.is_some() {
-        offered |= capability::SSL;
-    }
-    if door.compression {
-        offered |= capability::COMPRESS;
-    }
-    if door.deprecate_eof {
-        offered |= capability::DEPRECATE_EOF;
-    }
+    let offered = offered_capabilities(door.tls.is_some(), door.compression, door.deprecate_eof);
     let greeting = InitialHandshake {
         server_version: door.server_version.to_string(),
         connection_id,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{AcquireError, BackendConn};
 use crate::frontend::registry::Registry;
-use crate::protocol::constants::error;
+use crate::protocol::constants::{error, status};
 use crate::protocol::packets::ErrPacket;
 use crate::router::Target;
 use crate::runtime::Runtime;
@@ -60,6 +60,13 @@ impl Session {
     /// no pin. A statement not yet answered there may go to another writer.
     pub(super) fn nothing_on_primary(&self) -> bool {
         !self.routing.in_transaction && !self.bound && !self.routing.pinned
+    }
+
+    /// Like [`Session::nothing_on_primary`], but autocommit off alone holds nothing: only a
+    /// transaction actually open there (the server's IN_TRANS) does, for what the next
+    /// statement may begin on any writer.
+    pub(super) fn nothing_open_on_primary(&self) -> bool {
+        !self.bound && !self.routing.pinned && self.server_status & status::IN_TRANS == 0
     }
 
     /// Whether a statement the primary connection's server never ran (lost before it was

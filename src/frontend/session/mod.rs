@@ -39,7 +39,7 @@ use bytes::Bytes;
 
 use crate::backend::{BackendConn, Login};
 use crate::connection::{Connection, RawPacket};
-use crate::protocol::constants::{capability, command, error, status};
+use crate::protocol::constants::{capability, command, error};
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::protocol::response::{Outcome, ResponseTracker, RowCounts};
 use crate::protocol::statement::CURSOR_TYPE_READ_ONLY;
@@ -317,19 +317,13 @@ impl Session {
         self.frontend.pool.release(conn, &settings).await;
     }
 
-    /// No transaction open (with autocommit off too: the next statement may begin one on
-    /// any writer), no state and no pin on the primary connection.
-    fn nothing_open_on_primary(&self) -> bool {
-        !self.bound && !self.routing.pinned && self.server_status & status::IN_TRANS == 0
-    }
-
     /// Answers a COM_PING itself, as ProxySQL does, for a session that holds nothing on a
     /// backend connection (autocommit off, as Connector/Python sets it, counts as nothing
     /// until a transaction opens): whatever server the next statement needs, the proxy
-    /// finds one, so the client's connection is usable. (A ping sent to a writer that just died would
-    /// fail, and drivers that check a connection with a ping before each use would drop a
-    /// perfectly good one.) A session with a transaction or state on its connection pings
-    /// that connection's server.
+    /// finds one, so the client's connection is usable. (A ping sent to a writer that just
+    /// died would fail, and drivers that check a connection with a ping before each use
+    /// would drop a perfectly good one.) A session with a transaction or state on its
+    /// connection pings that connection's server.
     async fn pong(&mut self) -> Result<(), Failure> {
         let ok = OkPacket {
             affected_rows: 0,
