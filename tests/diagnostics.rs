@@ -143,13 +143,14 @@ fn row_count_after_a_write_is_the_servers() {
     setup();
     let proxy = Proxy::start();
     let _noise = Noise::start(proxy.port);
-    direct_ok("DELETE FROM sbtest.diag_items WHERE id >= 5000");
+    // this test's rows are 5000–5199: the tests beside it write 5200 and 5300 meanwhile
+    direct_ok("DELETE FROM sbtest.diag_items WHERE id BETWEEN 5000 AND 5199");
     let out = mariadb_ok(
         &proxy,
         proxy.port,
         "app",
         "INSERT INTO sbtest.diag_items VALUES (5000, 'a'), (5001, 'b'), (5002, 'c'); SELECT ROW_COUNT(); \
-         UPDATE sbtest.diag_items SET c = 'z' WHERE id >= 5000; SELECT ROW_COUNT(); \
+         UPDATE sbtest.diag_items SET c = 'z' WHERE id BETWEEN 5000 AND 5199; SELECT ROW_COUNT(); \
          SELECT c FROM sbtest.diag_items WHERE id = 1; SELECT ROW_COUNT()",
     );
     assert_eq!(out, "3\n3\none\n-1\n");
