@@ -536,7 +536,9 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
 /// A COM_STMT_PREPARE changes nothing: in flight on a writer that dies, it is prepared on
 /// the next writer, outside a transaction as inside one (after the transaction's replay),
 /// and the statements it prepared run there. So is a `SET NAMES` (what drivers send as
-/// they connect) and a ping needs no writer at all.
+/// they connect), a ping needs no writer at all, and with autocommit off (as
+/// Connector/Python sets it) so is the read or write that opened a transaction: its loss
+/// rolled the transaction back.
 #[test]
 fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next() {
     let proxy = Proxy::start();
@@ -557,12 +559,18 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
     let mut names = login();
     run(&mut names, "SELECT 1 FOR UPDATE");
     let mut pinging = login();
+    let (mut off_write, mut off_read) = (login(), login());
+    ok(&mut off_write, "SET autocommit = 0");
+    ok(&mut off_read, "SET autocommit = 0");
 
     // the writer hangs with both prepares and the SET sent to it, then dies
     Fault::Stop.apply(writer);
     let prepare_in = |mut c: RawClient| thread::spawn(move || (prepare(&mut c, insert), c));
     let (inside, outside) = (prepare_in(inside), prepare_in(outside));
     let names = thread::spawn(move || (run(&mut names, "SET NAMES latin1"), names));
+    let off_insert = format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('off-{tag}', 1)");
+    let off_write = thread::spawn(move || (run(&mut off_write, &off_insert), off_write));
+    let off_read = thread::spawn(move || off_read.query_column("SELECT @@autocommit"));
     assert_eq!(
         pinging.command(sluice::protocol::constants::command::PING, b"")[0].payload[0],
         header::OK,
@@ -576,6 +584,11 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
         names.query_column("SELECT @@character_set_client"),
         ["latin1"]
     );
+    let read = off_read.join().expect("read answered");
+    assert_eq!(read, ["0"], "answered on a connection with autocommit off");
+    let (written, mut off_write) = off_write.join().expect("write answered");
+    assert_eq!(written[0], header::OK, "{:?}", ErrPacket::decode(&written));
+    ok(&mut off_write, "COMMIT");
     let (inside_id, mut inside) = inside.join().expect("prepared inside the transaction");
     let (outside_id, mut outside) = outside.join().expect("prepared outside a transaction");
 
@@ -603,6 +616,11 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
             "SELECT src, n FROM sbtest.replay_ledger WHERE src LIKE '%-{tag}' ORDER BY src, n"
         ),
     );
-    let expected = format!("{0}\t1\n{0}\t2\n{1}\t1\n", src("inside"), src("outside"));
+    let expected = format!(
+        "{0}\t1\n{0}\t2\n{1}\t1\n{2}\t1\n",
+        src("inside"),
+        src("off"),
+        src("outside")
+    );
     assert_eq!(stored, expected);
 }

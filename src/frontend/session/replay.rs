@@ -214,12 +214,19 @@ impl TransactionLog {
     }
 
     /// The statement in flight may be sent again after a replay: its loss undid it (a
-    /// statement of the open transaction), or it changed nothing (a BEGIN outside one).
+    /// statement of the open transaction, or the one that opened it with autocommit
+    /// off), or it changed nothing (a BEGIN outside one).
     pub(super) fn resendable(&self) -> bool {
-        match self.in_flight.as_ref().map(|f| f.role) {
+        let Some(in_flight) = &self.in_flight else {
+            return false;
+        };
+        match in_flight.role {
+            // recorded outside a transaction: autocommit is off, so it opened one, which
+            // its loss rolled back (an autocommit statement is not recorded)
+            Role::Repeatable if !self.open => in_flight.entry.is_some(),
             // an inert command (a prepare) inside the transaction goes after its replay
-            Some(Role::Repeatable | Role::Inert) => self.replayable(),
-            Some(Role::Begins) => !self.open,
+            Role::Repeatable | Role::Inert => self.replayable(),
+            Role::Begins => !self.open,
             _ => false,
         }
     }
@@ -324,7 +331,8 @@ impl Session {
             command::STMT_PREPARE => true,
             _ => false,
         };
-        (changes_nothing && self.nothing_on_primary())
+        // with autocommit off and no transaction open, a read opened one its loss undid
+        (changes_nothing && self.nothing_open_on_primary())
             || (!self.bound && self.replays() && self.transaction.resendable())
     }
 
@@ -656,5 +664,24 @@ mod tests {
         assert!(log.resendable(), "outside one, it changed nothing");
         expect(&mut log, "INSERT INTO t VALUES (1)");
         assert!(!log.resendable(), "an autocommit write may have committed");
+    }
+
+    #[test]
+    fn with_autocommit_off_the_statement_that_opens_the_transaction_is_sent_again() {
+        let mut log = TransactionLog::default();
+        let sql = "INSERT INTO t VALUES (1)";
+        let analysis = Analyzer::default().analyze(sql.as_bytes());
+        let (role, next) = (Role::of(&analysis), analysis.features.next_transaction);
+        assert!(log.wants(role, next, false));
+        let sent = Some((command::QUERY, Bytes::from_static(sql.as_bytes()), None));
+        log.expect(role, sent, next);
+        assert!(
+            log.resendable(),
+            "its loss rolled back the transaction it opened"
+        );
+        // the same write with autocommit on is not recorded, and not sent again
+        assert!(!log.wants(role, next, true));
+        log.expect(role, None, next);
+        assert!(!log.resendable());
     }
 }

@@ -26,6 +26,10 @@ use super::connections::connection_for;
 use super::request::Request;
 use super::{Failure, Session};
 
+/// How many times a request is sent to a server that fails before answering it, when it
+/// may run again.
+const TRIES: u32 = 3;
+
 /// How a request ended, and where it ran last.
 pub(super) struct Finished {
     /// True when the answer was not an error.
@@ -37,8 +41,10 @@ pub(super) struct Finished {
 }
 
 impl Session {
-    /// Runs the request on the connection for `target` (of `hostgroup`); a read whose
-    /// reader failed before answering runs once more wherever reads are served then.
+    /// Runs the request on the connection for `target` (of `hostgroup`); a request whose
+    /// server failed before answering, and that may run again, runs wherever it is served
+    /// then, up to [`TRIES`] times in all (a writer killed with its pooled connections may
+    /// hand out one more that its dying process has not closed yet).
     pub(super) async fn run(
         &mut self,
         request: &mut Request,
@@ -46,8 +52,9 @@ impl Session {
         mut capture: Option<&mut crate::frontend::relay::Capture>,
     ) -> Finished {
         let (mut target, mut hostgroup) = (target, hostgroup);
-        let mut retried = false;
+        let mut tries = 0;
         loop {
+            tries += 1;
             let server = connection_for(&mut self.primary, &mut self.reader, target)
                 .server
                 .clone();
@@ -63,9 +70,9 @@ impl Session {
             let Err(Failure::Unanswered(why)) = &finished.result else {
                 return finished;
             };
-            if retried {
+            if tries == TRIES {
                 let address = finished.server.as_ref().map_or("", |s| s.address());
-                let message = format!("Lost connection to backend {address} (hostgroup {hostgroup}) during query, twice: {why}");
+                let message = format!("Lost connection to backend {address} (hostgroup {hostgroup}) during query, {TRIES} times: {why}");
                 let err = ErrPacket::new(error::LOST_BACKEND, message);
                 // a second writer lost under a replayed transaction: that is gone too
                 let lost = match target {
@@ -75,7 +82,6 @@ impl Session {
                 finished.result = self.send_packet_err(1, &err).await.and(Err(lost));
                 return finished;
             }
-            retried = true;
             if target == Target::Primary {
                 let why = why.clone();
                 if let Err(failure) = self.replay_transaction(&why).await {
