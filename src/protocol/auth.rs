@@ -6,11 +6,52 @@
 //! the stored hash also recovers `SHA1(password)` — a [`ProvenKey`] — and that key is exactly
 //! what it takes to answer any *other* scramble, such as a backend's. So the proxy logs in to
 //! the backend as the client, and no cleartext password exists anywhere.
+//!
+//! Users may also be given a `caching_sha2_password` verifier ([`caching_sha2`]): the
+//! client proves its password to the proxy with that method, and the proxy still logs in
+//! to the backends natively, with the key of the password the client revealed.
+
+pub mod caching_sha2;
 
 use ring::digest::{digest, Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
 
+use caching_sha2::Sha2Verifier;
+
 pub const NATIVE_PASSWORD: &str = "mysql_native_password";
 pub const CACHING_SHA2_PASSWORD: &str = "caching_sha2_password";
+
+/// What the configuration holds to check a user's password, never the password itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verifier {
+    Native(PasswordHash),
+    CachingSha2(Sha2Verifier),
+}
+
+/// Why a configured verifier was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a mysql_native_password hash (\"*\" followed by 40 hex digits, as SELECT PASSWORD('...') prints), a caching_sha2_password verifier as MySQL stores it (\"$A$005$\" and 63 more bytes, or 0x and its 70 bytes in hex; `sluice verifier` makes one), or \"\" for no password")]
+pub struct BadVerifier;
+
+impl Verifier {
+    /// Parses a user's `password` setting; "" is no password (`None`).
+    pub fn parse(text: &str) -> Result<Option<Verifier>, BadVerifier> {
+        if let Some(sha2) = Sha2Verifier::parse(text) {
+            return Ok(Some(Verifier::CachingSha2(sha2)));
+        }
+        match PasswordHash::parse(text) {
+            Ok(hash) => Ok(hash.map(Verifier::Native)),
+            Err(BadPasswordHash) => Err(BadVerifier),
+        }
+    }
+
+    /// The authentication plugin a client proves this password with.
+    pub fn plugin(&self) -> &'static str {
+        match self {
+            Verifier::Native(_) => NATIVE_PASSWORD,
+            Verifier::CachingSha2(_) => CACHING_SHA2_PASSWORD,
+        }
+    }
+}
 
 const HASH_LEN: usize = 20;
 
