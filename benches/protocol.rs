@@ -1,11 +1,13 @@
 //! The proxy's own CPU work per query and per login, without I/O: finding the end of a
 //! result set in the bytes read from a backend (what the relay does for every batch), framing
-//! a client command, decoding a login and checking a password proof.
+//! a client command, decoding a login and checking a password proof (native, and
+//! caching_sha2_password's full check and fast path).
 //!
 //! `cargo bench --bench protocol`
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice::protocol::auth::caching_sha2::{fast_proof, verify_fast, FastKey, Sha2Verifier};
 use sluice::protocol::auth::{native_proof, new_scramble, verify_native, PasswordHash, ProvenKey};
 use sluice::protocol::codec::put_lenenc_bytes;
 use sluice::protocol::constants::{capability, command};
@@ -98,6 +100,17 @@ fn login(c: &mut Criterion) {
                 verify_native(&stored, &scramble, black_box(&response.auth_response)).unwrap();
             native_proof(&key, black_box(&scramble))
         })
+    });
+    // caching_sha2_password: a full authentication's check (once per user and proxy
+    // start), then the fast path every later login takes
+    let verifier = Sha2Verifier::of_password(b"app");
+    c.bench_function("login/caching_sha2_full_check", |b| {
+        b.iter(|| assert!(verifier.check(black_box(b"app"))))
+    });
+    let fast = FastKey::of_password(b"app");
+    let proof = fast_proof(b"app", &scramble);
+    c.bench_function("login/caching_sha2_fast_path", |b| {
+        b.iter(|| assert!(verify_fast(&fast, &scramble, black_box(&proof))))
     });
 }
 

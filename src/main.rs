@@ -31,8 +31,23 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Read a password from stdin (its first line) and print the verifier to put in a
+    /// user's `password`: the proxy stores verifiers, never passwords.
+    Verifier {
+        /// The method the user logs in with.
+        #[arg(long, value_enum, default_value_t = Method::CachingSha2Password)]
+        method: Method,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+#[clap(rename_all = "snake_case")]
+enum Method {
+    MysqlNativePassword,
+    CachingSha2Password,
+    Ed25519,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +57,7 @@ fn main() -> ExitCode {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Verifier { method } => print_verifier(method),
         Command::CheckConfig { config } => match sluice::config::Config::load(&config) {
             Ok(_) => {
                 println!("{}: OK", config.display());
@@ -89,4 +105,30 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+}
+
+/// `sluice verifier`: the verifier of the password on stdin's first line (without its
+/// line ending).
+fn print_verifier(method: Method) -> ExitCode {
+    use sluice::protocol::auth::{caching_sha2::Sha2Verifier, ed25519::Ed25519Key, PasswordHash};
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("no password on stdin (a user without password has password = \"\")");
+        return ExitCode::FAILURE;
+    }
+    match method {
+        Method::MysqlNativePassword => {
+            println!("{}", PasswordHash::of_password(password.as_bytes()))
+        }
+        Method::CachingSha2Password => {
+            println!("{}", Sha2Verifier::of_password(password.as_bytes()))
+        }
+        Method::Ed25519 => println!("{}", Ed25519Key::of_password(password.as_bytes())),
+    }
+    ExitCode::SUCCESS
 }

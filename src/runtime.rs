@@ -13,7 +13,7 @@ use crate::config::{
     Config, Firewall as FirewallSettings, GaleraHostgroups, Monitor, PoolSettings, ProxySection,
     QueryLogMode, ServerStatus, Throttle, User,
 };
-use crate::protocol::auth::{PasswordHash, ProvenKey};
+use crate::protocol::auth::{ProvenKey, Verifier};
 use crate::rules::{Firewall, QueryLog, QueryRules};
 use crate::tls::{self, TlsError};
 
@@ -21,7 +21,10 @@ use crate::tls::{self, TlsError};
 #[derive(Debug)]
 pub struct UserEntry {
     pub config: User,
-    pub password: Option<PasswordHash>,
+    pub password: Option<Verifier>,
+    /// The key of `backend_password_file`'s password: backend logins use it, when set,
+    /// instead of what the client's login revealed.
+    pub backend_key: Option<ProvenKey>,
     /// `allowed_networks`, parsed; empty: anywhere.
     pub networks: Vec<ipnet::IpNet>,
     /// Client connections of this user currently open (shared across snapshots).
@@ -193,9 +196,15 @@ impl Runtime {
                     .and_then(|p| p.users.get(&u.name))
                     .map(|old| old.connections.clone())
                     .unwrap_or_default();
+                let backend_key = u
+                    .backend_password_file
+                    .as_deref()
+                    .map(|path| read_password_file("users.backend_password_file", path))
+                    .transpose()?;
                 let entry = UserEntry {
                     config: u.clone(),
-                    password: PasswordHash::parse(&u.password).expect("validated"),
+                    password: Verifier::parse(&u.password).expect("validated"),
+                    backend_key,
                     networks: u
                         .allowed_networks
                         .iter()
@@ -203,9 +212,9 @@ impl Runtime {
                         .collect(),
                     connections,
                 };
-                (u.name.clone(), Arc::new(entry))
+                Ok((u.name.clone(), Arc::new(entry)))
             })
-            .collect();
+            .collect::<Result<_, TlsError>>()?;
         let mut grouped: HashMap<u32, Vec<Arc<ServerTarget>>> = HashMap::new();
         let mut servers_in_order = Vec::new();
         for s in &config.servers {

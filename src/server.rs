@@ -51,6 +51,12 @@ fn warn_about_permissions(config_path: &Path, config: &Config) {
     if let Some(m) = &config.monitor {
         secrets.push(m.password_file.as_path());
     }
+    secrets.extend(
+        config
+            .users
+            .iter()
+            .filter_map(|u| u.backend_password_file.as_deref()),
+    );
     for file in secrets {
         if mode(file).is_some_and(|m| m & 0o077 != 0) {
             tracing::warn!(file = %file.display(), "a secret is readable by other users; chmod 600 it");

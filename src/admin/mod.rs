@@ -29,7 +29,7 @@ use crate::config::{Admin, Config, User};
 use crate::connection::Connection;
 use crate::frontend::handshake::{self, Door};
 use crate::frontend::Frontend;
-use crate::protocol::auth::PasswordHash;
+use crate::protocol::auth::{PasswordHash, Verifier};
 use crate::protocol::constants::{command, error, status};
 use crate::protocol::packets::{ErrPacket, OkPacket};
 use crate::runtime::UserEntry;
@@ -61,7 +61,10 @@ impl AdminServer {
             .map(|u| {
                 let entry = UserEntry {
                     config: User::account(&u.name, &u.password, settings.tls),
-                    password: PasswordHash::parse(&u.password).expect("validated"),
+                    password: PasswordHash::parse(&u.password)
+                        .expect("validated")
+                        .map(Verifier::Native),
+                    backend_key: None,
                     networks: Vec::new(),
                     connections: Default::default(),
                 };
@@ -112,6 +115,7 @@ impl AdminServer {
             track_session_state: false,
             compression: false,
             deprecate_eof: false,
+            sha2_cache: &self.frontend.sha2_cache,
         };
         let id = self.frontend.next_connection_id();
         let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);

@@ -282,6 +282,7 @@ pub fn user_rows(config: &Config) -> Vec<Vec<Value>> {
                 "cert_subject": u.cert_subject,
                 "cert_issuer": u.cert_issuer,
                 "firewall": u.firewall.map(|m| format!("{m:?}").to_lowercase()),
+                "backend_password_file": u.backend_password_file,
             });
             vec![
                 text(&u.name),
@@ -527,6 +528,7 @@ pub fn read_users(db: &Connection, schema: &str) -> Result<Vec<User>, String> {
         Ok(User {
             name: r.required("username")?,
             password: r.text("password")?.unwrap_or_default(),
+            backend_password_file: text_attr("backend_password_file")?.map(Into::into),
             default_hostgroup: r.int("default_hostgroup")?,
             require_tls: r.flag("use_ssl")?,
             require_client_cert: bool_attr("require_client_cert", false)?,

@@ -646,8 +646,18 @@ pub enum ServerStatus {
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
-    /// `mysql_native_password` hash: `*` and 40 hex digits (`SELECT PASSWORD('…')`).
+    /// The verifier of the user's password, which also says the method the client logs
+    /// in with: a `mysql_native_password` hash (`*` and 40 hex digits, `SELECT
+    /// PASSWORD('…')`), a `caching_sha2_password` verifier as MySQL stores it
+    /// (`$A$005$…`, or `0x` and hex), or an `ed25519` public key as MariaDB stores it
+    /// (43 base64 characters). `sluice verifier` makes each from a password.
     pub password: String,
+    /// A file (mode 0600) holding the password of this user's backend account, which the
+    /// proxy then logs in with. Required for an `ed25519` user (its proof reveals nothing
+    /// to log in with); unset otherwise: the proxy logs in with the key the client's
+    /// native or caching_sha2 login revealed, and the backend account must have the same
+    /// password with `mysql_native_password`.
+    pub backend_password_file: Option<PathBuf>,
     pub default_hostgroup: u32,
     /// Refuse this user on connections without TLS.
     #[serde(default)]
@@ -700,6 +710,7 @@ impl User {
         User {
             name: name.to_owned(),
             password: password.to_owned(),
+            backend_password_file: None,
             default_hostgroup: 0,
             require_tls,
             require_client_cert: false,

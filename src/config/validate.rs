@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::Config;
-use crate::protocol::auth::PasswordHash;
+use crate::protocol::auth::{PasswordHash, Verifier};
 
 type Failure = (String, String);
 
@@ -356,8 +356,16 @@ fn users(config: &Config, hostgroups: &HashSet<u32>) -> Result<(), Failure> {
         if !names.insert(u.name.as_str()) {
             return fail(key("name"), format!("user '{}' is defined twice", u.name));
         }
-        if let Err(e) = PasswordHash::parse(&u.password) {
-            return fail(key("password"), e.to_string());
+        match Verifier::parse(&u.password) {
+            Err(e) => return fail(key("password"), e.to_string()),
+            Ok(Some(Verifier::Ed25519(_))) if u.backend_password_file.is_none() => {
+                return fail(
+                    key("backend_password_file"),
+                    "an ed25519 user needs one: its login proves the password to the proxy \
+                     without revealing anything the proxy could log in to a backend with",
+                )
+            }
+            Ok(_) => {}
         }
         if !hostgroups.contains(&u.default_hostgroup) {
             return fail(
@@ -478,6 +486,20 @@ mod tests {
         let (key, problem) = invalid(&text);
         assert_eq!(key, "users[0].password");
         assert!(problem.contains("40 hex digits"), "{problem}");
+    }
+
+    #[test]
+    fn each_methods_verifier_is_accepted_and_ed25519_needs_a_backend_password() {
+        let sha2 = "$A$005$aaaaaaaaaaaaaaaaaaaa0123456789012345678901234567890123456789012";
+        let text = MINIMAL.replace("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", sha2);
+        assert!(Config::from_toml(&text, Path::new(".")).is_ok());
+        let ed25519 = "ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY";
+        let text = MINIMAL.replace("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", ed25519);
+        let (key, problem) = invalid(&text);
+        assert_eq!(key, "users[0].backend_password_file");
+        assert!(problem.contains("ed25519"), "{problem}");
+        let text = format!("{text}\nbackend_password_file = \"app.secret\"\n");
+        assert!(Config::from_toml(&text, Path::new(".")).is_ok());
     }
 
     #[test]

@@ -1,6 +1,5 @@
-//! Logging a client in: greeting, optional TLS upgrade, HandshakeResponse, an auth switch
-//! when the client started with another plugin (MySQL 8 clients start with
-//! `caching_sha2_password`), and the password check against the configured hash.
+//! Logging a client in: greeting, optional TLS upgrade, HandshakeResponse, then the
+//! password exchange in the user's method ([`super::authenticate`]).
 //!
 //! Every refusal looks the same to the client — ERR 1045 — whether the user is unknown, the
 //! password wrong or TLS missing, so that a stranger learns nothing; the log says which.
@@ -16,17 +15,16 @@ use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::backend::Login;
 use crate::config::Consistency;
-use crate::connection::{Connection, Packet, ReadError, Rewind, Stream};
-use crate::protocol::auth::{self, ProvenKey, NATIVE_PASSWORD};
+use crate::connection::{Connection, Rewind, Stream};
+use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{capability, error, status, DEFAULT_CHARSET};
 use crate::protocol::handshake::{
-    is_ssl_request, AuthSwitchRequest, HandshakeResponse, InitialHandshake, SCRAMBLE_LEN,
+    is_ssl_request, HandshakeResponse, InitialHandshake, SCRAMBLE_LEN,
 };
 use crate::protocol::packets::ErrPacket;
 use crate::runtime::{Runtime, UserEntry};
 
-/// Largest packet accepted before the client is logged in.
-pub const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
+use super::authenticate::{expect_seq, read, Exchange, LoginReadError, Sha2Cache};
 
 /// What the proxy offers every client. Offered where the port has them: TLS, compression
 /// and CLIENT_DEPRECATE_EOF (see [`Door`]). Never: MariaDB's extended capabilities.
@@ -151,12 +149,12 @@ impl OwedErr {
     }
 }
 
-impl From<ReadError> for HandshakeError {
-    fn from(e: ReadError) -> Self {
+impl From<LoginReadError> for HandshakeError {
+    fn from(e: LoginReadError) -> Self {
         match e {
-            ReadError::Io(e) => HandshakeError::Io(e),
-            ReadError::Truncated => HandshakeError::Closed,
-            ReadError::Frame(e) => HandshakeError::Protocol(e.to_string()),
+            LoginReadError::Io(e) => HandshakeError::Io(e),
+            LoginReadError::Closed => HandshakeError::Closed,
+            LoginReadError::Protocol(why) => HandshakeError::Protocol(why),
         }
     }
 }
@@ -174,6 +172,8 @@ pub struct Door<'a> {
     /// Offer CLIENT_DEPRECATE_EOF: the client port rewrites its responses for such
     /// clients (`protocol::deprecate_eof`); the admin port does not.
     pub deprecate_eof: bool,
+    /// What full `caching_sha2_password` authentications revealed.
+    pub sha2_cache: &'a Sha2Cache,
 }
 
 /// The capability flags a port's greeting offers: [`SERVER_CAPABILITIES`], and TLS,
@@ -194,7 +194,7 @@ pub fn offered_capabilities(tls: bool, compression: bool, deprecate_eof: bool) -
 
 impl<'a> Door<'a> {
     /// The client port's door.
-    pub fn clients(runtime: &'a Runtime) -> Door<'a> {
+    pub fn clients(runtime: &'a Runtime, sha2_cache: &'a Sha2Cache) -> Door<'a> {
         Door {
             users: &runtime.users,
             tls: runtime.frontend_tls.as_ref(),
@@ -202,6 +202,7 @@ impl<'a> Door<'a> {
             track_session_state: runtime.pool.track_session_state,
             compression: runtime.proxy.compression,
             deprecate_eof: true,
+            sha2_cache,
         }
     }
 }
@@ -260,25 +261,24 @@ pub async fn login(
         }
     };
     let capabilities = response.capabilities & (offered | capability::SSL);
-    let mut seq = packet.last_seq.wrapping_add(1);
-
-    // A client that began with another plugin is asked to answer the same nonce natively.
-    let mut proof = response.auth_response.clone();
-    if response
-        .auth_plugin
-        .as_deref()
-        .is_some_and(|p| p != NATIVE_PASSWORD)
-    {
-        let reply = auth_switch(&mut conn, seq, &scramble).await?;
-        proof = reply.payload.to_vec();
-        seq = reply.last_seq.wrapping_add(1);
-    }
-
     let user = door.users.get(&response.username).cloned();
-    let key = match check_credentials(user.as_deref(), peer, tls.as_ref(), &scramble, &proof) {
+    let mut exchange = Exchange {
+        conn: &mut conn,
+        seq: packet.last_seq.wrapping_add(1),
+        scramble: &scramble,
+        secure: tls.is_some(),
+        cache: door.sha2_cache,
+    };
+    let access = check_access(user.as_deref(), peer, tls.as_ref());
+    let plugin = response.auth_plugin.as_deref();
+    let proven = exchange
+        .prove(access, plugin, response.auth_response.clone())
+        .await?;
+    let seq = exchange.seq;
+    let key = match proven.result {
         Ok(key) => key,
         Err(reason) => {
-            let message = access_denied(&response.username, peer, !proof.is_empty());
+            let message = access_denied(&response.username, peer, proven.with_password);
             return Err(LoginFailure {
                 error: HandshakeError::Denied {
                     user: response.username,
@@ -320,17 +320,15 @@ pub async fn login(
     })
 }
 
-/// Checks everything that decides whether `user` may log in from `peer` on this
-/// connection — network, TLS, client certificate — and then the `mysql_native_password`
-/// proof, returning the key it proves. The reason for a refusal is for the log only; the
-/// client sees the same 1045 for all of them.
-pub fn check_credentials(
-    user: Option<&UserEntry>,
+/// Checks everything but the password that decides whether `user` may log in from `peer`
+/// on this connection: network, TLS, client certificate. The reason for a refusal is for
+/// the log only; the client sees the same 1045 for all of them, after the password
+/// exchange.
+pub fn check_access<'u>(
+    user: Option<&'u UserEntry>,
     peer: SocketAddr,
     tls: Option<&TlsInfo>,
-    scramble: &[u8],
-    proof: &[u8],
-) -> Result<Option<ProvenKey>, &'static str> {
+) -> Result<&'u UserEntry, &'static str> {
     let user = user.ok_or("unknown user")?;
     if !user.allows(peer.ip()) {
         return Err("not allowed from this network");
@@ -357,13 +355,7 @@ pub fn check_credentials(
     {
         return Err("client certificate issuer does not match");
     }
-    match &user.password {
-        None if proof.is_empty() => Ok(None),
-        None => Err("wrong password"),
-        Some(hash) => auth::verify_native(hash, scramble, proof)
-            .map(Some)
-            .ok_or("wrong password"),
-    }
+    Ok(user)
 }
 
 /// MySQL's wording, so that tools and people recognise it.
@@ -373,26 +365,6 @@ pub fn access_denied(user: &str, peer: SocketAddr, with_password: bool) -> Strin
         peer.ip(),
         if with_password { "YES" } else { "NO" }
     )
-}
-
-/// Sends an AuthSwitchRequest to `mysql_native_password` with `scramble` and returns the
-/// client's answer.
-pub async fn auth_switch(
-    conn: &mut Connection,
-    seq: u8,
-    scramble: &[u8],
-) -> Result<Packet, HandshakeError> {
-    let switch = AuthSwitchRequest {
-        plugin: NATIVE_PASSWORD.to_string(),
-        data: scramble.to_vec(),
-    };
-    let mut payload = BytesMut::with_capacity(48);
-    switch.encode(&mut payload);
-    conn.queue_packet(seq, &payload);
-    conn.flush().await?;
-    let reply = read(conn).await?;
-    expect_seq(&reply, seq.wrapping_add(1))?;
-    Ok(reply)
 }
 
 /// Queues and flushes an ERR packet, ignoring write errors (the client may be gone).
@@ -409,23 +381,6 @@ pub async fn send_err(
         capabilities | capability::PROTOCOL_41,
     );
     let _ = conn.flush().await;
-}
-
-async fn read(conn: &mut Connection) -> Result<Packet, HandshakeError> {
-    conn.read_packet(LOGIN_PACKET_LIMIT)
-        .await?
-        .ok_or(HandshakeError::Closed)
-}
-
-fn expect_seq(packet: &Packet, expected: u8) -> Result<(), HandshakeError> {
-    if packet.seq == expected {
-        Ok(())
-    } else {
-        Err(HandshakeError::Protocol(format!(
-            "packet out of order: expected sequence id {expected}, got {}",
-            packet.seq
-        )))
-    }
 }
 
 async fn accept_tls(

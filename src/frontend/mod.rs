@@ -7,6 +7,7 @@
 //! sessions ask the backend pool, which owns that choice.
 
 pub mod admission;
+pub mod authenticate;
 pub mod error_stats;
 pub mod handshake;
 pub mod latency;
@@ -48,6 +49,8 @@ pub struct Frontend {
     pub errors: error_stats::ErrorStats,
     /// Committed GTIDs and what readers applied, for read-your-writes.
     pub gtids: crate::router::gtid::GtidTracker,
+    /// What full `caching_sha2_password` logins revealed, for the fast path.
+    pub sha2_cache: authenticate::Sha2Cache,
     /// The live sessions, for the processlist and KILL.
     pub registry: Arc<Registry>,
     pub counters: Counters,
@@ -85,6 +88,7 @@ impl Frontend {
             admission: Admission::default(),
             connlog,
             digests: DigestStats::new(MAX_DIGESTS),
+            sha2_cache: Default::default(),
             registry: Arc::default(),
             counters: Counters::default(),
             latencies: Default::default(),

@@ -9,27 +9,33 @@
 //!
 //! Users may also be given a `caching_sha2_password` verifier ([`caching_sha2`]): the
 //! client proves its password to the proxy with that method, and the proxy still logs in
-//! to the backends natively, with the key of the password the client revealed.
+//! to the backends natively, with the key of the password the client revealed. Or
+//! MariaDB's `ed25519` public key ([`ed25519`]), which reveals nothing of the kind.
 
 pub mod caching_sha2;
+pub mod ed25519;
 
 use ring::digest::{digest, Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
 
 use caching_sha2::Sha2Verifier;
+use ed25519::Ed25519Key;
 
 pub const NATIVE_PASSWORD: &str = "mysql_native_password";
 pub const CACHING_SHA2_PASSWORD: &str = "caching_sha2_password";
+/// The client plugin of MariaDB's `ed25519` method.
+pub const CLIENT_ED25519: &str = "client_ed25519";
 
 /// What the configuration holds to check a user's password, never the password itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verifier {
     Native(PasswordHash),
     CachingSha2(Sha2Verifier),
+    Ed25519(Ed25519Key),
 }
 
 /// Why a configured verifier was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a mysql_native_password hash (\"*\" followed by 40 hex digits, as SELECT PASSWORD('...') prints), a caching_sha2_password verifier as MySQL stores it (\"$A$005$\" and 63 more bytes, or 0x and its 70 bytes in hex; `sluice verifier` makes one), or \"\" for no password")]
+#[error("expected a mysql_native_password hash (\"*\" followed by 40 hex digits, as SELECT PASSWORD('...') prints), a caching_sha2_password verifier as MySQL stores it (\"$A$005$\" and 63 more bytes, or 0x and its 70 bytes in hex), an ed25519 public key as MariaDB stores it (43 base64 characters); `sluice verifier` makes each; or \"\" for no password")]
 pub struct BadVerifier;
 
 impl Verifier {
@@ -38,17 +44,12 @@ impl Verifier {
         if let Some(sha2) = Sha2Verifier::parse(text) {
             return Ok(Some(Verifier::CachingSha2(sha2)));
         }
+        if let Some(key) = Ed25519Key::parse(text) {
+            return Ok(Some(Verifier::Ed25519(key)));
+        }
         match PasswordHash::parse(text) {
             Ok(hash) => Ok(hash.map(Verifier::Native)),
             Err(BadPasswordHash) => Err(BadVerifier),
-        }
-    }
-
-    /// The authentication plugin a client proves this password with.
-    pub fn plugin(&self) -> &'static str {
-        match self {
-            Verifier::Native(_) => NATIVE_PASSWORD,
-            Verifier::CachingSha2(_) => CACHING_SHA2_PASSWORD,
         }
     }
 }

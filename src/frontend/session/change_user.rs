@@ -1,12 +1,12 @@
 //! COM_CHANGE_USER: the login again, on an open connection.
 
 use crate::connection::RawPacket;
-use crate::protocol::auth::NATIVE_PASSWORD;
 use crate::protocol::constants::{error, status};
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::packets::OkPacket;
 
-use crate::frontend::handshake::{self, access_denied, check_credentials};
+use crate::frontend::authenticate::Exchange;
+use crate::frontend::handshake::{access_denied, check_access};
 
 use super::start::UserSlot;
 use super::{Failure, Session};
@@ -26,33 +26,27 @@ impl Session {
                 return Err(Failure::Client);
             }
         };
-        let mut seq = 1;
-        let mut proof = request.auth_response.clone();
-        if request
-            .auth_plugin
-            .as_deref()
-            .is_some_and(|p| p != NATIVE_PASSWORD)
-        {
-            let reply = handshake::auth_switch(&mut self.client, seq, &self.scramble)
-                .await
-                .map_err(|_| Failure::Client)?;
-            proof = reply.payload.to_vec();
-            seq = reply.last_seq.wrapping_add(1);
-        }
         let runtime = self.frontend.shared.load();
         let user = runtime.users.get(&request.username).cloned();
-        let checked = check_credentials(
-            user.as_deref(),
-            self.peer,
-            self.tls.as_ref(),
-            &self.scramble,
-            &proof,
-        );
-        let key = match checked {
+        let access = check_access(user.as_deref(), self.peer, self.tls.as_ref());
+        let mut exchange = Exchange {
+            conn: &mut self.client,
+            seq: 1,
+            scramble: &self.scramble,
+            secure: self.tls.is_some(),
+            cache: &self.frontend.sha2_cache,
+        };
+        let plugin = request.auth_plugin.as_deref();
+        let proven = exchange
+            .prove(access, plugin, request.auth_response.clone())
+            .await
+            .map_err(|_| Failure::Client)?;
+        let seq = exchange.seq;
+        let key = match proven.result {
             Ok(key) => key,
             Err(reason) => {
                 tracing::info!(peer = %self.peer, user = %request.username, reason, "COM_CHANGE_USER refused");
-                let message = access_denied(&request.username, self.peer, !proof.is_empty());
+                let message = access_denied(&request.username, self.peer, proven.with_password);
                 self.send_error(seq, error::ACCESS_DENIED, &message).await;
                 return Err(Failure::Client);
             }

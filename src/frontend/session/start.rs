@@ -47,7 +47,12 @@ pub(in crate::frontend) async fn run(
     let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);
     let login = tokio::time::timeout(
         timeout,
-        handshake::login(tcp, peer, &Door::clients(&runtime), id),
+        handshake::login(
+            tcp,
+            peer,
+            &Door::clients(&runtime, &frontend.sha2_cache),
+            id,
+        ),
     )
     .await;
     let logged_in = match login {

@@ -80,7 +80,9 @@ impl Sha2Verifier {
             return None;
         }
         let (salt, encoded) = rest.split_at(SALT_LEN);
-        if salt.iter().any(|&b| b == 0 || b == b'$') || !encoded.iter().all(|b| CRYPT_B64.contains(b)) {
+        if salt.iter().any(|&b| b == 0 || b == b'$')
+            || !encoded.iter().all(|b| CRYPT_B64.contains(b))
+        {
             return None;
         }
         Some(Sha2Verifier {
@@ -100,18 +102,15 @@ impl Sha2Verifier {
         }
     }
 
-    /// The verifier of `password` with a fresh random salt of printable characters.
+    /// The verifier of `password` with a fresh random salt of crypt's 64 characters
+    /// (120 bits; MySQL draws from more, but these need no quoting in TOML or SQL).
     pub fn of_password(password: &[u8]) -> Sha2Verifier {
         use ring::rand::SecureRandom;
         let mut raw = [0u8; SALT_LEN];
         ring::rand::SystemRandom::new()
             .fill(&mut raw)
             .expect("the operating system's random source failed");
-        // printable, without `$`: 0x21..0x7E has 94 characters, one of them `$`
-        let salt = raw.map(|b| match 0x21 + b % 93 {
-            b'$' => b'~',
-            c => c,
-        });
+        let salt = raw.map(|b| CRYPT_B64[usize::from(b % 64)]);
         Sha2Verifier::new(password, salt, DEFAULT_ROUNDS)
     }
 
@@ -243,7 +242,10 @@ fn encode_digest(raw: &[u8; 32]) -> [u8; DIGEST_CHARS] {
         }
     };
     for (a, b, c) in GROUPS {
-        put(u32::from(raw[a]) << 16 | u32::from(raw[b]) << 8 | u32::from(raw[c]), 4);
+        put(
+            u32::from(raw[a]) << 16 | u32::from(raw[b]) << 8 | u32::from(raw[c]),
+            4,
+        );
     }
     put(u32::from(raw[31]) << 8 | u32::from(raw[30]), 3);
     out
@@ -268,7 +270,10 @@ fn sha256_all(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 fn finish(ctx: Context) -> [u8; 32] {
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -289,8 +294,18 @@ mod tests {
     #[test]
     fn sha256_crypt_matches_the_reference_vectors() {
         let cases: [(&[u8], &[u8], u32, &str); 3] = [
-            (b"Hello world!", b"saltstring", 5000, "5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5"),
-            (b"Hello world!", b"saltstringsaltst", 10000, "3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA"),
+            (
+                b"Hello world!",
+                b"saltstring",
+                5000,
+                "5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5",
+            ),
+            (
+                b"Hello world!",
+                b"saltstringsaltst",
+                10000,
+                "3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA",
+            ),
             (
                 b"we have a short salt string but not a short password",
                 b"short",
