@@ -333,6 +333,14 @@ fn backends(f: &Frontend) -> Collectors {
     replays
         .with_label_values(&["refused"])
         .inc_by(load(&f.counters.transaction_replays_failed));
+    let deadlocks = counter(
+        "sluice_deadlocks_retried_total",
+        "Statements run again (after their transaction's replay on the same connection) once a deadlock had rolled their transaction back.",
+        &[],
+    );
+    deadlocks
+        .with_label_values(&[])
+        .inc_by(load(&f.counters.deadlocks_retried));
     let w = &f.pool.waits;
     let waiting = gauge(
         "sluice_backend_pool_waiting",

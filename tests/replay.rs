@@ -624,3 +624,76 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
     );
     assert_eq!(stored, expected);
 }
+
+/// A deadlock's victim runs again. A heavier transaction straight on the writer and the
+/// proxy's session each lock a row the other wants; InnoDB rolls back the lighter one, the
+/// session's. The proxy replays what the session's transaction did before (nothing, in
+/// autocommit) on the same connection and sends the statement again: it waits for the
+/// other transaction, then succeeds, and the client never sees the deadlock.
+#[test]
+fn a_deadlock_victim_runs_again_after_its_transaction_is_replayed() {
+    let proxy = Proxy::start();
+    create_tables();
+    on_node(
+        13306,
+        "CREATE TABLE IF NOT EXISTS sbtest.deadlock_rows (id INT PRIMARY KEY, n INT NOT NULL); \
+         REPLACE INTO sbtest.deadlock_rows SELECT seq, 0 FROM sbtest.seq_1_to_60",
+    );
+    let tag = std::process::id();
+    let writer: u16 = writer_port(&proxy).parse().unwrap();
+    let retried = stat(&proxy, "Deadlocks_retried");
+    for in_transaction in [false, true] {
+        let mut heavy = RawClient::login(writer, "app", "app").unwrap();
+        ok(&mut heavy, "BEGIN");
+        ok(
+            &mut heavy,
+            "UPDATE sbtest.deadlock_rows SET n = n + 1 WHERE id >= 10",
+        );
+        ok(
+            &mut heavy,
+            "UPDATE sbtest.deadlock_rows SET n = n + 1 WHERE id = 2",
+        );
+        let mut victim = RawClient::login(proxy.port, "app", "app").unwrap();
+        if in_transaction {
+            ok(&mut victim, "BEGIN");
+            ok(
+                &mut victim,
+                &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('deadlock-{tag}', 1)"),
+            );
+        }
+        // the victim locks row 1, then waits for row 2
+        let waiting = thread::spawn(move || {
+            let sql = "UPDATE sbtest.deadlock_rows SET n = n + 1 WHERE id IN (1, 2) ORDER BY id";
+            (run(&mut victim, sql), victim)
+        });
+        thread::sleep(Duration::from_millis(500));
+        // the cycle closes: InnoDB rolls back the lighter transaction
+        ok(
+            &mut heavy,
+            "UPDATE sbtest.deadlock_rows SET n = n + 1 WHERE id = 1",
+        );
+        ok(&mut heavy, "COMMIT");
+        let (answer, mut victim) = waiting.join().expect("the victim's UPDATE answered");
+        assert_eq!(
+            answer[0],
+            header::OK,
+            "in a transaction: {in_transaction}: {:?}",
+            ErrPacket::decode(&answer)
+        );
+        if in_transaction {
+            ok(&mut victim, "COMMIT");
+        }
+    }
+    assert_eq!(stat(&proxy, "Deadlocks_retried"), retried + 2);
+    let rows = on_node(
+        writer,
+        &format!(
+            "SELECT id, n FROM sbtest.deadlock_rows WHERE id IN (1, 2, 10) ORDER BY id; \
+             SELECT COUNT(*) FROM sbtest.replay_ledger WHERE src = 'deadlock-{tag}'"
+        ),
+    );
+    assert_eq!(
+        rows, "1\t4\n2\t4\n10\t2\n1\n",
+        "each UPDATE once, the INSERT once"
+    );
+}

@@ -295,6 +295,7 @@ fn sluice(f: &Frontend) -> Vec<Row> {
             "Transaction_replays_refused",
             n(&c.transaction_replays_failed),
         ),
+        ("Deadlocks_retried", n(&c.deadlocks_retried)),
         ("Pool_idle_connections", f.pool.idle_count().to_string()),
         ("Pool_waiting", n(&f.pool.waits.waiting)),
         ("Pool_waits", n(&f.pool.waits.waits)),

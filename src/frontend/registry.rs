@@ -252,6 +252,8 @@ pub struct Counters {
     pub transactions_replayed: AtomicU64,
     /// Transactions whose replay was refused (see `session::replay`).
     pub transaction_replays_failed: AtomicU64,
+    /// Statements run again after a deadlock rolled their transaction back.
+    pub deadlocks_retried: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub bytes_to_clients: AtomicU64,
     /// Time spent analysing statements and evaluating rules and the firewall.

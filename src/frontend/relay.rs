@@ -61,7 +61,15 @@ pub(super) enum RelayError {
     /// kept from the client, for the caller to relay when it does not send the request
     /// elsewhere.
     NotServing(BytesMut),
+    /// ERR 1213 (ER_LOCK_DEADLOCK) was the whole answer: the server rolled the statement's
+    /// transaction back, so the statement ran to no effect and may run again. The answer
+    /// was kept from the client, for the caller to relay when it does not.
+    Deadlock(BytesMut),
 }
+
+/// ER_LOCK_DEADLOCK: InnoDB chose the statement's transaction as a deadlock's victim, or
+/// Galera aborted it for a conflicting write set (certification, or brute force).
+const DEADLOCK: u16 = 1213;
 
 /// Whether `err` is a Galera node refusing a request unrun (see
 /// [`RelayError::NotServing`]).
@@ -145,8 +153,12 @@ pub(super) async fn relay(
             received.fetch_add(scan.complete as u64, Ordering::Relaxed);
             let batch = tracker.apply_edits(buf.split_to(scan.complete));
             let refused = matches!(scan.end, Some(Progress::Done(o)) if o.error);
-            if !answered && refused && tracker.error().is_some_and(not_serving) {
-                return Err(RelayError::NotServing(batch));
+            if !answered && refused {
+                match tracker.error() {
+                    Some(err) if not_serving(err) => return Err(RelayError::NotServing(batch)),
+                    Some(err) if err.code == DEADLOCK => return Err(RelayError::Deadlock(batch)),
+                    _ => {}
+                }
             }
             // a capture keeps the backend's form: the cache serves clients of either kind
             if let Some(capture) = capture.as_deref_mut() {

@@ -86,6 +86,13 @@ impl Session {
                 let result = self
                     .relay_response(Target::Primary, cmd, Statement::Write, &[], cursor, None)
                     .await;
+                // a streamed request is not held: it cannot be sent again
+                let result = match result {
+                    Err(Failure::RolledBack(answer)) => {
+                        self.relay_deadlock(Target::Primary, answer).await
+                    }
+                    other => other,
+                };
                 if let Some(id) = prepared {
                     if !matches!(result, Err(Failure::Client)) {
                         let at = (Target::Primary, self.routing.primary_hostgroup);

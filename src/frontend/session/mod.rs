@@ -18,6 +18,7 @@ mod change_user;
 mod client_link;
 mod commands;
 mod connections;
+mod deadlock;
 mod decide;
 mod inspect;
 mod large;
@@ -133,6 +134,9 @@ pub(super) enum Failure {
     /// A reader failed before answering a read (the reason): nothing reached the client
     /// yet, the caller sends the read again or tells the client.
     Unanswered(String),
+    /// A deadlock rolled back the transaction of a statement that may run again (see
+    /// `Session::rerun_after_deadlock`); the server's answer, not yet relayed.
+    RolledBack(bytes::BytesMut),
 }
 
 impl Session {

@@ -231,6 +231,17 @@ impl TransactionLog {
         }
     }
 
+    /// After a deadlock rolled back the transaction of the statement in flight: whether
+    /// the statement can run again, once the record of the transaction open before it (if
+    /// one was) is replayed. Not what its bytes alone cannot repeat.
+    pub(super) fn rerunnable(&self) -> bool {
+        let Some(in_flight) = &self.in_flight else {
+            return false;
+        };
+        let repeatable = matches!(in_flight.role, Role::Repeatable | Role::Ends | Role::Begins);
+        repeatable && (!self.open || self.spoiled.is_none())
+    }
+
     /// Whether the answer to the statement in flight is to be fingerprinted.
     pub(super) fn recording(&self) -> bool {
         self.in_flight.as_ref().is_some_and(|f| f.entry.is_some())
@@ -263,7 +274,7 @@ impl TransactionLog {
 
 impl Session {
     /// Whether this session's transactions may be replayed at all.
-    fn replays(&self) -> bool {
+    pub(super) fn replays(&self) -> bool {
         self.user.config.transaction_replay
             && self
                 .frontend
@@ -434,6 +445,12 @@ impl Session {
                 .map_err(Refusal::Said)?;
         }
         self.primary = Some(conn);
+        self.replay_record().await
+    }
+
+    /// Runs the record on the primary connection, answer by answer; the number of
+    /// statements replayed.
+    pub(super) async fn replay_record(&mut self) -> Result<usize, Refusal> {
         let entries = self.transaction.entries.clone();
         for entry in &entries {
             self.replay_entry(entry).await?;
@@ -481,7 +498,7 @@ impl Session {
 }
 
 /// Why a transaction was not replayed.
-enum Refusal {
+pub(super) enum Refusal {
     /// The reason, for the client's error.
     Said(String),
     /// The client already has its answer (an error the replay relayed).
@@ -491,7 +508,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn reason(&self) -> &str {
+    pub(super) fn reason(&self) -> &str {
         match self {
             Refusal::Said(reason) => reason,
             Refusal::Told => "an error was relayed",
@@ -664,6 +681,29 @@ mod tests {
         assert!(log.resendable(), "outside one, it changed nothing");
         expect(&mut log, "INSERT INTO t VALUES (1)");
         assert!(!log.resendable(), "an autocommit write may have committed");
+    }
+
+    #[test]
+    fn after_a_deadlock_a_repeatable_statement_runs_again_unless_the_record_is_spoiled() {
+        let mut log = TransactionLog::default();
+        let expect = |log: &mut TransactionLog, sql: &str| {
+            let analysis = Analyzer::default().analyze(sql.as_bytes());
+            log.expect(Role::of(&analysis), None, false);
+        };
+        expect(&mut log, "UPDATE t SET a = 1");
+        assert!(log.rerunnable(), "an autocommit statement");
+        run(&mut log, "BEGIN", IN_TRANS, true);
+        expect(&mut log, "UPDATE t SET a = 1");
+        assert!(log.rerunnable());
+        expect(&mut log, "COMMIT");
+        assert!(log.rerunnable(), "a COMMIT a deadlock refused did not commit");
+        expect(&mut log, "CALL p()");
+        assert!(!log.rerunnable(), "its bytes alone cannot repeat it");
+        run(&mut log, "CALL p()", IN_TRANS, true);
+        expect(&mut log, "UPDATE t SET a = 1");
+        assert!(!log.rerunnable(), "the record cannot be replayed");
+        log.forget();
+        assert!(!log.rerunnable(), "nothing in flight");
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Session {
     /// Runs the request on the connection for `target` (of `hostgroup`); a request whose
     /// server failed before answering, and that may run again, runs wherever it is served
     /// then, up to [`TRIES`] times in all (a writer killed with its pooled connections may
-    /// hand out one more that its dying process has not closed yet).
+    /// hand out one more that its dying process has not closed yet). So does one whose
+    /// transaction a deadlock rolled back, on the same connection (see `deadlock`).
     pub(super) async fn run(
         &mut self,
         request: &mut Request,
@@ -61,6 +62,15 @@ impl Session {
             let result = self
                 .attempt(target, hostgroup, request, capture.as_deref_mut())
                 .await;
+            let result = match result {
+                Err(Failure::RolledBack(answer)) => {
+                    match self.rerun_after_deadlock(answer, tries < TRIES).await {
+                        Ok(()) => continue,
+                        Err(result) => result,
+                    }
+                }
+                other => other,
+            };
             let mut finished = Finished {
                 result,
                 target,
@@ -371,6 +381,7 @@ impl Session {
             Err(RelayError::NotServing(answer)) => {
                 self.not_serving(target, cmd, statement, answer).await
             }
+            Err(RelayError::Deadlock(answer)) => self.deadlocked(target, answer).await,
             Err(RelayError::Unanswered(why)) if self.retryable(target, cmd, statement) => {
                 self.reader_lost_unanswered(&why);
                 Err(Failure::Unanswered(why))
