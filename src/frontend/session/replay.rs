@@ -696,7 +696,10 @@ mod tests {
         expect(&mut log, "UPDATE t SET a = 1");
         assert!(log.rerunnable());
         expect(&mut log, "COMMIT");
-        assert!(log.rerunnable(), "a COMMIT a deadlock refused did not commit");
+        assert!(
+            log.rerunnable(),
+            "a COMMIT a deadlock refused did not commit"
+        );
         expect(&mut log, "CALL p()");
         assert!(!log.rerunnable(), "its bytes alone cannot repeat it");
         run(&mut log, "CALL p()", IN_TRANS, true);
