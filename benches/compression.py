@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """What the compressed protocol costs and saves: a 10,000-row result read through Sluice
-uncompressed and compressed (zlib levels 1, 3 and 6), interleaved rounds in one run.
+uncompressed and compressed (zlib levels 1, 3 and 6; zstd levels 1 and 3), interleaved
+rounds in one run. zlib is read by Connector/Python (pure), zstd by libmysqlclient (the
+C library Connector/Python's extension bundles; tests/driver/libmysqlclient.py), whose
+import runs this script again with the library's OpenSSL on LD_LIBRARY_PATH.
 
 Per mode: bytes on the client link per query (the proxy's own count of what it wrote to
 clients), proxy CPU per query (its utime + stime over the queries), and the client's wall
@@ -20,10 +23,13 @@ from pathlib import Path
 import mysql.connector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests/driver"))
 import load  # noqa: E402
+import libmysqlclient  # noqa: E402
 
 ROOT = load.ROOT
-PORTS = {"plain": 16091, "zlib 1": 16092, "zlib 3": 16093, "zlib 6": 16094}
+PORTS = {"plain": 16091, "zlib 1": 16092, "zlib 3": 16093, "zlib 6": 16094, "zstd 1": 16095,
+         "zstd 3": 16096}
 SHAPES = {
     "sysbench-like rows": "SELECT seq, CONCAT_WS('-', FLOOR(RAND(seq) * 1e11), FLOOR(RAND(seq + 1) * 1e11), "
                           "FLOOR(RAND(seq + 2) * 1e11), FLOOR(RAND(seq + 3) * 1e11)), "
@@ -45,7 +51,24 @@ def bytes_sent(port):
         conn.close()
 
 
+def measure_zstd(mode, proc, sql, queries):
+    """As `measure`, with libmysqlclient asking for zstd at the mode's level."""
+    port = PORTS[mode]
+    mysql = libmysqlclient.connect(port, "zstd", int(mode.split()[1]))
+    libmysqlclient.digest(mysql, sql)  # warm: the pool, the replica's cache
+    sent, cpu, start = bytes_sent(port), load.cpu_seconds(proc.pid), time.perf_counter()
+    rows = sum(libmysqlclient.digest(mysql, sql)[0] for _ in range(queries))
+    wall = time.perf_counter() - start
+    cpu = load.cpu_seconds(proc.pid) - cpu
+    libmysqlclient.lib.mysql_close(mysql)
+    assert rows == 10_000 * queries, rows
+    link = bytes_sent(port) - sent
+    return link / queries, cpu / queries, wall / queries
+
+
 def measure(mode, proc, sql, queries):
+    if mode.startswith("zstd"):
+        return measure_zstd(mode, proc, sql, queries)
     port = PORTS[mode]
     conn = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app",
                                    database="sbtest", use_pure=True, ssl_disabled=True,
@@ -76,7 +99,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="sluice-compression-"))
     procs = {}
     for mode, port in PORTS.items():
-        level = 3 if mode == "plain" else int(mode.split()[1])
+        level = int(mode.split()[1]) if mode.startswith("zlib") else 3
         config = work / f"sluice-{port}.toml"
         config.write_text(load.demo_config(port, port + 100, port + 200).replace(
             "[proxy]\n", f"[proxy]\ncompression_level = {level}\n", 1))
@@ -110,11 +133,12 @@ def main():
             "",
             f"`.venv/bin/python benches/compression.py --queries {opts.queries} --rounds {opts.rounds}`"
             f" on the same machine, {time.strftime('%Y-%m-%d')}: a 10,000-row result read by "
-            "Connector/Python (pure) through Sluice, reads split to the replicas, one proxy per "
+            "Connector/Python (pure; zstd: libmysqlclient, which asks for the level) through "
+            "Sluice, reads split to the replicas, one proxy per "
             f"mode, modes interleaved; medians of {opts.rounds} rounds of {opts.queries} queries. "
             "Bytes on the client link are the proxy's count of what it wrote to the client; CPU "
             "is the proxy process's user + system time per query; wall time is the client's "
-            "(mostly its own row decoding). CPU is read in 10 ms ticks over a round's queries "
+            "(mostly its own row decoding: Python for plain and zlib, C for zstd). CPU is read in 10 ms ticks over a round's queries "
             "(±0.3 ms per query at 30 queries).",
             "",
             "| rows | client link | bytes per query | proxy CPU per query | client wall per query |",

@@ -128,6 +128,7 @@ impl Client {
             database: Some(o.database.clone()),
             auth_plugin: Some(NATIVE_PASSWORD.into()),
             connect_attrs: None,
+            zstd_level: None,
         };
         let mut payload = BytesMut::new();
         response.encode(&mut payload);

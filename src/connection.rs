@@ -211,8 +211,7 @@ struct Compressed {
     /// The sequence id of the next frame this side sends: one past the last frame the
     /// peer sent (its command starts again at 0), then counting up.
     seq: u8,
-    /// zlib's level, 1 (fastest) to 9.
-    level: u32,
+    codec: compressed::Codec,
 }
 
 impl Connection {
@@ -264,13 +263,18 @@ impl Connection {
     }
 
     /// Switches both directions to the compressed protocol (the login's final OK has
-    /// gone out uncompressed), at zlib `level`.
-    pub fn enable_compression(&mut self, level: u32) {
+    /// gone out uncompressed), by `codec`.
+    pub fn enable_compression(&mut self, codec: compressed::Codec) {
         self.compressed = Some(Box::new(Compressed {
             raw: BytesMut::new(),
             seq: 0,
-            level: level.clamp(1, 9),
+            codec,
         }));
+    }
+
+    /// How the connection's frames are compressed, if they are.
+    pub fn compression(&self) -> Option<compressed::Codec> {
+        self.compressed.as_ref().map(|c| c.codec)
     }
 
     pub fn is_compressed(&self) -> bool {
@@ -322,7 +326,7 @@ impl Connection {
         let c = compressed.as_mut().expect("checked by the caller");
         loop {
             let before = read_buf.len();
-            match compressed::decode_frame(&mut c.raw, read_buf) {
+            match compressed::decode_frame(&mut c.raw, read_buf, c.codec) {
                 Ok(Some(frame)) => {
                     c.seq = frame.seq.wrapping_add(1);
                     if read_buf.len() > before {
@@ -417,7 +421,7 @@ impl Connection {
             match self.compressed.as_mut() {
                 Some(c) => {
                     let mut frames = BytesMut::with_capacity(self.write_buf.len() / 2 + 64);
-                    compressed::encode(&self.write_buf, c.level, &mut c.seq, &mut frames);
+                    compressed::encode(&self.write_buf, c.codec, &mut c.seq, &mut frames);
                     self.stream.write_all(&frames).await?;
                     self.written += frames.len() as u64;
                 }

@@ -1,6 +1,6 @@
-//! The compressed protocol (`CLIENT_COMPRESS`, zlib) between clients and Sluice: the
-//! `mariadb` client and Connector/Python get the same bytes as uncompressed, results and
-//! 20 MiB values alike; a client sending a corrupt frame loses its connection and nobody
+//! The compressed protocol (`CLIENT_COMPRESS`, zlib; zstd) between clients and Sluice:
+//! the `mariadb` client, Connector/Python and libmysqlclient (zstd too) get the same bytes
+//! as uncompressed, results and 20 MiB values alike; a client sending a corrupt frame loses its connection and nobody
 //! else notices; with `[proxy] compression = false` a client that asks runs uncompressed.
 
 mod common;
@@ -58,6 +58,39 @@ fn connector_python_compressed_round_trips_rows_and_a_20_mib_blob() {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
     assert!(stdout(&out).contains("compressed ok"), "{}", stdout(&out));
+}
+
+/// MySQL's own client library (libmysqlclient, as Connector/Python's C extension bundles
+/// it), asking for zstd and then zlib: the rows and the 20 MiB value it reads through
+/// Sluice are those it reads uncompressed from a server.
+#[test]
+fn libmysqlclient_with_zstd_or_zlib_reads_what_it_reads_uncompressed() {
+    let proxy = Proxy::start();
+    let read = |port: u16, algorithm: &str| {
+        let out = Command::new(python())
+            .arg(repo().join("tests/driver/libmysqlclient.py"))
+            .args([&port.to_string(), algorithm, "7"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{algorithm}: {}\n{}",
+            stderr(&out),
+            proxy.log()
+        );
+        stdout(&out)
+    };
+    let direct = read(13309, "uncompressed");
+    assert_eq!(direct.lines().count(), 2, "{direct}");
+    assert!(direct.starts_with("10000 "), "{direct}");
+    assert_eq!(read(proxy.port, "zstd"), direct);
+    assert!(
+        proxy.log().contains("algorithm=\"zstd\" level=7"),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(read(proxy.port, "zlib"), direct);
+    assert!(proxy.log().contains("algorithm=\"zlib\""));
 }
 
 #[test]

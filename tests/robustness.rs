@@ -302,6 +302,7 @@ fn mysql8_style_client_is_switched_to_native_password() {
         database: None,
         auth_plugin: Some(CACHING_SHA2_PASSWORD.into()),
         connect_attrs: None,
+        zstd_level: None,
     };
     let mut payload = BytesMut::new();
     response.encode(&mut payload);

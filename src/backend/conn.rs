@@ -526,6 +526,7 @@ async fn handshake(
         database: login.database.clone(),
         auth_plugin: Some(NATIVE_PASSWORD.to_string()),
         connect_attrs: login.connect_attrs.clone(),
+        zstd_level: None,
     };
     let mut payload = bytes::BytesMut::new();
     response.encode(&mut payload);

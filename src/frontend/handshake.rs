@@ -72,6 +72,8 @@ pub struct LoggedIn {
     pub scramble: [u8; SCRAMBLE_LEN],
     /// Sequence id for the next packet to the client (the final OK or ERR of the login).
     pub next_seq: u8,
+    /// The zstd level the client asked for, with CLIENT_ZSTD_COMPRESSION_ALGORITHM.
+    pub zstd_level: Option<u8>,
     pub tls: Option<TlsInfo>,
 }
 
@@ -184,7 +186,7 @@ pub fn offered_capabilities(tls: bool, compression: bool, deprecate_eof: bool) -
         offered |= capability::SSL;
     }
     if compression {
-        offered |= capability::COMPRESS;
+        offered |= capability::COMPRESS | capability::ZSTD_COMPRESSION_ALGORITHM;
     }
     if deprecate_eof {
         offered |= capability::DEPRECATE_EOF;
@@ -316,6 +318,7 @@ pub async fn login(
         capabilities,
         scramble,
         next_seq: seq,
+        zstd_level: response.zstd_level,
         tls,
     })
 }

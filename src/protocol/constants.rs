@@ -28,6 +28,9 @@ pub mod capability {
     pub const CAN_HANDLE_EXPIRED_PASSWORDS: u32 = 1 << 22;
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
+    /// zstd for the compressed protocol (MySQL 8.0.18+); the client's HandshakeResponse
+    /// then ends with the level it wants.
+    pub const ZSTD_COMPRESSION_ALGORITHM: u32 = 1 << 26;
 }
 
 /// Server status flags (`SERVER_*`) carried by OK and EOF packets.

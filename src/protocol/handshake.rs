@@ -122,6 +122,8 @@ pub struct HandshakeResponse {
     pub auth_plugin: Option<String>,
     /// The connection attributes as sent (a length-encoded block), kept opaque.
     pub connect_attrs: Option<Vec<u8>>,
+    /// The zstd level a client asking for zstd compression wants.
+    pub zstd_level: Option<u8>,
 }
 
 impl std::fmt::Debug for HandshakeResponse {
@@ -177,6 +179,10 @@ impl HandshakeResponse {
             let mut raw = before;
             connect_attrs = Some(raw.take(header_len + attrs.len(), "attributes")?.to_vec());
         }
+        let mut zstd_level = None;
+        if capabilities & capability::ZSTD_COMPRESSION_ALGORITHM != 0 && !r.is_empty() {
+            zstd_level = Some(r.u8("zstd compression level")?);
+        }
         Ok(HandshakeResponse {
             capabilities,
             max_packet,
@@ -186,6 +192,7 @@ impl HandshakeResponse {
             database,
             auth_plugin,
             connect_attrs,
+            zstd_level,
         })
     }
 
@@ -217,6 +224,12 @@ impl HandshakeResponse {
         }
         if let Some(attrs) = &self.connect_attrs {
             out.put_slice(attrs);
+        }
+        if let Some(level) = self
+            .zstd_level
+            .filter(|_| caps & capability::ZSTD_COMPRESSION_ALGORITHM != 0)
+        {
+            out.put_u8(level);
         }
     }
 }
@@ -360,6 +373,7 @@ mod tests {
             database: Some("sbtest".into()),
             auth_plugin: Some(NATIVE_PASSWORD.into()),
             connect_attrs: Some(vec![4, 1, b'a', 1, b'b']),
+            zstd_level: None,
         }
     }
 

@@ -541,6 +541,7 @@ impl RawClient {
             database: Some("sbtest".into()),
             auth_plugin: Some(NATIVE_PASSWORD.into()),
             connect_attrs: None,
+            zstd_level: None,
         };
         let mut payload = BytesMut::new();
         response.encode(&mut payload);

@@ -16,6 +16,7 @@ use crate::frontend::admission::{AddressSlot, Refusal};
 use crate::frontend::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure};
 use crate::frontend::registry::Registry;
 use crate::frontend::{ClientSlot, Frontend};
+use crate::protocol::compressed::Codec;
 use crate::protocol::constants::{capability, error, status};
 use crate::protocol::packets::OkPacket;
 use crate::router::gtid::GtidPosition;
@@ -289,9 +290,9 @@ impl Session {
         };
         ok.encode(li.conn.write_buffer(), li.next_seq);
         li.conn.flush().await.map_err(|_| "closed during login")?;
-        if li.capabilities & capability::COMPRESS != 0 {
-            let level = frontend.shared.peek().proxy.compression_level;
-            li.conn.enable_compression(level);
+        if let Some(codec) = compression(li.capabilities, li.zstd_level, &frontend) {
+            tracing::debug!(%peer, algorithm = codec.name(), level = codec.level(), "compressed protocol");
+            li.conn.enable_compression(codec);
         }
         let runtime = frontend.shared.load();
         if runtime.pool.min_idle_per_server > 0 {
@@ -376,3 +377,22 @@ fn login_hostgroup(frontend: &Frontend, user: &UserEntry, routing: &SessionRouti
         _ => default,
     }
 }
+
+/// The compression a client negotiated: zstd at the level it asked for (as MySQL grants
+/// it), else zlib at `compression_level`; none when it asked for neither.
+fn compression(capabilities: u32, zstd_level: Option<u8>, frontend: &Frontend) -> Option<Codec> {
+    if capabilities & capability::ZSTD_COMPRESSION_ALGORITHM != 0 {
+        let level = zstd_level.map_or(DEFAULT_ZSTD_LEVEL, i32::from);
+        return Some(Codec::Zstd(level.clamp(1, MAX_ZSTD_LEVEL)));
+    }
+    if capabilities & capability::COMPRESS != 0 {
+        let level = frontend.shared.peek().proxy.compression_level;
+        return Some(Codec::Zlib(level.clamp(1, 9)));
+    }
+    None
+}
+
+/// zstd's level when a client names none (MySQL's `protocol_compression_level` default).
+const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// The highest level MySQL accepts.
+const MAX_ZSTD_LEVEL: i32 = 22;
