@@ -87,6 +87,7 @@ fn login(c: &mut Criterion) {
         database: Some("sbtest".into()),
         auth_plugin: Some("mysql_native_password".into()),
         connect_attrs: None,
+        zstd_level: None,
     };
     let mut wire = BytesMut::new();
     response.encode(&mut wire);
