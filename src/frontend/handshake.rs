@@ -80,12 +80,9 @@ pub struct LoggedIn {
 /// Why a login did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
-    #[error("client closed the connection during login")]
-    Closed,
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad handshake: {0}")]
-    Protocol(String),
+    /// The client's packets could not be read: closed, failed, or not the protocol.
+    #[error(transparent)]
+    Read(#[from] LoginReadError),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("access denied for '{user}': {reason}")]
@@ -151,13 +148,15 @@ impl OwedErr {
     }
 }
 
-impl From<LoginReadError> for HandshakeError {
-    fn from(e: LoginReadError) -> Self {
-        match e {
-            LoginReadError::Io(e) => HandshakeError::Io(e),
-            LoginReadError::Closed => HandshakeError::Closed,
-            LoginReadError::Protocol(why) => HandshakeError::Protocol(why),
-        }
+impl From<std::io::Error> for HandshakeError {
+    fn from(e: std::io::Error) -> Self {
+        HandshakeError::Read(LoginReadError::Io(e))
+    }
+}
+
+impl HandshakeError {
+    fn protocol(why: impl Into<String>) -> HandshakeError {
+        HandshakeError::Read(LoginReadError::Protocol(why.into()))
     }
 }
 
@@ -239,7 +238,7 @@ pub async fn login(
     let mut tls = None;
     if is_ssl_request(&packet.payload) {
         let Some(config) = door.tls else {
-            return Err(HandshakeError::Protocol("TLS requested but not offered".into()).into());
+            return Err(HandshakeError::protocol("TLS requested but not offered").into());
         };
         let (upgraded, info) = accept_tls(conn, config.clone()).await?;
         conn = upgraded;
@@ -251,7 +250,7 @@ pub async fn login(
         Ok(r) => r,
         Err(e) => {
             return Err(LoginFailure {
-                error: HandshakeError::Protocol(e.to_string()),
+                error: HandshakeError::protocol(e.to_string()),
                 owed: Some(OwedErr {
                     conn,
                     seq: packet.last_seq.wrapping_add(1),
@@ -392,7 +391,7 @@ async fn accept_tls(
 ) -> Result<(Connection, TlsInfo), HandshakeError> {
     let (stream, pending) = conn.into_parts();
     let Stream::Tcp(tcp) = stream else {
-        return Err(HandshakeError::Protocol("TLS requested twice".into()));
+        return Err(HandshakeError::protocol("TLS requested twice"));
     };
     let tls = TlsAcceptor::from(config)
         .accept(Rewind::new(pending, tcp))

@@ -13,6 +13,7 @@ use crate::backend::Login;
 use crate::connection::Connection;
 use crate::connlog::Entry;
 use crate::frontend::admission::{AddressSlot, Refusal};
+use crate::frontend::authenticate::LoginReadError;
 use crate::frontend::handshake::{self, send_err, Door, HandshakeError, LoggedIn, LoginFailure};
 use crate::frontend::registry::Registry;
 use crate::frontend::{ClientSlot, Frontend};
@@ -107,7 +108,7 @@ async fn login_failed(frontend: &Frontend, peer: SocketAddr, failure: LoginFailu
             entry.tls_cipher = tls.as_ref().map(|t| t.cipher.as_str());
             true
         }
-        HandshakeError::Protocol(_) => {
+        HandshakeError::Read(LoginReadError::Protocol(_)) => {
             entry.reason = Some("bad handshake");
             true
         }
@@ -116,7 +117,7 @@ async fn login_failed(frontend: &Frontend, peer: SocketAddr, failure: LoginFailu
             entry.reason = Some("TLS handshake failed");
             true
         }
-        HandshakeError::Closed | HandshakeError::Io(_) => {
+        HandshakeError::Read(LoginReadError::Closed | LoginReadError::Io(_)) => {
             entry.reason = Some("closed during login");
             false
         }
