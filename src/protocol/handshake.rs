@@ -393,6 +393,29 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_clients_level_follows_its_attributes() {
+        let caps = capability::PROTOCOL_41
+            | capability::SECURE_CONNECTION
+            | capability::PLUGIN_AUTH
+            | capability::CONNECT_ATTRS
+            | capability::ZSTD_COMPRESSION_ALGORITHM;
+        let mut resp = response(caps);
+        resp.zstd_level = Some(7);
+        let mut out = BytesMut::new();
+        resp.encode(&mut out);
+        assert_eq!(out.last(), Some(&7));
+        let decoded = HandshakeResponse::decode(&out).unwrap();
+        assert_eq!(decoded.zstd_level, Some(7));
+        assert_eq!(decoded.connect_attrs, resp.connect_attrs);
+        // without the flag, a byte there is not a level
+        let mut plain = response(caps & !capability::ZSTD_COMPRESSION_ALGORITHM);
+        plain.zstd_level = Some(7);
+        let mut out = BytesMut::new();
+        plain.encode(&mut out);
+        assert_eq!(HandshakeResponse::decode(&out).unwrap().zstd_level, None);
+    }
+
+    #[test]
     fn handshake_response_with_lying_lengths_is_an_error() {
         let caps = capability::PROTOCOL_41
             | capability::PLUGIN_AUTH_LENENC_CLIENT_DATA
