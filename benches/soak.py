@@ -292,7 +292,8 @@ def fault(kind, proxies, rng, later):
     return f"proxy {proxy.name} restarted"
 
 
-COUNTED = ["Writer_changes", "Transactions_replayed", "Transaction_replays_refused"]
+COUNTED = ["Writer_changes", "Transactions_replayed", "Transaction_replays_refused",
+           "Deadlocks_retried"]
 FAULTS = ["kill_writer", "stop_writer", "desync_writer", "replica_lag", "kill_replica",
           "sighup", "load_servers", "restart_proxy"]
 KINDS = ["write", "transaction", "prepared", "read", "tls", "churn"]
@@ -521,7 +522,9 @@ def write_results(r, opts):
         "- transactions replayed: " + ", ".join(
             f"proxy {n} {c}" for n, c in r["counted"]["Transactions_replayed"].items())
         + "; replays refused: " + ", ".join(
-            f"proxy {n} {c}" for n, c in r["counted"]["Transaction_replays_refused"].items()),
+            f"proxy {n} {c}" for n, c in r["counted"]["Transaction_replays_refused"].items())
+        + "; deadlocks retried: " + ", ".join(
+            f"proxy {n} {c}" for n, c in r["counted"]["Deadlocks_retried"].items()),
         "- writer changes: " + "; ".join(
             f"proxy {n} {len(c)} (" + ", ".join(
                 f"{k} ×{c.count(k)}" for k in sorted(set(c))) + ")"
