@@ -30,6 +30,7 @@ mod request;
 mod run;
 mod start;
 mod statements;
+mod transaction_log;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -93,7 +94,7 @@ pub(super) struct Session {
     /// The last statement wrote: its connection serves the next statement too.
     hold_next: bool,
     /// The open transaction's record, for replaying it on another writer connection.
-    transaction: replay::TransactionLog,
+    transaction: transaction_log::TransactionLog,
     /// A Galera node that just answered it is out of the primary component: the next
     /// primary connection is not taken there, while the monitor has yet to see it.
     not_serving: Option<String>,
