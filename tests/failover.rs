@@ -159,8 +159,10 @@ fn writer_fault_under_write_load(fault: Fault, rounds: usize) -> Vec<Round> {
         let through_proxy = WriteLoop::start(proxy.port, &proxy_src, 4);
         let straight = WriteLoop::start(direct, &format!("direct-{tag}"), 1);
         thread::sleep(Duration::from_secs(1));
-        let fault_at = Instant::now();
         fault.apply(writer);
+        // after the fault: what was sent while `kill` was starting (tens of ms on a busy
+        // machine) was in flight when the writer died, and may fail
+        let fault_at = Instant::now();
         let resumed = |l: &WriteLoop| l.acked_after(fault_at + Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(40);
         while resumed(&through_proxy) <= 20 || resumed(&straight) <= 20 {
