@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{mariadb, python, repo, stat, stderr, stdout, Proxy};
+use common::{admin, admin_ok, mariadb, python, repo, stat, stderr, stdout, Proxy};
 
 /// `sluice verifier --method <method>` of `password`.
 fn verifier(method: &str, password: &str) -> String {
@@ -162,4 +162,38 @@ fn the_mariadb_client_logs_in_with_ed25519() {
     refused(app(&proxy, "wrong", false));
     refused(app(&proxy, "", false));
     assert_eq!(stat(&proxy, "Access_Denied_Wrong_Password"), denied + 2);
+}
+
+/// The admin port's `mysql_users` takes a caching_sha2_password verifier as a password, as
+/// ProxySQL's does: loaded to runtime, the user logs in with that method; a cleartext
+/// password is refused at LOAD, the message naming the forms it takes.
+#[test]
+fn the_admin_port_takes_a_caching_sha2_verifier_and_refuses_cleartext() {
+    let proxy = Proxy::start();
+    let sha2 = verifier("caching_sha2_password", "app");
+    admin_ok(
+        &proxy,
+        &format!(
+            "UPDATE mysql_users SET password = '{sha2}' WHERE username = 'app'; \
+             LOAD MYSQL USERS TO RUNTIME"
+        ),
+    );
+    refused_with(app(&proxy, "app", false), NO_RSA_KEY);
+    assert_eq!(app(&proxy, "app", true).unwrap(), "app@127.0.0.1\t1\n");
+    let shown = admin_ok(
+        &proxy,
+        "SELECT password FROM runtime_mysql_users WHERE username = 'app'",
+    );
+    assert_eq!(shown.trim(), sha2);
+    let out = admin(
+        &proxy,
+        "UPDATE mysql_users SET password = 'app' WHERE username = 'app'; \
+         LOAD MYSQL USERS TO RUNTIME",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("caching_sha2_password"),
+        "{}",
+        stderr(&out)
+    );
 }
