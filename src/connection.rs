@@ -5,6 +5,7 @@
 //! `BytesMut` without copying, so forwarding code can hand the very bytes it read to the
 //! other socket.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,18 +42,40 @@ pub struct Rewind {
 
 impl Rewind {
     pub fn new(prefix: BytesMut, tcp: TcpStream) -> Rewind {
-        Rewind { prefix, tcp }
+        Rewind {
+            prefix: keep_if_filled(prefix),
+            tcp,
+        }
+    }
+}
+
+/// An empty buffer split off a larger one still holds that allocation; dropping it frees
+/// the memory for a connection that will never put bytes there again.
+fn keep_if_filled(buf: BytesMut) -> BytesMut {
+    if buf.is_empty() {
+        BytesMut::new()
+    } else {
+        buf
     }
 }
 
 impl Stream {
+    fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The TCP socket under any TLS.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(tcp) => tcp,
+            Stream::Tls(tls) => &tls.get_ref().0.tcp,
+        }
+    }
+
     /// The socket's file descriptor (what ProxySQL's admin tables show as `fd`).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        match self {
-            Stream::Tcp(tcp) => tcp.as_raw_fd(),
-            Stream::Tls(tls) => tls.get_ref().0.tcp.as_raw_fd(),
-        }
+        self.tcp().as_raw_fd()
     }
 }
 
@@ -66,6 +89,7 @@ impl AsyncRead for Rewind {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
+            this.prefix = keep_if_filled(std::mem::take(&mut this.prefix));
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tcp).poll_read(cx, buf)
@@ -225,10 +249,7 @@ impl Connection {
         if !self.read_buf.is_empty() || raw {
             return true;
         }
-        let (tcp, tls) = match &self.stream {
-            Stream::Tcp(tcp) => (tcp, false),
-            Stream::Tls(stream) => (&stream.get_ref().0.tcp, true),
-        };
+        let (tcp, tls) = (self.stream.tcp(), self.stream.is_tls());
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -286,7 +307,7 @@ impl Connection {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        self.stream.is_tls()
     }
 
     /// Hands back the socket and whatever was read but not consumed (for a TLS upgrade,
@@ -307,10 +328,40 @@ impl Connection {
         if self.compressed.is_some() {
             return self.fill_inflated().await;
         }
-        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+        self.make_room();
+        self.stream.read_buf(&mut self.read_buf).await
+    }
+
+    /// Gives the read buffer room for a read: its first allocation after
+    /// [`Connection::fill_unbuffered`] released it, or more when it is nearly full.
+    fn make_room(&mut self) {
+        if self.read_buf.capacity() == 0 {
+            self.read_buf.reserve(INITIAL_BUFFER);
+        } else if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
             self.read_buf.reserve(READ_CHUNK);
         }
-        self.stream.read_buf(&mut self.read_buf).await
+    }
+
+    /// [`Connection::fill`] for a read that may wait a long time (a client's next
+    /// request): when nothing has arrived yet, the read buffer is released while the
+    /// connection waits for the socket to turn readable, so that an idle connection holds
+    /// no buffer of its own. The syscalls are those of a plain read: the first try is the
+    /// read itself, and readiness comes from the same event that would wake that read.
+    async fn fill_unbuffered(&mut self) -> io::Result<usize> {
+        if self.compressed.is_some() || !self.read_buf.is_empty() {
+            return self.fill().await;
+        }
+        self.make_room();
+        let tried = {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            std::pin::pin!(self.stream.read_buf(&mut self.read_buf)).poll(&mut cx)
+        };
+        if let Poll::Ready(read) = tried {
+            return read;
+        }
+        self.read_buf = BytesMut::new();
+        self.stream.tcp().readable().await?;
+        self.fill().await
     }
 
     /// [`Connection::fill`] under the compressed protocol: inflates the next whole frame
@@ -387,7 +438,7 @@ impl Connection {
                     return Ok(Some(Request::Whole(RawPacket { wire, span })));
                 }
             }
-            if self.fill().await? == 0 {
+            if self.fill_unbuffered().await? == 0 {
                 return if self.read_buf.is_empty() {
                     Ok(None)
                 } else {

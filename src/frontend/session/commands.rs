@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::connection::{ReadError, Request};
+use crate::connection::{RawPacket, ReadError, Request};
 use crate::frontend::registry;
 use crate::protocol::constants::{command, error};
 use crate::protocol::frame::FrameError;
@@ -90,7 +90,7 @@ impl Session {
                 Ok(Some(Request::Whole(p))) => p,
                 Ok(Some(Request::Large { seq, command })) => {
                     if let Err(Failure::Client | Failure::StateLost) =
-                        self.forward_large(seq, command).await
+                        Box::pin(self.forward_large(seq, command)).await
                     {
                         return;
                     }
@@ -118,26 +118,35 @@ impl Session {
                 .await;
                 return;
             }
-            let result = match packet.first_frame().first().copied() {
-                Some(command::QUIT) => return,
-                Some(command::CHANGE_USER) => self.change_user(packet).await,
-                Some(cmd) if is_refused(cmd) => {
-                    let message = format!("Command {cmd:#04x} is not supported through the proxy");
-                    self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
-                    Ok(())
-                }
-                Some(cmd) => self.forward(cmd, packet).await,
-                None => {
-                    self.send_error(1, error::UNKNOWN_COMMAND, "Empty command packet")
-                        .await;
-                    Ok(())
-                }
-            };
+            if packet.first_frame().first() == Some(&command::QUIT) {
+                return;
+            }
+            // Boxed: the future of a command is most of a session's size, and an idle
+            // session, waiting for its next command above, should not carry it.
+            let result = Box::pin(self.command(packet)).await;
             self.count_sent();
             if let Err(Failure::Client | Failure::StateLost) = result {
                 return;
             }
             self.client.shrink_buffers();
+        }
+    }
+
+    /// Answers one command (other than QUIT, which the loop handles).
+    async fn command(&mut self, packet: RawPacket) -> Result<(), Failure> {
+        match packet.first_frame().first().copied() {
+            Some(command::CHANGE_USER) => self.change_user(packet).await,
+            Some(cmd) if is_refused(cmd) => {
+                let message = format!("Command {cmd:#04x} is not supported through the proxy");
+                self.send_error(1, error::UNKNOWN_COMMAND, &message).await;
+                Ok(())
+            }
+            Some(cmd) => self.forward(cmd, packet).await,
+            None => {
+                self.send_error(1, error::UNKNOWN_COMMAND, "Empty command packet")
+                    .await;
+                Ok(())
+            }
         }
     }
 

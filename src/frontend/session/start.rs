@@ -43,23 +43,19 @@ pub(in crate::frontend) async fn run(
         .admit(peer.ip(), runtime.proxy.max_connections_per_address)
     {
         Ok(s) => s,
-        Err(refusal) => return refuse_before_login(&frontend, tcp, peer, refusal).await,
+        Err(refusal) => return Box::pin(refuse_before_login(&frontend, tcp, peer, refusal)).await,
     };
     let id = frontend.next_connection_id();
     let timeout = Duration::from_millis(runtime.proxy.handshake_timeout_ms);
-    let login = tokio::time::timeout(
-        timeout,
-        handshake::login(
-            tcp,
-            peer,
-            &Door::clients(&runtime, &frontend.sha2_cache),
-            id,
-        ),
-    )
-    .await;
+    // The login, the session's start and its close are boxed: a future holds the largest
+    // state of any of its steps for its whole life, and an idle session should not carry
+    // the login's.
+    let door = Door::clients(&runtime, &frontend.sha2_cache);
+    let login =
+        tokio::time::timeout(timeout, Box::pin(handshake::login(tcp, peer, &door, id))).await;
     let logged_in = match login {
         Ok(Ok(client)) => client,
-        Ok(Err(failure)) => return login_failed(&frontend, peer, failure).await,
+        Ok(Err(failure)) => return Box::pin(login_failed(&frontend, peer, failure)).await,
         Err(_) => {
             tracing::info!(%peer, "login timed out");
             let mut entry = Entry::new(peer, "refused");
@@ -75,20 +71,27 @@ pub(in crate::frontend) async fn run(
     entry.tls_version = tls.as_ref().map(|t| t.version.as_str());
     entry.tls_cipher = tls.as_ref().map(|t| t.cipher.as_str());
     frontend.admission.login_succeeded(peer.ip());
-    let mut session =
-        match Session::start(frontend.clone(), logged_in, peer, address_slot, id).await {
-            Ok(session) => session,
-            Err(reason) => {
-                entry.result = "refused";
-                entry.reason = Some(reason);
-                frontend.connlog.record(&entry);
-                return;
-            }
-        };
+    let mut session = match Box::pin(Session::start(
+        frontend.clone(),
+        logged_in,
+        peer,
+        address_slot,
+        id,
+    ))
+    .await
+    {
+        Ok(session) => session,
+        Err(reason) => {
+            entry.result = "refused";
+            entry.reason = Some(reason);
+            frontend.connlog.record(&entry);
+            return;
+        }
+    };
     frontend.connlog.record(&entry);
     tracing::debug!(%peer, user = %session.user.config.name, id, "session started");
     session.command_loop().await;
-    session.close().await;
+    Box::pin(session.close()).await;
     drop(slot);
 }
 
