@@ -12,10 +12,13 @@ run:
    fast as they can (`benches/churn.lua`), straight to a replica and through Sluice: logins
    per second and Sluice's CPU per login.
 
+`--baseline BINARY` runs another build of Sluice beside this one (TLS and plain, and in
+the churn), in the same rounds, so that a change is judged against the build before it.
+
 Writes the "TLS on the client link" and "Login churn" sections of benches/RESULTS.md.
 
 usage: benches/tls.py [--time 10] [--rounds 3] [--threads 16,64] [--churn-clients 16,64]
-                      [--modes prepared,text] [--no-results-file]
+                      [--modes prepared,text] [--baseline BINARY] [--no-results-file]
 """
 import argparse
 import re
@@ -95,6 +98,7 @@ def main():
     ap.add_argument("--threads", default="16,64")
     ap.add_argument("--churn-clients", default="16,64")
     ap.add_argument("--modes", default="prepared,text")
+    ap.add_argument("--baseline", metavar="BINARY", help="another Sluice build to run beside this one")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
     threads = [int(t) for t in opts.threads.split(",")]
@@ -119,6 +123,11 @@ def main():
             "sluice_backend_tls": (BACKEND_TLS_PORTS[0], True, "sluice_backend_tls"),
             "sluice_plain": (split.SLUICE_PORT, False, "sluice"),
         }
+        if opts.baseline:
+            procs["baseline"] = split.start_sluice(
+                work, (split.BASELINE_PORT, split.BASELINE_ADMIN, split.BASELINE_METRICS), opts.baseline)
+            targets["baseline"] = (split.BASELINE_PORT, True, "baseline")
+            targets["baseline_plain"] = (split.BASELINE_PORT, False, "baseline")
         rows = []
         for mode in modes:
             for n in threads:
@@ -140,21 +149,26 @@ def main():
                       + f" | sluice/haproxy {s['qps'] / h['qps']:.2f}, CPU µs/query sluice "
                       f"{s['cpu_us']:.1f} haproxy {h['cpu_us']:.1f}", flush=True)
         churn_rows = []
+        churn_targets = {"direct": (split.REPLICAS[0], None), "sluice": (split.SLUICE_PORT, "sluice")}
+        if opts.baseline:
+            churn_targets["baseline"] = (split.BASELINE_PORT, "baseline")
         for n in churners:
-            samples = {"direct": [], "sluice": []}
+            samples = {t: [] for t in churn_targets}
             for _ in range(opts.rounds):
-                samples["direct"].append({"logins": churn(split.REPLICAS[0], n, opts.time, cwd)})
-                proc = procs["sluice"]
-                before = load.cpu_seconds(proc.pid)
-                logins = churn(split.SLUICE_PORT, n, opts.time, cwd)
-                cpu = load.cpu_seconds(proc.pid) - before
-                samples["sluice"].append({"logins": logins, "cpu_us": cpu / logins * 1e6})
+                for name, (port, owner) in churn_targets.items():
+                    proc = procs.get(owner)
+                    before = load.cpu_seconds(proc.pid) if proc else 0
+                    logins = churn(port, n, opts.time, cwd)
+                    sample = {"logins": logins}
+                    if proc:
+                        sample["cpu_us"] = (load.cpu_seconds(proc.pid) - before) / logins * 1e6
+                    samples[name].append(sample)
             med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                    for t, rs in samples.items()}
             churn_rows.append((n, med))
-            print(f"churn {n} clients: direct {med['direct']['logins'] / opts.time:.0f}/s, "
-                  f"sluice {med['sluice']['logins'] / opts.time:.0f}/s, "
-                  f"sluice CPU {med['sluice']['cpu_us']:.0f} µs/login", flush=True)
+            print(f"churn {n} clients: " + ", ".join(
+                f"{t} {m['logins'] / opts.time:.0f}/s" + (f" ({m['cpu_us']:.0f} µs/login)" if "cpu_us" in m else "")
+                for t, m in med.items()), flush=True)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
@@ -168,7 +182,8 @@ def write_results(rows, churn_rows, opts):
     section = [
         "# TLS on the client link",
         "",
-        f"`benches/tls.py --time {opts.time} --rounds {opts.rounds} --threads {opts.threads}` "
+        f"`benches/tls.py --time {opts.time} --rounds {opts.rounds} --threads {opts.threads}"
+        f"{' --baseline <previous build>' if opts.baseline else ''}` "
         f"on the same machine, {when}: sysbench `oltp_point_select` with `--mysql-ssl=on`, "
         "reads split over both replicas; medians of interleaved rounds. HAProxy (TCP mode, "
         "round robin) passes the clients' TLS through to the replicas, which do the crypto; "
@@ -188,6 +203,21 @@ def write_results(rows, churn_rows, opts):
             f"{p['qps']:.0f} | {s['qps'] / h['qps']:.2f} | {s['qps'] / p['qps']:.2f} | "
             f"{h['p50']:.2f} / {s['p50']:.2f} | {h['p99']:.2f} / {s['p99']:.2f} | "
             f"{h['cpu_us']:.1f} / {s['cpu_us']:.1f} / {b['cpu_us']:.1f} |")
+    if opts.baseline:
+        section += [
+            "",
+            "Against the build before this work, in the same rounds (plain: no TLS on the client "
+            "link; CPU is the proxy's per query):",
+            "",
+            "| mode | threads | qps TLS: baseline / Sluice | qps plain: baseline / Sluice "
+            "| CPU µs/query TLS: baseline / Sluice | CPU µs/query plain: baseline / Sluice |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, n, m in rows:
+            s, p, bs, bp = (m[k] for k in ("sluice", "sluice_plain", "baseline", "baseline_plain"))
+            section.append(
+                f"| {mode} | {n} | {bs['qps']:.0f} / {s['qps']:.0f} | {bp['qps']:.0f} / {p['qps']:.0f} | "
+                f"{bs['cpu_us']:.1f} / {s['cpu_us']:.1f} | {bp['cpu_us']:.1f} / {p['cpu_us']:.1f} |")
     load.replace_section("# TLS on the client link", section)
     churn = [
         "# Login churn",
@@ -197,12 +227,15 @@ def write_results(rows, churn_rows, opts):
         "replica and through Sluice (which logs them in itself and serves them from its pool); "
         "medians of the rounds.",
         "",
-        "| clients | replica logins/s | Sluice logins/s | Sluice/replica | Sluice CPU µs/login |",
-        "|---|---|---|---|---|",
+        "| clients | replica logins/s | Sluice logins/s | Sluice/replica | Sluice CPU µs/login "
+        "| baseline build logins/s | baseline CPU µs/login |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n, m in churn_rows:
         d, s = m["direct"]["logins"] / opts.time, m["sluice"]["logins"] / opts.time
-        churn.append(f"| {n} | {d:.0f} | {s:.0f} | {s / d:.2f} | {m['sluice']['cpu_us']:.0f} |")
+        b = m.get("baseline")
+        base = f"{b['logins'] / opts.time:.0f} | {b['cpu_us']:.0f}" if b else "– | –"
+        churn.append(f"| {n} | {d:.0f} | {s:.0f} | {s / d:.2f} | {m['sluice']['cpu_us']:.0f} | {base} |")
     load.replace_section("# Login churn", churn)
 
 
