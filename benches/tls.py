@@ -9,8 +9,11 @@ run:
    and through Sluice terminating TLS with TLS backend connections; and Sluice without TLS
    for the cost of TLS itself. Median qps, p50/p99 and each proxy's CPU per query.
 2. Login churn: clients that connect with TLS, log in, run `SELECT 1` and disconnect, as
-   fast as they can (`benches/churn.lua`), straight to a replica and through Sluice: logins
-   per second and Sluice's CPU per login.
+   fast as they can (`examples/churn.rs`: full handshakes, and resumed ones with the
+   tickets the server gave), straight to a replica and through Sluice: logins per second
+   and Sluice's CPU per login. sysbench (`benches/churn.lua`) is not the client here:
+   libmariadb builds an OpenSSL context per connection and spends about 2 ms of CPU per
+   login, so on this machine its runs measured the client.
 
 `--baseline BINARY` runs another build of Sluice beside this one (TLS and plain, and in
 the churn), in the same rounds, so that a change is judged against the build before it.
@@ -18,9 +21,11 @@ the churn), in the same rounds, so that a change is judged against the build bef
 Writes the "TLS on the client link" and "Login churn" sections of benches/RESULTS.md.
 
 usage: benches/tls.py [--time 10] [--rounds 3] [--threads 16,64] [--churn-clients 16,64]
-                      [--modes prepared,text] [--baseline BINARY] [--no-results-file]
+                      [--modes prepared,text] [--baseline BINARY] [--only-churn]
+                      [--no-results-file]
 """
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -81,14 +86,25 @@ def point_selects(port, threads, seconds, mode, tls, cwd):
         f"--mysql-ssl={'on' if tls else 'off'}", "run"], cwd))
 
 
-def churn(port, clients, seconds, cwd):
-    """Logins per second of `clients` connecting with TLS, one `SELECT 1` each."""
-    out = sysbench([str(CHURN_SCRIPT), "--mysql-host=127.0.0.1", f"--mysql-port={port}",
-                    "--mysql-user=app", "--mysql-password=app", "--mysql-db=sbtest",
-                    f"--threads={clients}", f"--time={seconds}", "--mysql-ssl=on",
-                    "--mysql-ignore-errors=none", "run"], cwd)
-    events = int(re.search(r"total number of events:\s+(\d+)", out).group(1))
-    return events
+class Replica:
+    """The replica the direct churn runs against, for its CPU: the pid scripts/cluster.sh
+    recorded when it started it."""
+    def __init__(self):
+        work = Path(os.environ.get("SLUICE_CLUSTER_DIR", "/tmp/sluice-cluster"))
+        self.pid = int((work / "replica1/started.pid").read_text().split()[0])
+
+
+def churn(port, clients, seconds, resume=False):
+    """Logins per second of `clients` connecting with TLS, one `SELECT 1` each, with full
+    handshakes or resuming the sessions the server gave them."""
+    done = subprocess.run([str(ROOT / "target/release/examples/churn"), "--port", str(port),
+                           "--clients", str(clients), "--time", str(seconds),
+                           "--ca", str(ROOT / "certs/ca.pem"), "--resume", str(int(resume))],
+                          capture_output=True, text=True)
+    fields = dict(kv.split("=", 1) for kv in done.stdout.split())
+    if "logins" not in fields or done.returncode != 0:
+        raise RuntimeError(f"churn against {port} failed: {done.stderr.strip()[-300:]}")
+    return int(fields["logins"])
 
 
 def main():
@@ -99,13 +115,14 @@ def main():
     ap.add_argument("--churn-clients", default="16,64")
     ap.add_argument("--modes", default="prepared,text")
     ap.add_argument("--baseline", metavar="BINARY", help="another Sluice build to run beside this one")
+    ap.add_argument("--only-churn", action="store_true", help="only the login churn")
     ap.add_argument("--no-results-file", action="store_true")
     opts = ap.parse_args()
     threads = [int(t) for t in opts.threads.split(",")]
     churners = [int(t) for t in opts.churn_clients.split(",")]
     modes = opts.modes.split(",")
 
-    load.bring_up("--bin", "sluice")
+    load.bring_up("--bin", "sluice", "--example", "churn")
     load.sysbench("oltp_read_only", load.NODE_PORT, 1, 1, "cleanup")
     load.sysbench("oltp_read_only", load.NODE_PORT, 4, 1, "prepare")
     time.sleep(2)  # the replicas apply the tables
@@ -129,7 +146,7 @@ def main():
             targets["baseline"] = (split.BASELINE_PORT, True, "baseline")
             targets["baseline_plain"] = (split.BASELINE_PORT, False, "baseline")
         rows = []
-        for mode in modes:
+        for mode in ([] if opts.only_churn else modes):
             for n in threads:
                 samples = {t: [] for t in targets}
                 for _ in range(opts.rounds):
@@ -149,16 +166,22 @@ def main():
                       + f" | sluice/haproxy {s['qps'] / h['qps']:.2f}, CPU µs/query sluice "
                       f"{s['cpu_us']:.1f} haproxy {h['cpu_us']:.1f}", flush=True)
         churn_rows = []
-        churn_targets = {"direct": (split.REPLICAS[0], None), "sluice": (split.SLUICE_PORT, "sluice")}
+        procs_cpu = {**procs, "replica": Replica()}
+        churn_targets = {  # name: (port, resume, process whose CPU counts)
+            "direct": (split.REPLICAS[0], False, "replica"),
+            "sluice": (split.SLUICE_PORT, False, "sluice"),
+            "sluice_resumed": (split.SLUICE_PORT, True, "sluice"),
+        }
         if opts.baseline:
-            churn_targets["baseline"] = (split.BASELINE_PORT, "baseline")
+            churn_targets["baseline"] = (split.BASELINE_PORT, False, "baseline")
+            churn_targets["baseline_resumed"] = (split.BASELINE_PORT, True, "baseline")
         for n in churners:
             samples = {t: [] for t in churn_targets}
             for _ in range(opts.rounds):
-                for name, (port, owner) in churn_targets.items():
-                    proc = procs.get(owner)
+                for name, (port, resume, owner) in churn_targets.items():
+                    proc = procs_cpu.get(owner)
                     before = load.cpu_seconds(proc.pid) if proc else 0
-                    logins = churn(port, n, opts.time, cwd)
+                    logins = churn(port, n, opts.time, resume)
                     sample = {"logins": logins}
                     if proc:
                         sample["cpu_us"] = (load.cpu_seconds(proc.pid) - before) / logins * 1e6
@@ -218,24 +241,36 @@ def write_results(rows, churn_rows, opts):
             section.append(
                 f"| {mode} | {n} | {bs['qps']:.0f} / {s['qps']:.0f} | {bp['qps']:.0f} / {p['qps']:.0f} | "
                 f"{bs['cpu_us']:.1f} / {s['cpu_us']:.1f} | {bp['cpu_us']:.1f} / {p['cpu_us']:.1f} |")
-    load.replace_section("# TLS on the client link", section)
+    if rows:
+        load.replace_section("# TLS on the client link", section)
     churn = [
         "# Login churn",
         "",
-        f"`benches/tls.py` (same run), {when}: clients that connect with TLS, log in, run "
-        f"`SELECT 1` and disconnect (`benches/churn.lua`) for {opts.time} s, straight to a "
-        "replica and through Sluice (which logs them in itself and serves them from its pool); "
-        "medians of the rounds.",
+        (f"`benches/tls.py --only-churn --time {opts.time} --rounds {opts.rounds}"
+         f"{' --baseline <previous build>' if opts.baseline else ''}` on the same machine"
+         if opts.only_churn else "`benches/tls.py` (same run)")
+        + f", {when}: clients that connect with TLS, log in, run "
+        f"`SELECT 1` and disconnect (`examples/churn.rs`, rustls, one thread) for {opts.time} s, "
+        "straight to a replica and through Sluice (which logs them in itself and serves them "
+        "from its pool); full handshakes, and resumed ones (the client keeps the ticket the "
+        "server gave it); medians of the rounds. CPU is per login: the replica's own "
+        "(mariadbd) when the clients log in there, the proxy's through Sluice.",
         "",
-        "| clients | replica logins/s | Sluice logins/s | Sluice/replica | Sluice CPU µs/login "
-        "| baseline build logins/s | baseline CPU µs/login |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | replica logins/s | replica CPU µs/login | Sluice logins/s | Sluice/replica | Sluice CPU µs/login "
+        "| Sluice resumed logins/s | resumed CPU µs/login | baseline logins/s full / resumed "
+        "| baseline CPU µs/login full / resumed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, m in churn_rows:
-        d, s = m["direct"]["logins"] / opts.time, m["sluice"]["logins"] / opts.time
-        b = m.get("baseline")
-        base = f"{b['logins'] / opts.time:.0f} | {b['cpu_us']:.0f}" if b else "– | –"
-        churn.append(f"| {n} | {d:.0f} | {s:.0f} | {s / d:.2f} | {m['sluice']['cpu_us']:.0f} | {base} |")
+        rate = {t: v["logins"] / opts.time for t, v in m.items()}
+        d, s, r = rate["direct"], rate["sluice"], rate["sluice_resumed"]
+        base = "– | –"
+        if "baseline" in m:
+            base = (f"{rate['baseline']:.0f} / {rate['baseline_resumed']:.0f} | "
+                    f"{m['baseline']['cpu_us']:.0f} / {m['baseline_resumed']['cpu_us']:.0f}")
+        churn.append(f"| {n} | {d:.0f} | {m['direct']['cpu_us']:.0f} | {s:.0f} | {s / d:.2f} | "
+                     f"{m['sluice']['cpu_us']:.0f} | {r:.0f} | "
+                     f"{m['sluice_resumed']['cpu_us']:.0f} | {base} |")
     load.replace_section("# Login churn", churn)
 
 

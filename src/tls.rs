@@ -93,12 +93,13 @@ fn frontend_provider() -> rustls::crypto::CryptoProvider {
     use rustls::CipherSuite as S;
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.sort_by_key(|suite| {
-        !matches!(
+        let aes_128 = matches!(
             suite.suite(),
             S::TLS13_AES_128_GCM_SHA256
                 | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
                 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-        )
+        );
+        (suite.tls13().is_none(), !aes_128)
     });
     provider
 }
@@ -359,6 +360,33 @@ mod link_tests {
         assert_eq!(openssl_time(1_796_538_664), "Dec  6 06:31:04 2026 GMT");
         assert_eq!(openssl_time(2_111_898_664), "Dec  3 06:31:04 2036 GMT");
         assert_eq!(openssl_time(951_782_400), "Feb 29 00:00:00 2000 GMT");
+    }
+
+    #[test]
+    fn clients_are_offered_tls13_first_and_aes_128_first_within_each_version() {
+        use rustls::CipherSuite as S;
+        let order: Vec<S> = frontend_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(order[0], S::TLS13_AES_128_GCM_SHA256);
+        let first_tls12 = order
+            .iter()
+            .position(|s| !s.as_str().unwrap_or("").starts_with("TLS13"));
+        let first_tls12 = first_tls12.expect("TLS 1.2 suites are offered too");
+        assert!(order[first_tls12..]
+            .iter()
+            .all(|s| !s.as_str().unwrap_or("").starts_with("TLS13")));
+        assert!(order[first_tls12].as_str().unwrap().contains("AES_128"));
+        assert!(
+            order.contains(&S::TLS13_AES_256_GCM_SHA384),
+            "AES-256 stays offered"
+        );
+        assert_eq!(
+            order.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
     }
 
     #[test]

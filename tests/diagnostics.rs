@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sluice::protocol::constants::{capability, header};
 
-use common::{direct_ok, mariadb, mariadb_ok, repo, stderr, stdout, Proxy, RawClient};
+use common::{direct_ok, mariadb, mariadb_ok, python, repo, stderr, stdout, Proxy, RawClient};
 
 const REPLICAS: [&str; 2] = ["13309", "13310"];
 
@@ -300,6 +300,25 @@ fn the_client_links_tls_is_shown(proxy: &Proxy) {
 fn ssl_status_is_the_client_links_with_backend_tls_off() {
     let proxy = Proxy::start();
     the_client_links_tls_is_shown(&proxy);
+}
+
+/// A client that offers the TLS session it was given (OpenSSL, through CPython's `ssl`)
+/// resumes it — the proxy gives stateless tickets — and its link's `Ssl_sessions_reused`
+/// says so.
+#[test]
+fn a_returning_tls_client_resumes_its_session_and_the_status_says_so() {
+    let proxy = Proxy::start();
+    let out = std::process::Command::new(python())
+        .arg(repo().join("tests/driver/tls_resume.py"))
+        .arg(proxy.port.to_string())
+        .arg(repo().join("certs/ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
+    assert_eq!(
+        stdout(&out),
+        "first reused=0 status=0\nsecond reused=1 status=1\n"
+    );
 }
 
 #[test]
