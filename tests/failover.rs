@@ -159,7 +159,7 @@ fn writer_fault_under_write_load(fault: Fault, rounds: usize) -> Vec<Round> {
         let through_proxy = WriteLoop::start(proxy.port, &proxy_src, 4);
         let straight = WriteLoop::start(direct, &format!("direct-{tag}"), 1);
         thread::sleep(Duration::from_secs(1));
-        fault.apply(writer);
+        let applied = fault.apply(writer);
         // after the fault: what was sent while `kill` was starting (tens of ms on a busy
         // machine) was in flight when the writer died, and may fail
         let fault_at = Instant::now();
@@ -218,7 +218,7 @@ fn writer_fault_under_write_load(fault: Fault, rounds: usize) -> Vec<Round> {
         let new_writer = writer_port(&proxy);
         assert_ne!(new_writer, writer.to_string());
         let logged = proxy.log().len();
-        fault.undo(writer);
+        applied.undo();
         let back = format!("server=127.0.0.1:{writer}");
         eventually(Duration::from_secs(30), "the node back in service", || {
             proxy.log()[logged..]

@@ -197,7 +197,7 @@ fn transactions_survive(fault: Fault) {
     );
     thread::sleep(Duration::from_secs(1));
     let fault_at = Instant::now();
-    fault.apply(writer);
+    let applied = fault.apply(writer);
     if fault == Fault::Isolate {
         out_of_the_component(writer);
     }
@@ -225,7 +225,7 @@ fn transactions_survive(fault: Fault) {
     ended.insert((held_src, 1), Ended::Committed);
     let replayed = stat(&proxy, "Transactions_replayed");
     let refused = stat(&proxy, "Transaction_replays_refused");
-    fault.undo(writer);
+    applied.undo();
 
     let failed_before: Vec<_> = ended
         .iter()
@@ -401,7 +401,7 @@ fn a_replay_whose_answers_differ_is_refused_and_one_that_matches_commits() {
         ),
     );
 
-    Fault::Kill.apply(writer);
+    let killed = Fault::Kill.apply(writer);
     thread::sleep(Duration::from_millis(300));
 
     ok(&mut same, "COMMIT");
@@ -432,7 +432,7 @@ fn a_replay_whose_answers_differ_is_refused_and_one_that_matches_commits() {
     }
     let replayed = stat(&proxy, "Transactions_replayed");
     let refused = stat(&proxy, "Transaction_replays_refused");
-    Fault::Kill.undo(writer);
+    killed.undo();
 
     let rows = on_node(
         SURVIVOR,
@@ -512,7 +512,7 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
         &mut c,
         &format!("INSERT INTO sbtest.replay_ledger (src, n) VALUES ('{row}', 1)"),
     );
-    Fault::Isolate.apply(writer);
+    let isolated = Fault::Isolate.apply(writer);
     out_of_the_component(writer);
     // the open transaction's connection is still there: its next statement is refused
     // unrun (ERR 1047), so the transaction is replayed on the next writer and goes on
@@ -522,7 +522,7 @@ fn a_statement_a_node_out_of_the_primary_component_refuses_runs_on_the_next_writ
     );
     let commit = run(&mut c, "COMMIT");
     let replayed = stat(&proxy, "Transactions_replayed");
-    Fault::Isolate.undo(writer);
+    isolated.undo();
     assert_eq!(second[0], header::OK, "{:?}", ErrPacket::decode(&second));
     assert_eq!(commit[0], header::OK, "{:?}", ErrPacket::decode(&commit));
     assert_eq!(replayed, 1);
@@ -564,7 +564,7 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
     ok(&mut off_read, "SET autocommit = 0");
 
     // the writer hangs with both prepares and the SET sent to it, then dies
-    Fault::Stop.apply(writer);
+    let stopped = Fault::Stop.apply(writer);
     let prepare_in = |mut c: RawClient| thread::spawn(move || (prepare(&mut c, insert), c));
     let (inside, outside) = (prepare_in(inside), prepare_in(outside));
     let names = thread::spawn(move || (run(&mut names, "SET NAMES latin1"), names));
@@ -577,7 +577,8 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
         "a session with nothing on the writer is answered"
     );
     thread::sleep(Duration::from_millis(300));
-    Fault::Kill.apply(writer);
+    let killed = Fault::Kill.apply(writer);
+    stopped.superseded();
     let (set, mut names) = names.join().expect("SET NAMES answered");
     assert_eq!(set[0], header::OK, "{:?}", ErrPacket::decode(&set));
     assert_eq!(
@@ -604,7 +605,7 @@ fn prepares_and_set_names_in_flight_on_a_dying_writer_are_answered_by_the_next()
     ok(&mut inside, "COMMIT");
     inserts(&mut outside, outside_id, "outside", 1);
     let replayed = stat(&proxy, "Transactions_replayed");
-    Fault::Kill.undo(writer);
+    killed.undo();
 
     assert_eq!(
         replayed, 1,

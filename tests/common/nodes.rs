@@ -88,8 +88,75 @@ pub enum Fault {
     Isolate,
 }
 
+/// A fault in place on a node. [`Applied::undo`] undoes it and waits until the cluster is
+/// whole again; dropped without that — a test failed with the fault in place — it is
+/// undone as far as it can be without asserting anything (a signal, a setting,
+/// `cluster.sh up`), so that the tests after it do not find a node still down.
+#[must_use = "a fault stays in place until `undo`"]
+pub struct Applied {
+    fault: Fault,
+    port: u16,
+    settled: bool,
+}
+
+impl Applied {
+    pub fn undo(mut self) {
+        self.settled = true;
+        self.fault.undo(self.port);
+    }
+
+    /// The fault was overtaken by another one on the same node (a stopped node killed):
+    /// undoing that one brings the node back.
+    pub fn superseded(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // this runs while a test unwinds: nothing here may panic
+        eprintln!(
+            "undoing {:?} of {} left in place",
+            self.fault,
+            node_name(self.port)
+        );
+        let sql = |sql: &str| {
+            let _ = Command::new("mariadb")
+                .args(["--no-defaults", "-h127.0.0.1", &format!("-P{}", self.port)])
+                .args(["-uapp", "-papp", "-e", sql])
+                .output();
+        };
+        match self.fault {
+            Fault::Kill => {}
+            Fault::Stop => {
+                let path = format!("{}/{}/started.pid", cluster_dir(), node_name(self.port));
+                if let Ok(pid) = std::fs::read_to_string(path) {
+                    let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+                }
+            }
+            Fault::Desync => sql("SET GLOBAL wsrep_desync = OFF"),
+            Fault::Isolate => sql("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'"),
+        }
+        let _ = Command::new(repo().join("scripts/cluster.sh"))
+            .arg("up")
+            .output();
+    }
+}
+
 impl Fault {
-    pub fn apply(self, port: u16) {
+    pub fn apply(self, port: u16) -> Applied {
+        self.put_in_place(port);
+        Applied {
+            fault: self,
+            port,
+            settled: false,
+        }
+    }
+
+    fn put_in_place(self, port: u16) {
         match self {
             Fault::Kill => signal(port, "KILL"),
             Fault::Stop => signal(port, "STOP"),
@@ -105,7 +172,7 @@ impl Fault {
         }
     }
 
-    pub fn undo(self, port: u16) {
+    fn undo(self, port: u16) {
         let rejoined = |what: &str| {
             eventually(Duration::from_secs(60), what, || {
                 let view = |p: u16| {
