@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -26,6 +27,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("frontend_tls.client_ca: {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("frontend_tls.ciphers: {0}")]
+    Ciphers(String),
 }
 
 fn file_error(key: &'static str, path: &Path, message: impl ToString) -> TlsError {
@@ -61,7 +64,8 @@ pub fn server_config(tls: &FrontendTls) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs("frontend_tls.cert", &tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| file_error("frontend_tls.key", &tls.key, e))?;
-    let builder = ServerConfig::builder_with_provider(Arc::new(frontend_provider()))
+    let provider = frontend_provider(tls.ciphers.as_deref())?;
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca {
         Some(ca) => {
@@ -84,24 +88,47 @@ pub fn server_config(tls: &FrontendTls) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// The cryptography offered to clients: rustls' defaults, with AES-128-GCM ahead of
-/// AES-256-GCM and the proxy's order, not the client's, deciding. Clients list AES-256
-/// first; with it TLS 1.3 hashes its transcript and derives its keys with SHA-384, which
-/// the CPU has no instructions for (SHA-256 has them), and every record takes four more
-/// AES rounds. Both are TLS 1.3's standard suites; AES-256 stays offered.
-fn frontend_provider() -> rustls::crypto::CryptoProvider {
+/// The cryptography offered to clients: the configured suites in their order, or else
+/// rustls' defaults with AES-128-GCM ahead of AES-256-GCM; the proxy's order, not the
+/// client's, decides. Clients list AES-256 first; with it TLS 1.3 hashes its transcript
+/// and derives its keys with SHA-384, which the CPU has no instructions for (SHA-256 has
+/// them), and every record takes four more AES rounds. Both are TLS 1.3's standard suites;
+/// AES-256 stays offered, and `ciphers` can put it first or leave AES-128 out.
+fn frontend_provider(ciphers: Option<&[String]>) -> Result<CryptoProvider, TlsError> {
     use rustls::CipherSuite as S;
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.sort_by_key(|suite| {
-        let aes_128 = matches!(
-            suite.suite(),
-            S::TLS13_AES_128_GCM_SHA256
-                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-        );
-        (suite.tls13().is_none(), !aes_128)
-    });
-    provider
+    let Some(names) = ciphers else {
+        provider.cipher_suites.sort_by_key(|suite| {
+            let aes_128 = matches!(
+                suite.suite(),
+                S::TLS13_AES_128_GCM_SHA256
+                    | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            );
+            (suite.tls13().is_none(), !aes_128)
+        });
+        return Ok(provider);
+    };
+    let known = std::mem::take(&mut provider.cipher_suites);
+    for name in names {
+        let suite = known
+            .iter()
+            .find(|s| openssl_name(s.suite()) == *name)
+            .ok_or_else(|| {
+                let names: Vec<String> = known.iter().map(|s| openssl_name(s.suite())).collect();
+                TlsError::Ciphers(format!(
+                    "unknown cipher suite {name:?}; known: {}",
+                    names.join(":")
+                ))
+            })?;
+        if !provider.cipher_suites.contains(suite) {
+            provider.cipher_suites.push(*suite);
+        }
+    }
+    if provider.cipher_suites.is_empty() {
+        return Err(TlsError::Ciphers("no cipher suite listed".into()));
+    }
+    Ok(provider)
 }
 
 /// What a client's `SHOW STATUS` says about the proxy's side of its TLS link — the
@@ -365,7 +392,8 @@ mod link_tests {
     #[test]
     fn clients_are_offered_tls13_first_and_aes_128_first_within_each_version() {
         use rustls::CipherSuite as S;
-        let order: Vec<S> = frontend_provider()
+        let order: Vec<S> = frontend_provider(None)
+            .expect("the defaults")
             .cipher_suites
             .iter()
             .map(|s| s.suite())
@@ -387,6 +415,34 @@ mod link_tests {
             order.len(),
             rustls::crypto::ring::default_provider().cipher_suites.len()
         );
+    }
+
+    #[test]
+    fn configured_ciphers_are_offered_alone_in_their_order_and_unknown_ones_refused() {
+        use rustls::CipherSuite as S;
+        let names = ["TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"].map(String::from);
+        let order: Vec<S> = frontend_provider(Some(&names))
+            .expect("known names")
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            ]
+        );
+        let unknown = ["TLS_AES_256_GCM_SHA384", "AES256-SHA"].map(String::from);
+        let err = frontend_provider(Some(&unknown))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.starts_with("frontend_tls.ciphers: unknown cipher suite \"AES256-SHA\""),
+            "{err}"
+        );
+        assert!(frontend_provider(Some(&[])).is_err(), "an empty list");
     }
 
     #[test]

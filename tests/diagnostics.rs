@@ -302,6 +302,31 @@ fn ssl_status_is_the_client_links_with_backend_tls_off() {
     the_client_links_tls_is_shown(&proxy);
 }
 
+/// `frontend_tls.ciphers` is what clients get: with AES-256-GCM listed alone, the
+/// mariadb client negotiates it and the link's status shows it; by default the proxy's
+/// order puts AES-128-GCM first.
+#[test]
+fn the_configured_cipher_suites_are_what_clients_negotiate() {
+    let query = "SHOW STATUS WHERE Variable_name IN ('Ssl_cipher', 'Ssl_cipher_list')";
+    let proxy = Proxy::start();
+    assert_eq!(
+        tls_status(&proxy, query).lines().next(),
+        Some("Ssl_cipher\tTLS_AES_128_GCM_SHA256")
+    );
+    let proxy = Proxy::start_with(|c| {
+        c.replacen(
+            "client_ca = ",
+            "ciphers = [\"TLS_AES_256_GCM_SHA384\", \"ECDHE-ECDSA-AES256-GCM-SHA384\"]\nclient_ca = ",
+            1,
+        )
+    });
+    assert_eq!(
+        tls_status(&proxy, query),
+        "Ssl_cipher\tTLS_AES_256_GCM_SHA384\n\
+         Ssl_cipher_list\tTLS_AES_256_GCM_SHA384:ECDHE-ECDSA-AES256-GCM-SHA384\n"
+    );
+}
+
 /// A client that offers the TLS session it was given (OpenSSL, through CPython's `ssl`)
 /// resumes it — the proxy gives stateless tickets — and its link's `Ssl_sessions_reused`
 /// says so.

@@ -524,6 +524,11 @@ pub struct FrontendTls {
     pub key: PathBuf,
     /// PEM CA bundle; when set, clients may present certificates, which are verified.
     pub client_ca: Option<PathBuf>,
+    /// The cipher suites offered, in the proxy's order of preference, by their OpenSSL
+    /// names (as `Ssl_cipher_list` shows them): for a policy that allows only some.
+    /// Unset: all of rustls' suites, AES-128-GCM first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphers: Option<Vec<String>>,
 }
 
 /// TLS toward backends.
