@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{admin, admin_ok, mariadb, python, repo, stat, stderr, stdout, Proxy};
+use common::{admin, admin_ok, mariadb, python, repo, stat, stderr, stdout, succeeds, Proxy};
 
 /// `sluice verifier --method <method>` of `password`.
 fn verifier(method: &str, password: &str) -> String {
@@ -139,14 +139,12 @@ try:
 except mysql.connector.Error as e:
     print(e.errno)
 "#;
-    let out = Command::new(python())
+    let mut connector = Command::new(python());
+    connector
         .args(["-c", script, &proxy.port.to_string()])
-        .arg(repo().join("certs/ca.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
+        .arg(repo().join("certs/ca.pem"));
     assert_eq!(
-        stdout(&out),
+        succeeds(connector, "Connector/Python", &proxy),
         "1045\napp@127.0.0.1\napp@127.0.0.1\nTrue\napp@127.0.0.1 mysql\n1045\n"
     );
 }

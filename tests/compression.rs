@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::{mariadb, python, repo, stderr, stdout, Proxy, RawClient};
+use common::{mariadb, python, repo, stderr, stdout, succeeds, Proxy, RawClient};
 use sluice::protocol::constants::capability;
 
 /// What the `mariadb` client prints for `sql` on `port`, compressed or not.
@@ -50,14 +50,13 @@ fn the_mariadb_client_compressed_sees_what_it_sees_uncompressed() {
 #[test]
 fn connector_python_compressed_round_trips_rows_and_a_20_mib_blob() {
     let proxy = Proxy::start();
-    let out = Command::new(python())
+    let mut connector = Command::new(python());
+    connector
         .arg(repo().join("tests/driver/connector.py"))
         .arg(proxy.port.to_string())
-        .arg("compressed")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
-    assert!(stdout(&out).contains("compressed ok"), "{}", stdout(&out));
+        .arg("compressed");
+    let out = succeeds(connector, "Connector/Python", &proxy);
+    assert!(out.contains("compressed ok"), "{out}");
 }
 
 /// MySQL's own client library (libmysqlclient, as Connector/Python's C extension bundles

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use sluice::protocol::constants::{capability, header};
 
-use common::{direct_ok, mariadb, mariadb_ok, python, repo, stderr, stdout, Proxy, RawClient};
+use common::{
+    direct_ok, mariadb, mariadb_ok, python, repo, stderr, stdout, succeeds, Proxy, RawClient,
+};
 
 const REPLICAS: [&str; 2] = ["13309", "13310"];
 
@@ -333,15 +335,13 @@ fn the_configured_cipher_suites_are_what_clients_negotiate() {
 #[test]
 fn a_returning_tls_client_resumes_its_session_and_the_status_says_so() {
     let proxy = Proxy::start();
-    let out = std::process::Command::new(python())
+    let mut resume = std::process::Command::new(python());
+    resume
         .arg(repo().join("tests/driver/tls_resume.py"))
         .arg(proxy.port.to_string())
-        .arg(repo().join("certs/ca.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stderr(&out), proxy.log());
+        .arg(repo().join("certs/ca.pem"));
     assert_eq!(
-        stdout(&out),
+        succeeds(resume, "tls_resume.py", &proxy),
         "first reused=0 status=0\nsecond reused=1 status=1\n"
     );
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{python, repo, stderr, stdout, Proxy};
+use common::{python, repo, stderr, stdout, succeeds, Proxy};
 use std::process::Command;
 
 /// Java's source launcher on `program` (in tests/driver/), MariaDB Connector/J (Debian's
@@ -15,22 +15,6 @@ fn connector_j(program: &str) -> Command {
         .arg("/usr/share/java/mariadb-java-client.jar")
         .arg(repo().join("tests/driver").join(program));
     java
-}
-
-/// Runs a driver's `program` (its arguments given) against `proxy`; its output. The test
-/// fails, with the program's output and the proxy's log, unless the program succeeded.
-fn succeeds(mut program: Command, driver: &str, proxy: &Proxy) -> String {
-    let out = program
-        .output()
-        .unwrap_or_else(|e| panic!("{driver}: {e} (scripts/setup.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{driver} failed:\n{}{}\nproxy log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        proxy.log()
-    );
-    stdout(&out)
 }
 
 /// Runs Connector/J program `program` against `proxy` (see [`succeeds`]).

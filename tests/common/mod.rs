@@ -693,6 +693,22 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Runs a driver's `program` (its arguments given) against `proxy`; its output. The test
+/// fails, with the program's output and the proxy's log, unless the program succeeded.
+pub fn succeeds(mut program: Command, driver: &str, proxy: &Proxy) -> String {
+    let out = program
+        .output()
+        .unwrap_or_else(|e| panic!("{driver}: {e} (scripts/setup.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{driver} failed:\n{}{}\nproxy log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        proxy.log()
+    );
+    stdout(&out)
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
