@@ -22,12 +22,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use sluice::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
+mod support;
+
+use bytes::BytesMut;
 use sluice::protocol::constants::{capability, command, header};
 use sluice::protocol::frame::encode_packet;
-use sluice::protocol::handshake::{HandshakeResponse, InitialHandshake};
-use sluice::protocol::packets::ErrPacket;
+use sluice::protocol::handshake::{encode_ssl_request, HandshakeResponse, InitialHandshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::Resumption;
@@ -59,13 +59,8 @@ impl Options {
             resume: false,
             tls: true,
         };
-        let mut args = std::env::args().skip(1);
-        while let Some(flag) = args.next() {
-            let value = args.next().ok_or(format!("{flag} needs a value"))?;
-            let number = |v: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("{flag}: not a number"))
-            };
+        for (flag, value) in support::flags()? {
+            let number = |v: &str| support::number(&flag, v);
             match flag.as_str() {
                 "--port" => o.port = number(&value)? as u16,
                 "--clients" => o.clients = number(&value)? as usize,
@@ -131,10 +126,7 @@ async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("read: {e}"))?;
     if payload.first() == Some(&header::ERR) {
-        let text = ErrPacket::decode(&payload)
-            .map(|e| format!("{} {}", e.code, e.message))
-            .unwrap_or_else(|_| "unreadable error".into());
-        return Err(text);
+        return Err(support::error_text(&payload));
     }
     Ok(payload)
 }
@@ -153,22 +145,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     if answer.first() != Some(&header::OK) {
         return Err(format!("login as {} not accepted", o.user));
     }
-    send(
-        stream,
-        0,
-        &[
-            command::QUERY,
-            b'S',
-            b'E',
-            b'L',
-            b'E',
-            b'C',
-            b'T',
-            b' ',
-            b'1',
-        ],
-    )
-    .await?;
+    let mut select = vec![command::QUERY];
+    select.extend_from_slice(b"SELECT 1");
+    send(stream, 0, &select).await?;
     // column count, column definition, EOF, the row, EOF
     for _ in 0..5 {
         read(stream).await?;
@@ -185,37 +164,19 @@ async fn login(o: &Options, tls: Option<&TlsConnector>) -> Result<bool, String> 
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let greeting = InitialHandshake::decode(&read(&mut tcp).await?).map_err(|e| e.to_string())?;
-    let key = ProvenKey::of_password(o.password.as_bytes());
-    let mut capabilities = capability::LONG_PASSWORD
-        | capability::PROTOCOL_41
-        | capability::SECURE_CONNECTION
-        | capability::PLUGIN_AUTH
-        | capability::TRANSACTIONS
-        | capability::MULTI_RESULTS;
-    if tls.is_some() {
-        capabilities |= capability::SSL;
-    }
-    let response = HandshakeResponse {
-        capabilities,
-        max_packet: 1 << 24,
-        charset: 45,
-        username: o.user.clone(),
-        auth_response: native_proof(&key, &greeting.scramble).to_vec(),
-        database: None,
-        auth_plugin: Some(NATIVE_PASSWORD.into()),
-        connect_attrs: None,
-        zstd_level: None,
-    };
+    let ssl = if tls.is_some() { capability::SSL } else { 0 };
+    let response = support::native_login(&o.user, &o.password, &greeting, None, ssl);
     let Some(connector) = tls else {
         session(&mut tcp, o, response, 1).await?;
         return Ok(false);
     };
-    // SSLRequest: the first 32 bytes of a handshake response
     let mut request = BytesMut::with_capacity(32);
-    request.put_u32_le(capabilities);
-    request.put_u32_le(1 << 24);
-    request.put_u8(45);
-    request.put_bytes(0, 23);
+    encode_ssl_request(
+        &mut request,
+        response.capabilities,
+        response.max_packet,
+        response.charset,
+    );
     send(&mut tcp, 1, &request).await?;
     let name = ServerName::try_from("localhost").expect("a valid name");
     let mut stream = connector

@@ -24,12 +24,12 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use bytes::BytesMut;
-use sluice::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
-use sluice::protocol::constants::{capability, command, header};
+use sluice::protocol::constants::{command, header};
 use sluice::protocol::frame::encode_packet;
-use sluice::protocol::handshake::{HandshakeResponse, InitialHandshake};
-use sluice::protocol::packets::ErrPacket;
+use sluice::protocol::handshake::InitialHandshake;
 use sluice::protocol::response::{Progress, ResponseTracker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -61,13 +61,8 @@ impl Options {
             prepared: false,
             range: 0,
         };
-        let mut args = std::env::args().skip(1);
-        while let Some(flag) = args.next() {
-            let value = args.next().ok_or(format!("{flag} needs a value"))?;
-            let number = |v: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("{flag}: not a number"))
-            };
+        for (flag, value) in support::flags()? {
+            let number = |v: &str| support::number(&flag, v);
             match flag.as_str() {
                 "--port" => o.port = number(&value)? as u16,
                 "--clients" => o.clients = number(&value)? as usize,
@@ -112,24 +107,7 @@ impl Client {
             return Err(client.error_text());
         }
         let greeting = InitialHandshake::decode(&client.payload).map_err(|e| e.to_string())?;
-        let key = ProvenKey::of_password(o.password.as_bytes());
-        let response = HandshakeResponse {
-            capabilities: capability::LONG_PASSWORD
-                | capability::PROTOCOL_41
-                | capability::SECURE_CONNECTION
-                | capability::PLUGIN_AUTH
-                | capability::TRANSACTIONS
-                | capability::MULTI_RESULTS
-                | capability::CONNECT_WITH_DB,
-            max_packet: 1 << 24,
-            charset: 45,
-            username: o.user.clone(),
-            auth_response: native_proof(&key, &greeting.scramble).to_vec(),
-            database: Some(o.database.clone()),
-            auth_plugin: Some(NATIVE_PASSWORD.into()),
-            connect_attrs: None,
-            zstd_level: None,
-        };
+        let response = support::native_login(&o.user, &o.password, &greeting, Some(&o.database), 0);
         let mut payload = BytesMut::new();
         response.encode(&mut payload);
         client.send(1, &payload).await?;
@@ -167,9 +145,7 @@ impl Client {
     }
 
     fn error_text(&self) -> String {
-        ErrPacket::decode(&self.payload)
-            .map(|e| format!("{} {}", e.code, e.message))
-            .unwrap_or_else(|_| "unreadable reply".into())
+        support::error_text(&self.payload)
     }
 
     /// Runs one statement to the end of its response; whether it ended in an ERR.
