@@ -13,10 +13,11 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsStream;
+use tokio_rustls::client;
 
 use crate::protocol::compressed;
 use crate::protocol::frame::{self, encode_packet, FrameError, PacketSpan};
+use crate::tls::ServerStream;
 
 /// Initial read buffer size: small, so that idle connections stay cheap; it grows with
 /// the packets that need it.
@@ -29,46 +30,23 @@ const MIN_READ: usize = 1024;
 /// A socket, before or after a TLS upgrade.
 pub enum Stream {
     Tcp(TcpStream),
-    Tls(Box<TlsStream<Rewind>>),
-}
-
-/// A TCP stream with bytes put back in front of it. A client may send its TLS ClientHello
-/// right behind the SSLRequest, so the proxy can have read the start of the TLS handshake
-/// already; the TLS layer must see those bytes first.
-pub struct Rewind {
-    prefix: BytesMut,
-    tcp: TcpStream,
-}
-
-impl Rewind {
-    pub fn new(prefix: BytesMut, tcp: TcpStream) -> Rewind {
-        Rewind {
-            prefix: keep_if_filled(prefix),
-            tcp,
-        }
-    }
-}
-
-/// An empty buffer split off a larger one still holds that allocation; dropping it frees
-/// the memory for a connection that will never put bytes there again.
-fn keep_if_filled(buf: BytesMut) -> BytesMut {
-    if buf.is_empty() {
-        BytesMut::new()
-    } else {
-        buf
-    }
+    /// A client's link, its TLS terminated by the proxy.
+    TlsServer(Box<ServerStream>),
+    /// A link to a backend under TLS.
+    TlsClient(Box<client::TlsStream<TcpStream>>),
 }
 
 impl Stream {
     fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        !matches!(self, Stream::Tcp(_))
     }
 
     /// The TCP socket under any TLS.
     fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Tcp(tcp) => tcp,
-            Stream::Tls(tls) => &tls.get_ref().0.tcp,
+            Stream::TlsServer(tls) => tls.tcp(),
+            Stream::TlsClient(tls) => tls.get_ref().0,
         }
     }
 
@@ -76,41 +54,6 @@ impl Stream {
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.tcp().as_raw_fd()
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            this.prefix = keep_if_filled(std::mem::take(&mut this.prefix));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 
@@ -122,7 +65,8 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -135,21 +79,24 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

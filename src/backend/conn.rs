@@ -8,9 +8,9 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsConnector, TlsStream};
+use tokio_rustls::TlsConnector;
 
-use crate::connection::{Connection, ReadError, Rewind, Stream};
+use crate::connection::{Connection, ReadError, Stream};
 use crate::protocol::auth::{native_proof, ProvenKey, NATIVE_PASSWORD};
 use crate::protocol::constants::{capability, command, header};
 use crate::protocol::handshake::{
@@ -642,10 +642,8 @@ async fn upgrade(
     let name = ServerName::try_from(server.host.clone())
         .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
     let tls = TlsConnector::from(config.clone())
-        .connect(name, Rewind::new(pending, tcp)) // `pending` is empty: checked above
+        .connect(name, tcp)
         .await
         .map_err(|e| BackendError::Tls(address.clone(), e.to_string()))?;
-    Ok(Connection::new(Stream::Tls(Box::new(TlsStream::Client(
-        tls,
-    )))))
+    Ok(Connection::new(Stream::TlsClient(Box::new(tls))))
 }

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::backend::Login;
 use crate::config::Consistency;
-use crate::connection::{Connection, Rewind, Stream};
+use crate::connection::{Connection, Stream};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{capability, error, status, DEFAULT_CHARSET};
 use crate::protocol::handshake::{
@@ -23,6 +22,7 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::packets::ErrPacket;
 use crate::runtime::{Runtime, UserEntry};
+use crate::tls::ServerStream;
 
 use super::authenticate::{expect_seq, read, Exchange, LoginReadError, Sha2Cache};
 
@@ -393,18 +393,14 @@ async fn accept_tls(
     let Stream::Tcp(tcp) = stream else {
         return Err(HandshakeError::protocol("TLS requested twice"));
     };
-    let tls = TlsAcceptor::from(config)
-        .accept(Rewind::new(pending, tcp))
+    let tls = ServerStream::accept(config, pending, tcp)
         .await
         .map_err(HandshakeError::Tls)?;
-    let info = tls_info(tls.get_ref().1);
-    Ok((
-        Connection::new(Stream::Tls(Box::new(TlsStream::Server(tls)))),
-        info,
-    ))
+    let info = tls_info(tls.session());
+    Ok((Connection::new(Stream::TlsServer(Box::new(tls))), info))
 }
 
-fn tls_info(session: &rustls::ServerConnection) -> TlsInfo {
+fn tls_info(session: &rustls::CommonState) -> TlsInfo {
     let leaf = session
         .peer_certificates()
         .and_then(|chain| chain.first())

@@ -2,6 +2,10 @@
 //! backends. Built from files on every (re)load, so replacing certificates on disk and
 //! reloading the configuration (SIGHUP) rotates them without a restart.
 
+mod server_stream;
+
+pub use server_stream::ServerStream;
+
 use std::path::Path;
 use std::sync::Arc;
 
