@@ -68,10 +68,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config: path } => {
             init_logging();
+            // the runtime is sized by the configuration, so it is read before the runtime
+            let config = match sluice::config::Config::load(&path) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             sluice::allocator::purge_in_background();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if config.proxy.worker_threads > 0 {
+                builder.worker_threads(config.proxy.worker_threads);
+            }
+            let runtime = match builder
                 .thread_stack_size(sluice::allocator::WORKER_STACK_BYTES)
                 .enable_all()
                 .build()
@@ -82,7 +94,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(sluice::server::run(&config)) {
+            match runtime.block_on(sluice::server::run(&path, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

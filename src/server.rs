@@ -65,8 +65,7 @@ fn warn_about_permissions(config_path: &Path, config: &Config) {
 }
 
 /// Runs the proxy with the configuration at `path` until it is told to stop.
-pub async fn run(path: &Path) -> Result<(), StartError> {
-    let config = Config::load(path)?;
+pub async fn run(path: &Path, config: Config) -> Result<(), StartError> {
     let (config, synced) = match config.cluster.clone().filter(|c| c.sync) {
         Some(settings) => Cluster::starting_config(&settings, config),
         None => (config, None),
@@ -214,6 +213,14 @@ async fn reload(frontend: &Frontend, path: &Path, admin: Option<&AdminServer>) {
             let listen = shared.load().proxy.listen;
             if config.proxy.listen != listen {
                 tracing::warn!(old = %listen, new = %config.proxy.listen, "proxy.listen changes only on restart");
+            }
+            let workers = shared.load().proxy.worker_threads;
+            if config.proxy.worker_threads != workers {
+                tracing::warn!(
+                    old = workers,
+                    new = config.proxy.worker_threads,
+                    "proxy.worker_threads changes only on restart"
+                );
             }
             let applied = match &frontend.cluster {
                 Some(cluster) => cluster.reload_file(config).await,

@@ -647,3 +647,22 @@ fn proxysqls_variable_names_are_all_there_and_the_ones_without_a_setting_are_rea
     let refused = rows(&mut admin, "LOAD ADMIN VARIABLES TO RUNTIME").unwrap_err();
     assert!(refused.contains("admin-web_enabled"), "{refused}");
 }
+
+#[test]
+fn worker_threads_size_the_runtime_and_mysql_threads_shows_it() {
+    let proxy = Proxy::start_with(|c| c.replace("[proxy]\n", "[proxy]\nworker_threads = 1\n"));
+    let mut admin = RawClient::login(proxy.admin_port, "admin", "admin").unwrap();
+    let status = variables(
+        &mut admin,
+        "SELECT Variable_Name, Variable_Value FROM stats_mysql_global",
+    );
+    assert_eq!(number(&status, "MySQL_Thread_Workers"), 1);
+    let settings = variables(
+        &mut admin,
+        "SELECT variable_name, variable_value FROM global_variables WHERE variable_name = 'mysql-threads'",
+    );
+    assert_eq!(settings["mysql-threads"], "1");
+    // and it serves clients on that one worker
+    let mut app = RawClient::login(proxy.port, "app", "app").unwrap();
+    ok(&mut app, "DO 1");
+}

@@ -320,6 +320,11 @@ pub struct ProxySection {
     /// connect-per-request pool — overflows a short queue, and each connection that overflows
     /// waits for the kernel's SYN-ACK retransmit (1 s, then 3, 7, 15 s) before it is seen.
     pub listen_backlog: u32,
+    /// The runtime's worker threads (ProxySQL's `mysql-threads`); 0: one per core. Read
+    /// at start only. Fewer workers than cores cost less CPU per statement where the proxy
+    /// shares its cores with other work (no thread looks for work to steal), at the price
+    /// of the peak throughput a dedicated host gets from one worker per core.
+    pub worker_threads: usize,
     /// The version string in the greeting. Clients use it to pick features; the `5.5.5-`
     /// prefix is MariaDB's convention that keeps MySQL connectors from mistaking 10.x for
     /// a MySQL 10.
@@ -495,6 +500,7 @@ impl Default for ProxySection {
         ProxySection {
             listen: SocketAddr::from(([127, 0, 0, 1], 6033)),
             listen_backlog: 4096,
+            worker_threads: 0,
             server_version: "5.5.5-10.11.6-MariaDB-Sluice".to_string(),
             max_client_connections: 10_000,
             handshake_timeout_ms: 10_000,

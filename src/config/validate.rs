@@ -238,6 +238,12 @@ fn proxy(config: &Config) -> Result<(), Failure> {
     if p.listen_backlog == 0 {
         return fail("proxy.listen_backlog", "must be at least 1");
     }
+    if p.worker_threads > 1024 {
+        return fail(
+            "proxy.worker_threads",
+            "must be at most 1024 (0: one per core)",
+        );
+    }
     if p.max_allowed_packet < 1024 || p.max_allowed_packet > 1 << 30 {
         return fail(
             "proxy.max_allowed_packet",
@@ -500,6 +506,23 @@ mod tests {
         assert!(problem.contains("ed25519"), "{problem}");
         let text = format!("{text}\nbackend_password_file = \"app.secret\"\n");
         assert!(Config::from_toml(&text, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_core_and_are_bounded() {
+        let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.proxy.worker_threads, 0, "0: tokio's one per core");
+        let one = format!("[proxy]\nworker_threads = 1\n{MINIMAL}");
+        assert_eq!(
+            Config::from_toml(&one, Path::new("."))
+                .unwrap()
+                .proxy
+                .worker_threads,
+            1
+        );
+        let (key, problem) = invalid(&format!("[proxy]\nworker_threads = 5000\n{MINIMAL}"));
+        assert_eq!(key, "proxy.worker_threads");
+        assert!(problem.contains("1024"), "{problem}");
     }
 
     #[test]

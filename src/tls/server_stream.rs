@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
 use rustls::{CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -60,6 +62,7 @@ enum Stop {
 }
 
 /// What to do once application data may be sent.
+#[derive(Clone, Copy)]
 enum Outbound<'a> {
     Nothing,
     Data(&'a [u8]),
@@ -159,22 +162,7 @@ impl ServerStream {
                     Some(Stop::Closed)
                 }
                 ConnectionState::WriteTraffic(mut traffic) => {
-                    match send {
-                        Outbound::Nothing => {}
-                        Outbound::Data(data) => {
-                            let data = &data[..data.len().min(MAX_ENCRYPT)];
-                            let room = data.len() + RECORD_OVERHEAD * (data.len() / 16_384 + 1);
-                            append(&mut self.outgoing, room, |out| {
-                                traffic.encrypt(data, out).map_err(encrypt_error)
-                            })?;
-                            taken = data.len();
-                        }
-                        Outbound::CloseNotify => {
-                            append(&mut self.outgoing, RECORD_OVERHEAD, |out| {
-                                traffic.queue_close_notify(out).map_err(encrypt_error)
-                            })?;
-                        }
-                    }
+                    taken = queue_outbound(&mut self.outgoing, &mut traffic, send)?;
                     Some(Stop::Writable)
                 }
                 ConnectionState::ReadEarlyData(_) => {
@@ -239,6 +227,32 @@ impl ServerStream {
             if buf.is_empty() && buf.capacity() > 0 {
                 *buf = BytesMut::new();
             }
+        }
+    }
+}
+
+/// Encrypts what `send` asks for behind the ciphertext already queued; returns how many
+/// bytes of data it took (at most [`MAX_ENCRYPT`]).
+fn queue_outbound(
+    outgoing: &mut BytesMut,
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    send: Outbound<'_>,
+) -> io::Result<usize> {
+    match send {
+        Outbound::Nothing => Ok(0),
+        Outbound::Data(data) => {
+            let data = &data[..data.len().min(MAX_ENCRYPT)];
+            let room = data.len() + RECORD_OVERHEAD * (data.len() / 16_384 + 1);
+            append(outgoing, room, |out| {
+                traffic.encrypt(data, out).map_err(encrypt_error)
+            })?;
+            Ok(data.len())
+        }
+        Outbound::CloseNotify => {
+            append(outgoing, RECORD_OVERHEAD, |out| {
+                traffic.queue_close_notify(out).map_err(encrypt_error)
+            })?;
+            Ok(0)
         }
     }
 }
