@@ -41,7 +41,7 @@ pub struct ServerStream {
     /// Ciphertext read and not yet consumed by rustls.
     incoming: BytesMut,
     /// Ciphertext (handshake records, alerts, application data) not yet sent, in order.
-    outgoing: BytesMut,
+    outgoing: Outgoing,
     /// Decrypted bytes that did not fit the reader's buffer.
     plaintext: BytesMut,
     /// The peer sent close_notify or closed its socket: reads return end of stream.
@@ -82,7 +82,7 @@ impl ServerStream {
             tcp,
             tls,
             incoming: prefix,
-            outgoing: BytesMut::new(),
+            outgoing: Outgoing::default(),
             plaintext: BytesMut::new(),
             read_closed: false,
             close_queued: false,
@@ -199,11 +199,11 @@ impl ServerStream {
     /// Sends the queued ciphertext.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.outgoing.is_empty() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing))?;
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, self.outgoing.pending()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.outgoing.advance(n);
+            self.outgoing.consume(n);
         }
         Poll::Ready(Ok(()))
     }
@@ -223,7 +223,8 @@ impl ServerStream {
 
     /// Lets go of the buffers that hold nothing: the link is about to wait for the peer.
     fn release_empty_buffers(&mut self) {
-        for buf in [&mut self.incoming, &mut self.outgoing, &mut self.plaintext] {
+        self.outgoing.release_if_empty();
+        for buf in [&mut self.incoming, &mut self.plaintext] {
             if buf.is_empty() && buf.capacity() > 0 {
                 *buf = BytesMut::new();
             }
@@ -234,7 +235,7 @@ impl ServerStream {
 /// Encrypts what `send` asks for behind the ciphertext already queued; returns how many
 /// bytes of data it took (at most [`MAX_ENCRYPT`]).
 fn queue_outbound(
-    outgoing: &mut BytesMut,
+    outgoing: &mut Outgoing,
     traffic: &mut WriteTraffic<'_, ServerConnectionData>,
     send: Outbound<'_>,
 ) -> io::Result<usize> {
@@ -270,30 +271,70 @@ fn deliver(payload: &[u8], reader: Option<&mut ReadBuf<'_>>, rest: &mut BytesMut
     rest.extend_from_slice(&payload[fits..]);
 }
 
-/// Appends what `write` puts into a slice of `room` bytes (more if it asks) to `buf`.
+/// Queues what `write` puts into at least `room` bytes (more if it asks for more).
 fn append(
-    buf: &mut BytesMut,
+    out: &mut Outgoing,
     room: usize,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, Needs>,
 ) -> io::Result<()> {
-    let start = buf.len();
     let mut room = room;
     loop {
-        buf.resize(start + room, 0);
-        match write(&mut buf[start..]) {
+        match write(out.room(room)) {
             Ok(n) => {
-                buf.truncate(start + n);
+                out.commit(n);
                 return Ok(());
             }
             Err(Needs::Room(needed)) if needed > room => room = needed,
-            Err(Needs::Room(_)) => {
-                buf.truncate(start);
-                return Err(invalid_data("TLS record buffer sizing"));
-            }
-            Err(Needs::Failed(e)) => {
-                buf.truncate(start);
-                return Err(e);
-            }
+            Err(Needs::Room(_)) => return Err(invalid_data("TLS record buffer sizing")),
+            Err(Needs::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+/// Ciphertext waiting for the socket. rustls encrypts into a `&mut [u8]`, which must be
+/// initialised: the buffer keeps the bytes it has once zeroed and reuses them from the
+/// start whenever everything queued has been sent, so a long result is not zero-filled
+/// write after write. Released whole while the link waits.
+#[derive(Default)]
+struct Outgoing {
+    /// Initialised throughout; its length is the most ever needed at once.
+    buf: Vec<u8>,
+    /// `buf[sent..end]` is queued and not yet sent.
+    sent: usize,
+    end: usize,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.sent == self.end
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent == self.end {
+            (self.sent, self.end) = (0, 0);
+        }
+    }
+
+    /// At least `room` writable bytes behind what is queued.
+    fn room(&mut self, room: usize) -> &mut [u8] {
+        if self.buf.len() < self.end + room {
+            self.buf.resize(self.end + room, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            *self = Outgoing::default();
         }
     }
 }
@@ -535,7 +576,7 @@ mod tests {
         assert_eq!(
             (
                 server.incoming.capacity(),
-                server.outgoing.capacity(),
+                server.outgoing.buf.capacity(),
                 server.plaintext.capacity()
             ),
             (0, 0, 0)
