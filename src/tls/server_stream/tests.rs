@@ -193,3 +193,42 @@ async fn garbage_instead_of_a_client_hello_is_refused_with_an_alert() {
     client.read_to_end(&mut alert).await.expect("read");
     assert_eq!(alert.first(), Some(&0x15), "a TLS alert record: {alert:?}");
 }
+
+#[tokio::test]
+async fn a_client_hello_read_before_the_upgrade_starts_the_handshake() {
+    // A client may send its ClientHello right behind the SSLRequest: the proxy then holds
+    // the start of it when the TLS begins. Here the first half is handed over as already
+    // read, the second half comes over the socket.
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut client = rustls::ClientConnection::new(client_config(&[&rustls::version::TLS13]), name)
+        .expect("client");
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).expect("ClientHello");
+    let (read_already, rest) = hello.split_at(hello.len() / 2);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let rest = rest.to_vec();
+    let peer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(address).expect("connect");
+        tcp.write_all(&rest).expect("the rest of the ClientHello");
+        while client.is_handshaking() {
+            client.complete_io(&mut tcp).expect("handshake");
+        }
+        let mut tls = rustls::Stream::new(&mut client, &mut tcp);
+        tls.write_all(b"ping").expect("write");
+        let mut answer = [0u8; 4];
+        tls.read_exact(&mut answer).expect("read");
+        answer
+    });
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let mut server = ServerStream::accept(server_config(), BytesMut::from(read_already), tcp)
+        .await
+        .expect("server handshake");
+    let mut ping = [0u8; 4];
+    server.read_exact(&mut ping).await.expect("read");
+    assert_eq!(&ping, b"ping");
+    server.write_all(b"pong").await.expect("write");
+    server.flush().await.expect("flush");
+    assert_eq!(&peer.await.expect("client thread"), b"pong");
+}
