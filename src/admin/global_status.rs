@@ -31,9 +31,14 @@ fn server_sum(runtime: &Runtime, pick: fn(&ServerStats) -> &AtomicU64) -> String
         .to_string()
 }
 
-/// The runtime's worker threads (ProxySQL's MySQL threads).
-fn worker_threads() -> usize {
-    tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers())
+/// The runtime's worker threads (ProxySQL's MySQL threads), which `proxy.worker_threads`
+/// may have set below the cores; outside a runtime (a unit test), the cores, as the
+/// runtime would start by default.
+pub(super) fn worker_threads() -> usize {
+    tokio::runtime::Handle::try_current().map_or_else(
+        |_| std::thread::available_parallelism().map_or(1, usize::from),
+        |h| h.metrics().num_workers(),
+    )
 }
 
 /// ProxySQL's value for a feature Sluice does not have.

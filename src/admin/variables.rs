@@ -131,10 +131,7 @@ pub fn admin_rows(config: &Config) -> Vec<(String, String)> {
 /// ProxySQL variables that describe Sluice itself rather than a setting: read-only,
 /// with Sluice's real value.
 pub fn facts(config: &Config) -> Vec<(String, String)> {
-    // the running runtime's, which proxy.worker_threads may have set below the cores
-    let workers = tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from));
+    let workers = super::global_status::worker_threads();
     // what the client port's greeting offers (`Door::clients`: CLIENT_DEPRECATE_EOF too)
     let capabilities = crate::frontend::handshake::offered_capabilities(
         config.frontend_tls.is_some(),
