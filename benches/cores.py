@@ -5,7 +5,7 @@ cost less CPU per statement than one process whose two workers share everything?
 
 The comparison is made with processes, which is what a thread-per-core design amounts to
 on this machine: one Sluice with the default runtime (a worker per core), one Sluice with
-a single worker (`TOKIO_WORKER_THREADS=1`), and two single-worker Sluices on their own
+a single worker (`proxy.worker_threads = 1`), and two single-worker Sluices on their own
 ports (sysbench spreads its connections over both, as SO_REUSEPORT listeners would), each
 with its own pools. HAProxy in TCP mode in the same rounds, for reference. sysbench's
 point select in the split-reads setup of benches/split.py (both replicas read), on plain
@@ -21,7 +21,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,21 +35,6 @@ import tls  # noqa: E402  (sysbench's TLS client files, point selects with or wi
 SHARED = (16073, 16074, 16075)
 ONE_WORKER = (16076, 16077, 16078)
 PER_CORE = ((16079, 16080, 16081), (16082, 16083, 16084))
-
-
-def start_sluice(work, ports, workers=None):
-    """Sluice in its demo configuration; `workers`: tokio's worker threads (its own default,
-    one per core, when None)."""
-    config = work / f"sluice-cores-{ports[0]}.toml"
-    config.write_text(load.demo_config(*ports))
-    env = dict(os.environ)
-    if workers:
-        env["TOKIO_WORKER_THREADS"] = str(workers)
-    proc = subprocess.Popen([str(load.ROOT / "target/release/sluice"), "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, env=env,
-                            stderr=open(work / f"sluice-cores-{ports[0]}.log", "w"))
-    load.wait_port(ports[0])
-    return proc
 
 
 def threads_of(proc):
@@ -79,10 +63,9 @@ def main():
     procs = {}
     try:
         procs["haproxy"] = [split.start_haproxy(work)]
-        procs["shared"] = [start_sluice(work, SHARED)]
-        procs["one_worker"] = [start_sluice(work, ONE_WORKER, workers=1)]
-        procs["per_core"] = [start_sluice(work, ports, workers=1) for ports in PER_CORE]
-        time.sleep(2)  # the monitors' first checks place the writer and the readers
+        procs["shared"] = [split.start_sluice(work, SHARED)]
+        procs["one_worker"] = [split.start_sluice(work, ONE_WORKER, workers=1)]
+        procs["per_core"] = [split.start_sluice(work, ports, workers=1) for ports in PER_CORE]
         targets = {
             "haproxy": split.HAPROXY_PORT,
             "shared": SHARED[0],

@@ -53,11 +53,14 @@ listen mysql
     return proc
 
 
-def start_sluice(work, ports=(SLUICE_PORT, ADMIN_PORT, METRICS_PORT), binary=None):
+def start_sluice(work, ports=(SLUICE_PORT, ADMIN_PORT, METRICS_PORT), binary=None, workers=None):
     """Sluice in its demo configuration on `ports` (client, admin, metrics); `binary`:
-    another build."""
+    another build; `workers`: its runtime's worker threads (default one per core)."""
     config = work / f"sluice-split-{ports[0]}.toml"
-    config.write_text(load.demo_config(*ports))
+    text = load.demo_config(*ports)
+    if workers:
+        text = text.replace("[proxy]\n", f"[proxy]\nworker_threads = {workers}\n", 1)
+    config.write_text(text)
     binary = binary or str(load.ROOT / "target/release/sluice")
     proc = subprocess.Popen([binary, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
                             stderr=open(work / f"sluice-split-{ports[0]}.log", "w"))

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -130,6 +131,23 @@ async fn round_trip(
     tokio::join!(serve, receive);
 }
 
+/// Round trips of `response` over one connected pair, as the benchmark `name`.
+fn bench_round_trip(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    runtime: &Runtime,
+    (mut client, mut server): (
+        client::TlsStream<TcpStream>,
+        impl AsyncRead + AsyncWrite + Unpin,
+    ),
+    response: &[u8],
+    scratch: &mut [u8],
+) {
+    group.bench_function(name, |b| {
+        b.iter(|| runtime.block_on(round_trip(&mut client, &mut server, response, scratch)))
+    });
+}
+
 fn round_trips(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -142,28 +160,24 @@ fn round_trips(c: &mut Criterion) {
     ] {
         let response: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut group = c.benchmark_group(format!("tls/{label}"));
-        let (mut client, mut server) = unbuffered_pair(&runtime);
-        group.bench_function("server_stream", |b| {
-            b.iter(|| {
-                runtime.block_on(round_trip(
-                    &mut client,
-                    &mut server,
-                    &response,
-                    &mut scratch,
-                ))
-            })
-        });
-        let (mut client, mut server) = buffered_pair(&runtime);
-        group.bench_function("tokio_rustls", |b| {
-            b.iter(|| {
-                runtime.block_on(round_trip(
-                    &mut client,
-                    &mut server,
-                    &response,
-                    &mut scratch,
-                ))
-            })
-        });
+        let pair = unbuffered_pair(&runtime);
+        bench_round_trip(
+            &mut group,
+            "server_stream",
+            &runtime,
+            pair,
+            &response,
+            &mut scratch,
+        );
+        let pair = buffered_pair(&runtime);
+        bench_round_trip(
+            &mut group,
+            "tokio_rustls",
+            &runtime,
+            pair,
+            &response,
+            &mut scratch,
+        );
         group.finish();
     }
 }
